@@ -1,0 +1,237 @@
+//! Request parameters, from the query string (GET, as pipelines call the
+//! original) or from a POST body (form or JSON). Strict: malformed
+//! percent-encoding, invalid UTF-8, a malformed or oversized body are refused,
+//! and no error message repeats what the client sent.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::Request;
+use axum::http::{header, Method};
+use serde_json::Value;
+
+use super::envelope::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The parameters this API reads. Others (the original's `realm`) are ignored.
+const KNOWN: &[&str] = &["user", "passwd", "older_than"];
+
+/// Parameters by name. With a repeated name the first occurrence wins, and an
+/// empty value counts as missing, as in the original.
+#[derive(Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Params").field("names", &names).finish()
+    }
+}
+
+impl Params {
+    /// Reads the parameters of a mutation. GET takes the query string; POST
+    /// takes the body, then the query string for names the body lacks. Any
+    /// other method, HEAD included, is refused before anything runs.
+    pub async fn from_mutation(req: Request) -> Result<Params, ApiError> {
+        let (parts, body) = req.into_parts();
+        let mut params = Params::default();
+        match parts.method {
+            Method::GET => {}
+            Method::POST => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(media_type);
+                let bytes = read_body(body).await?;
+                match content_type.as_deref() {
+                    _ if bytes.is_empty() => {}
+                    Some("application/x-www-form-urlencoded") => {
+                        params.extend_form(&bytes, "request body")?
+                    }
+                    Some("application/json") => params.extend_json(&bytes)?,
+                    _ => return Err(ApiError::UnsupportedMediaType),
+                }
+            }
+            _ => {
+                return Err(ApiError::MethodNotAllowed {
+                    allow: "GET, POST",
+                    hint: "GET with a query string or POST with a form or JSON body",
+                })
+            }
+        }
+        if let Some(query) = parts.uri.query() {
+            params.extend_form(query.as_bytes(), "query string")?;
+        }
+        Ok(params)
+    }
+
+    /// The first value given for `name`, unless it is empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// As [`Params::get`], moving the value out (for secrets, so that no copy
+    /// lingers here).
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.pairs.iter().position(|(k, _)| k == name)?;
+        let value = std::mem::take(&mut self.pairs[i].1);
+        Some(value).filter(|v| !v.is_empty())
+    }
+
+    fn extend_form(&mut self, input: &[u8], what: &str) -> Result<(), ApiError> {
+        for pair in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (key, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let key = decode_component(key, what)?;
+            let value = decode_component(value, what)?;
+            if KNOWN.contains(&key.as_str()) {
+                self.pairs.push((key, value));
+            }
+        }
+        Ok(())
+    }
+
+    fn extend_json(&mut self, input: &[u8]) -> Result<(), ApiError> {
+        let object: serde_json::Map<String, Value> = serde_json::from_slice(input)
+            .map_err(|_| ApiError::Malformed("request body is not a JSON object".into()))?;
+        for (key, value) in object {
+            let Some(&name) = KNOWN.iter().find(|k| **k == key) else {
+                continue;
+            };
+            let text = match value {
+                Value::Null => continue,
+                Value::String(s) => s,
+                // Epoch names and durations are numbers to many callers.
+                Value::Number(n) if name != "passwd" => n.to_string(),
+                _ => {
+                    return Err(ApiError::BadParameter {
+                        name,
+                        detail: "must be a JSON string".into(),
+                    })
+                }
+            };
+            self.pairs.push((name.to_owned(), text));
+        }
+        Ok(())
+    }
+}
+
+/// The media type of a Content-Type header, lower case, without parameters.
+fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        // The limit shows as a length-limit error somewhere in the chain;
+        // anything else is a broken upload.
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                };
+            }
+            source = err.source();
+        }
+        ApiError::Malformed("request body could not be read".into())
+    })
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
+/// space, `%XX` a byte; anything else after `%` is an error, and so is a
+/// result that is not UTF-8.
+fn decode_component(input: &[u8], what: &str) -> Result<String, ApiError> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let byte = input
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .filter(|_| input[i + 1].is_ascii_hexdigit() && input[i + 2].is_ascii_hexdigit())
+                    .ok_or_else(|| {
+                        ApiError::Malformed(format!("malformed percent-encoding in the {what}"))
+                    })?;
+                out.push(byte);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::Malformed(format!("the {what} is not valid UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(s: &str) -> Result<Params, ApiError> {
+        let mut p = Params::default();
+        p.extend_form(s.as_bytes(), "query string")?;
+        Ok(p)
+    }
+
+    #[test]
+    fn first_value_wins_and_empty_is_missing() {
+        let p = form("user=a&user=b&passwd=&realm=x").unwrap();
+        assert_eq!(p.get("user"), Some("a"));
+        assert_eq!(p.get("passwd"), None);
+        assert_eq!(p.get("realm"), None, "unknown names are dropped");
+    }
+
+    #[test]
+    fn percent_and_plus_decode() {
+        let p = form("passwd=p%C3%A4ss+w%2Bord%26").unwrap();
+        assert_eq!(p.get("passwd"), Some("päss w+ord&"));
+    }
+
+    #[test]
+    fn malformed_encoding_and_bad_utf8_are_refused_without_echo() {
+        for bad in ["passwd=sec%zzret", "passwd=secret%4", "passwd=secret%", "passwd=sec%ff%feret"] {
+            let err = form(bad).err().unwrap().to_string();
+            assert!(!err.contains("sec"), "{err}");
+            assert!(err.contains("query string"), "{err}");
+        }
+    }
+
+    #[test]
+    fn json_takes_strings_and_numeric_names() {
+        let mut p = Params::default();
+        p.extend_json(br#"{"user": 1423382819, "passwd": "x", "realm": {"a": 1}, "older_than": null}"#)
+            .unwrap();
+        assert_eq!(p.get("user"), Some("1423382819"));
+        assert_eq!(p.take("passwd").as_deref(), Some("x"));
+        assert_eq!(p.get("older_than"), None);
+        let mut p = Params::default();
+        assert!(p.extend_json(br#"{"passwd": 12345}"#).is_err());
+        assert!(p.extend_json(b"[1,2]").is_err());
+        assert!(p.extend_json(b"{").is_err());
+    }
+
+    #[test]
+    fn debug_shows_names_only() {
+        let p = form("user=u&passwd=hunter2").unwrap();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,246 @@
+//! The command line: `serve` and the administrative subcommands, which go
+//! through the same store and the same write path as the API.
+//!
+//! Exit codes: 0 success; 1 the operation failed (database unavailable, I/O);
+//! 2 bad usage, configuration or input.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, FlagValues, Settings, CONFIG_FILE_ENV};
+use crate::domain::{Password, Username};
+use crate::htpasswd::{self, HashType};
+use crate::startup::{shutdown_signal, Application};
+use crate::store::{Create, Store, WriteOp, WriteOutcome};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "registry-rubber",
+    version,
+    about = "Short-lived Docker registry credentials for Apache mod_authn_dbd",
+    after_help = "Every option is also a configuration key (TOML file) and an environment variable RUBBER_<KEY>.\nPrecedence: flag > environment > file > default.\nExit codes: 0 success, 1 operation failed, 2 bad usage, configuration or input."
+)]
+pub struct Cli {
+    /// TOML configuration file [env: RUBBER_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:5080]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// sqlite:///absolute/path.sqlite [default: sqlite:registry-rubber.sqlite]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// sha1, md5, bcrypt, sha256 or sha512 [default: sha256]
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub hash_type: Option<String>,
+    /// bcrypt cost, 4 to 31 [default: 10]
+    #[arg(long, global = true, value_name = "COST")]
+    pub bcrypt_cost: Option<String>,
+    /// Default age in seconds beyond which cleanup removes users [default: 600]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub cleanup_threshold: Option<String>,
+    /// Table holding the users [default: users]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub table: Option<String>,
+    /// text or json [default: text]
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// error, warn, info, debug, trace, or a tracing filter [default: info]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the JSON API
+    Serve,
+    /// Add a user, or replace its password; the password is read from standard input
+    Add { user: String },
+    /// Remove a user (succeeds whether or not it existed)
+    Remove { user: String },
+    /// Remove users created more than --older-than seconds ago
+    Cleanup {
+        /// Age in seconds [default: cleanup_threshold]
+        #[arg(long, value_name = "SECONDS")]
+        older_than: Option<u64>,
+    },
+    /// Print the hash of the password read from standard input
+    Hash {
+        /// sha1, md5, bcrypt, sha256 or sha512 [default: hash_type]
+        #[arg(long = "type", value_name = "TYPE")]
+        hash_type: Option<String>,
+    },
+    /// Create the database if missing and bring its schema up to date
+    Migrate,
+    /// Validate the configuration and print every key's value
+    CheckConfig,
+}
+
+impl Cli {
+    fn flag_values(&self) -> FlagValues {
+        let flags = [
+            ("listen", &self.listen),
+            ("database_url", &self.database_url),
+            ("hash_type", &self.hash_type),
+            ("bcrypt_cost", &self.bcrypt_cost),
+            ("cleanup_threshold", &self.cleanup_threshold),
+            ("table", &self.table),
+            ("log_format", &self.log_format),
+            ("log_level", &self.log_level),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+            .collect()
+    }
+
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from))
+    }
+}
+
+/// A failure and its exit code; the message goes to standard error.
+struct Failure(u8, String);
+
+fn usage(message: impl std::fmt::Display) -> Failure {
+    Failure(EXIT_USAGE, message.to_string())
+}
+
+fn failed(message: impl std::fmt::Display) -> Failure {
+    Failure(EXIT_FAILED, message.to_string())
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let settings = match Settings::load(cli.config_file().as_deref(), &cli.flag_values()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("registry-rubber: configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    crate::telemetry::init(settings.log_format, &settings.log_level);
+    match dispatch(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("registry-rubber: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
+    let now = || SystemClock.now();
+    match command {
+        Command::Serve => {
+            let app = Application::build(&settings).await.map_err(usage)?;
+            app.run_until_stopped(shutdown_signal()).await;
+        }
+        Command::CheckConfig => {
+            for (key, value) in config::describe(&settings) {
+                println!("{key} = {}", toml_string(&value));
+            }
+        }
+        Command::Migrate => {
+            Store::open(&settings, Create::IfMissing)
+                .await
+                .map_err(failed)?;
+            println!("database {} is up to date", settings.database);
+        }
+        Command::Hash { hash_type } => {
+            let kind = match hash_type {
+                Some(t) => t.parse::<HashType>().map_err(usage)?,
+                None => settings.hash_type,
+            };
+            let password = read_password(kind)?;
+            let hash =
+                htpasswd::hash(kind, password.expose(), settings.bcrypt_cost).map_err(usage)?;
+            println!("{hash}");
+        }
+        Command::Add { user } => {
+            let user = Username::parse(&user).map_err(usage)?;
+            let password = read_password(settings.hash_type)?;
+            let hash = htpasswd::hash(settings.hash_type, password.expose(), settings.bcrypt_cost)
+                .map_err(usage)?;
+            let store = open_existing(&settings).await?;
+            let outcome = store
+                .write(WriteOp::Add {
+                    user: user.clone(),
+                    hash,
+                    now: now(),
+                })
+                .await
+                .map_err(failed)?;
+            let how = match outcome {
+                WriteOutcome::Added { replaced: true } => " (password replaced)",
+                _ => "",
+            };
+            println!("Added user {user}{how}");
+        }
+        Command::Remove { user } => {
+            let user = Username::parse(&user).map_err(usage)?;
+            let store = open_existing(&settings).await?;
+            let outcome = store
+                .write(WriteOp::Remove { user: user.clone() })
+                .await
+                .map_err(failed)?;
+            let how = match outcome {
+                WriteOutcome::Removed { found: false } => " (it was not present)",
+                _ => "",
+            };
+            println!("removed user {user}{how}");
+        }
+        Command::Cleanup { older_than } => {
+            let older_than = older_than.unwrap_or(settings.cleanup_threshold);
+            let cutoff = now().saturating_sub(i64::try_from(older_than).map_err(usage)?);
+            let store = open_existing(&settings).await?;
+            let outcome = store
+                .write(WriteOp::Cleanup { cutoff })
+                .await
+                .map_err(failed)?;
+            if let WriteOutcome::CleanedUp { removed } = outcome {
+                println!("removed {removed} users older than {older_than} seconds");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn open_existing(settings: &Settings) -> Result<Store, Failure> {
+    Store::open(settings, Create::Never).await.map_err(|e| match e {
+        crate::store::StoreError::Missing(_) => usage(e),
+        other => failed(other),
+    })
+}
+
+/// Reads a password from standard input: everything up to the end, less one
+/// trailing line break.
+fn read_password(kind: HashType) -> Result<Password, Failure> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| usage(format!("cannot read the password from standard input: {e}")))?;
+    let trimmed = input
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&input);
+    Password::parse(trimmed.to_owned(), kind)
+        .map_err(|e| usage(format!("{e} (the password is read from standard input)")))
+}
+
+fn toml_string(value: &str) -> String {
+    match value.parse::<i64>() {
+        Ok(_) => value.to_owned(),
+        Err(_) => format!("{value:?}"),
+    }
+}

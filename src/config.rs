@@ -1,0 +1,567 @@
+//! Typed settings, layered: defaults, then the TOML file, then `RUBBER_*`
+//! environment variables, then command-line flags. Every source goes through
+//! the same per-key parser, so a value means the same wherever it is written,
+//! and every error names the key, where it came from, and how to fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::htpasswd::{HashType, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+
+/// Default address of the API: loopback only; port 5000 belongs to the registry.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5080";
+/// Default database: an SQLite file in the working directory, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:registry-rubber.sqlite";
+pub const DEFAULT_HASH_TYPE: HashType = HashType::Sha256;
+pub use crate::htpasswd::DEFAULT_BCRYPT_COST;
+/// Seconds, as the original tool.
+pub const DEFAULT_CLEANUP_THRESHOLD: u64 = 600;
+pub const DEFAULT_TABLE: &str = "users";
+/// Prefix of every environment variable that sets a key.
+pub const ENV_PREFIX: &str = "RUBBER_";
+/// Environment variable naming the configuration file when `--config` is absent.
+pub const CONFIG_FILE_ENV: &str = "RUBBER_CONFIG";
+
+/// Every configuration key, in the order the documentation lists them.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "hash_type",
+    "bcrypt_cost",
+    "cleanup_threshold",
+    "table",
+    "log_format",
+    "log_level",
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address and port the API binds; port 0 picks a free one.
+    pub listen: SocketAddr,
+    pub database: DatabaseUrl,
+    /// Format of newly written password hashes.
+    pub hash_type: HashType,
+    pub bcrypt_cost: u32,
+    /// Default age, in seconds, beyond which `cleanup` removes a user.
+    pub cleanup_threshold: u64,
+    pub table: TableName,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a valid address"),
+            database: DatabaseUrl::default_sqlite(),
+            hash_type: DEFAULT_HASH_TYPE,
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
+            cleanup_threshold: DEFAULT_CLEANUP_THRESHOLD,
+            table: TableName(DEFAULT_TABLE.to_owned()),
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// Where a value came from, so that an error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{origin}: unknown key `{key}`{hint}; valid keys are: {valid}", valid = KEYS.join(", "))]
+    UnknownKey {
+        key: String,
+        origin: Source,
+        hint: String,
+    },
+    #[error("{origin}: key `{key}`: {message}")]
+    BadValue {
+        key: &'static str,
+        origin: Source,
+        message: String,
+    },
+}
+
+/// Values set on the command line, one per key; `None` leaves the key to the
+/// lower layers.
+pub type FlagValues = Vec<(&'static str, String)>;
+
+impl Settings {
+    /// Builds the settings from the file (if any), the process environment,
+    /// and the given flag values.
+    pub fn load(file: Option<&Path>, flags: &FlagValues) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env, flags)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &FlagValues,
+    ) -> Result<Self, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(path) = file {
+            for (key, value) in read_file(path)? {
+                let source = Source::File(path.to_owned());
+                settings.set(&key, &value, source)?;
+            }
+        }
+        for (var, value) in env {
+            let Some(key) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if var == CONFIG_FILE_ENV {
+                continue;
+            }
+            settings.set(&key.to_ascii_lowercase(), value, Source::Env(var.clone()))?;
+        }
+        for (key, value) in flags {
+            let flag = format!("--{}", key.replace('_', "-"));
+            settings.set(key, value, Source::Flag(flag))?;
+        }
+        Ok(settings)
+    }
+
+    /// Sets one key from its textual form.
+    pub fn set(&mut self, key: &str, value: &str, source: Source) -> Result<(), ConfigError> {
+        let Some(&key) = KEYS.iter().find(|k| **k == key) else {
+            return Err(ConfigError::UnknownKey {
+                hint: suggestion(key),
+                key: key.to_owned(),
+                origin: source,
+            });
+        };
+        let bad = |message: String| ConfigError::BadValue {
+            key,
+            origin: source.clone(),
+            message,
+        };
+        match key {
+            "listen" => {
+                self.listen = value.parse().map_err(|_| {
+                    bad(format!(
+                        "`{value}` is not an address and port; write an IP address and port such as {DEFAULT_LISTEN} or [::1]:5080"
+                    ))
+                })?
+            }
+            "database_url" => self.database = DatabaseUrl::parse(value).map_err(bad)?,
+            "hash_type" => self.hash_type = value.parse().map_err(|e| bad(format!("{e}")))?,
+            "bcrypt_cost" => {
+                self.bcrypt_cost = parse_in_range(value, MIN_BCRYPT_COST, MAX_BCRYPT_COST)
+                    .map_err(bad)?
+            }
+            "cleanup_threshold" => {
+                self.cleanup_threshold = parse_in_range(value, 0, u64::from(u32::MAX)).map_err(
+                    |m| bad(format!("{m} (a whole number of seconds, such as 600)")),
+                )?
+            }
+            "table" => self.table = TableName::parse(value).map_err(bad)?,
+            "log_format" => self.log_format = value.parse().map_err(bad)?,
+            "log_level" => {
+                tracing_subscriber::EnvFilter::try_new(value).map_err(|e| {
+                    bad(format!(
+                        "`{value}` is not a log filter ({e}); use error, warn, info, debug or trace"
+                    ))
+                })?;
+                self.log_level = value.to_owned();
+            }
+            _ => unreachable!("every key in KEYS has a parser"),
+        }
+        Ok(())
+    }
+}
+
+fn parse_in_range<T>(value: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!(
+            "`{value}` is not a whole number from {min} to {max}"
+        )),
+    }
+}
+
+/// Reads a TOML file into (key, textual value) pairs. Arrays become
+/// comma-separated lists, so that they parse as the environment form does.
+fn read_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    let mut out = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        let text = toml_scalar(&value).ok_or_else(|| ConfigError::Toml {
+            path: path.to_owned(),
+            message: format!("key `{key}` must be a string, a number, a boolean or a list of those"),
+        })?;
+        out.push((key, text));
+    }
+    Ok(out)
+}
+
+fn toml_scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(toml_scalar)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        toml::Value::Datetime(_) | toml::Value::Table(_) => None,
+    }
+}
+
+/// " (did you mean `x`?)" for a near miss, or nothing.
+fn suggestion(key: &str) -> String {
+    KEYS.iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Which database holds the users, chosen by the URL's scheme.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite { path: PathBuf, is_default: bool },
+}
+
+impl DatabaseUrl {
+    pub fn default_sqlite() -> Self {
+        DatabaseUrl::Sqlite {
+            path: PathBuf::from(
+                DEFAULT_DATABASE_URL
+                    .strip_prefix("sqlite:")
+                    .unwrap_or(DEFAULT_DATABASE_URL),
+            ),
+            is_default: true,
+        }
+    }
+
+    /// `sqlite:///absolute/path.sqlite` or `sqlite:relative/path.sqlite`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url == DEFAULT_DATABASE_URL {
+            return Ok(Self::default_sqlite());
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            if rest.contains(['?', '#']) {
+                return Err(
+                    "SQLite URLs take no options; write sqlite:///absolute/path.sqlite".to_owned(),
+                );
+            }
+            let path = match rest.strip_prefix("//") {
+                Some(abs) if abs.starts_with('/') => abs,
+                Some(_) => {
+                    return Err(format!(
+                        "`{url}` names no absolute path; write sqlite:///absolute/path.sqlite (three slashes) or sqlite:relative/path.sqlite"
+                    ))
+                }
+                None => rest,
+            };
+            if path.is_empty() || path.ends_with('/') {
+                return Err(format!(
+                    "`{url}` names no file; write sqlite:///absolute/path.sqlite"
+                ));
+            }
+            return Ok(DatabaseUrl::Sqlite {
+                path: PathBuf::from(path),
+                is_default: false,
+            });
+        }
+        if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            return Err(
+                "this build has no MySQL/MariaDB backend; use sqlite:///absolute/path.sqlite"
+                    .to_owned(),
+            );
+        }
+        Err("unknown database URL scheme; write sqlite:///absolute/path.sqlite".to_owned())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite { path, .. } if path.is_absolute() => {
+                write!(f, "sqlite://{}", path.display())
+            }
+            DatabaseUrl::Sqlite { path, .. } => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An SQL identifier safe to splice into a statement: a letter or `_`, then up
+/// to 63 letters, digits or `_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName(String);
+
+impl TableName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut bytes = raw.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        if first_ok && raw.len() <= 64 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            Ok(TableName(raw.to_owned()))
+        } else {
+            Err(format!(
+                "`{raw}` is not an SQL identifier; use a letter or '_' followed by up to 63 letters, digits or '_', such as users"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{s}` is not a log format; use text or json")),
+        }
+    }
+}
+
+/// A listing of every key and its value, for `check-config`. Holds no secret.
+pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("listen", settings.listen.to_string()),
+        ("database_url", settings.database.to_string()),
+        ("hash_type", settings.hash_type.to_string()),
+        ("bcrypt_cost", settings.bcrypt_cost.to_string()),
+        ("cleanup_threshold", settings.cleanup_threshold.to_string()),
+        ("table", settings.table.to_string()),
+        (
+            "log_format",
+            match settings.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_owned(),
+        ),
+        ("log_level", settings.log_level.clone()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_apply_with_no_source() {
+        let s = Settings::load_from(None, &[], &vec![]).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.database, DatabaseUrl::default_sqlite());
+        assert_eq!(s.hash_type, DEFAULT_HASH_TYPE);
+        assert_eq!(s.cleanup_threshold, 600);
+        assert_eq!(s.table.as_str(), "users");
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let f = toml_file(
+            "listen = \"127.0.0.1:7000\"\nhash_type = \"SHA1\"\ncleanup_threshold = 60\ntable = \"from_file\"\n",
+        );
+        let e = env(&[
+            ("RUBBER_HASH_TYPE", "MD5"),
+            ("RUBBER_CLEANUP_THRESHOLD", "120"),
+            ("UNRELATED", "x"),
+        ]);
+        let flags: FlagValues = vec![("cleanup_threshold", "180".into())];
+        let s = Settings::load_from(Some(f.path()), &e, &flags).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000", "file beats default");
+        assert_eq!(s.table.as_str(), "from_file");
+        assert_eq!(s.hash_type, HashType::Md5, "env beats file");
+        assert_eq!(s.cleanup_threshold, 180, "flag beats env");
+    }
+
+    #[test]
+    fn unknown_file_key_is_named_with_a_suggestion() {
+        let f = toml_file("hash_typ = \"sha1\"\n");
+        let err = Settings::load_from(Some(f.path()), &[], &vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `hash_typ`"), "{err}");
+        assert!(err.contains("did you mean `hash_type`"), "{err}");
+        assert!(err.contains("config file"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_refused() {
+        let err = Settings::load_from(None, &env(&[("RUBBER_LISTN", "x")]), &vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environment variable RUBBER_LISTN"), "{err}");
+        assert!(err.contains("did you mean `listen`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_source_and_fix() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("RUBBER_LISTEN", "localhost", "127.0.0.1:5080"),
+            ("RUBBER_HASH_TYPE", "md4", "sha1, md5, bcrypt, sha256, sha512"),
+            ("RUBBER_BCRYPT_COST", "99", "from 4 to 31"),
+            ("RUBBER_CLEANUP_THRESHOLD", "-5", "whole number"),
+            ("RUBBER_TABLE", "users; DROP TABLE x", "SQL identifier"),
+            ("RUBBER_DATABASE_URL", "sqlite://relative.db", "three slashes"),
+            ("RUBBER_DATABASE_URL", "postgres://x", "sqlite:///"),
+            ("RUBBER_LOG_FORMAT", "xml", "text or json"),
+        ];
+        for (var, value, fix) in cases {
+            let err = Settings::load_from(None, &env(&[(var, value)]), &vec![])
+                .unwrap_err()
+                .to_string();
+            let key = var.strip_prefix("RUBBER_").unwrap().to_ascii_lowercase();
+            assert!(err.contains(&format!("key `{key}`")), "{err}");
+            assert!(err.contains(var), "{err}");
+            assert!(err.contains(fix), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_toml_is_reported_with_its_path() {
+        let f = toml_file("listen = \n");
+        let err = Settings::load_from(Some(f.path()), &[], &vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/rr/users.sqlite").unwrap(),
+            DatabaseUrl::Sqlite {
+                path: "/var/lib/rr/users.sqlite".into(),
+                is_default: false
+            }
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:data/users.sqlite").unwrap(),
+            DatabaseUrl::Sqlite {
+                path: "data/users.sqlite".into(),
+                is_default: false
+            }
+        );
+        assert!(DatabaseUrl::parse("sqlite:///tmp/x.db?mode=rwc").is_err());
+        assert!(DatabaseUrl::parse("sqlite:///tmp/").is_err());
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/x.sqlite")
+                .unwrap()
+                .to_string(),
+            "sqlite:///var/x.sqlite"
+        );
+    }
+
+    #[test]
+    fn table_names() {
+        assert!(TableName::parse("users").is_ok());
+        assert!(TableName::parse("_rr_users2").is_ok());
+        for bad in ["", "2users", "us-ers", "users;", "\"users\"", &"u".repeat(65)] {
+            assert!(TableName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_settable_and_described() {
+        let described = describe(&Settings::default());
+        for key in KEYS {
+            assert!(described.contains_key(key), "{key} missing from describe()");
+        }
+        assert_eq!(described.len(), KEYS.len());
+    }
+
+    #[test]
+    fn toml_lists_and_numbers_become_text() {
+        let f = toml_file("bcrypt_cost = 5\n");
+        let s = Settings::load_from(Some(f.path()), &[], &vec![]).unwrap();
+        assert_eq!(s.bcrypt_cost, 5);
+    }
+}

@@ -1,0 +1,144 @@
+//! The credential store. Every write (add, remove, cleanup) goes through one
+//! queue drained by a single writer, which commits whatever has queued up in
+//! one transaction (group commit) and answers each request only after that
+//! transaction is durable. Reads go straight to the database.
+
+pub mod migrations;
+mod sqlite;
+
+use std::path::PathBuf;
+
+use crate::config::{DatabaseUrl, Settings};
+use crate::domain::Username;
+
+pub use sqlite::SqliteStore;
+
+/// One change to the users table, as the writer applies it.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Insert the user, or replace its password and creation time.
+    Add {
+        user: Username,
+        hash: String,
+        now: i64,
+    },
+    Remove {
+        user: Username,
+    },
+    /// Remove every user created before `cutoff` (epoch seconds).
+    Cleanup {
+        cutoff: i64,
+    },
+}
+
+/// What a committed [`WriteOp`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Added { replaced: bool },
+    Removed { found: bool },
+    CleanedUp { removed: u64 },
+}
+
+/// A user as stored, for reading back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub username: String,
+    /// The stored hash. Never printed: `Debug` leaves it out.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("username", &self.username)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "database file {0} does not exist; create it with `registry-rubber migrate` (same configuration) or correct database_url"
+    )]
+    Missing(PathBuf),
+    #[error("cannot create database file {path}: {message}")]
+    Create { path: PathBuf, message: String },
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the database schema has version {found}, newer than the {known} this build knows; upgrade registry-rubber")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Whether opening may create a missing database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// Create the file if it is missing (the documented default path, and
+    /// `migrate`).
+    IfMissing,
+    /// Refuse a missing file: a typo in a path must not silently start an
+    /// empty database somewhere else.
+    Never,
+}
+
+/// The store behind every door; cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the configured database and brings its schema up to date.
+    /// The documented default SQLite file is created when missing; any other
+    /// path only when `create` says so.
+    pub async fn open(settings: &Settings, create: Create) -> Result<Store, StoreError> {
+        match &settings.database {
+            DatabaseUrl::Sqlite { path, is_default } => {
+                let create = if *is_default { Create::IfMissing } else { create };
+                let store = SqliteStore::open(path.clone(), settings.table.clone(), create).await?;
+                Ok(Store::Sqlite(store))
+            }
+        }
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write(op).await,
+        }
+    }
+
+    /// Succeeds when the database answers a query on the users table and the
+    /// writer is running.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get(user).await,
+        }
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count().await,
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! SQLite backend: WAL mode with synchronous=FULL, one writer thread that
+//! drains the write queue into group commits, and a small pool of reader
+//! connections used from the blocking thread pool.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::migrations::{Migration, SQLITE};
+use super::{Create, StoreError, UserRow, WriteOp, WriteOutcome};
+use crate::config::TableName;
+use crate::domain::Username;
+
+/// Most writes committed in one transaction. Larger batches gain little: the
+/// commit's fsync is paid once either way.
+const MAX_BATCH: usize = 512;
+/// Queued writes beyond which callers wait for room (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+/// How long a statement waits for a lock held by another process (the CLI,
+/// a cron job, Apache checkpointing) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+/// Mode of a database file this service creates: readable and writable by
+/// its group, so that Apache in that group can read it in WAL mode (which
+/// needs write access to the -shm file; SQLite gives -wal and -shm the
+/// database file's mode).
+const FILE_MODE: u32 = 0o660;
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    table: TableName,
+    queue: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    pub async fn open(path: PathBuf, table: TableName, create: Create) -> Result<Self, StoreError> {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer_path = path.clone();
+        let writer_table = table.clone();
+        // Opening, migrating and the writer loop all run on one dedicated
+        // thread that owns the only write connection.
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let conn = match open_writer(&writer_path, &writer_table, create) {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                run_writer(conn, &writer_table, rx);
+            })
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        ready_rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                table,
+                queue,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if self.inner.queue.is_closed() {
+            return Err(StoreError::WriterGone);
+        }
+        let sql = format!("SELECT count(*) FROM (SELECT 1 FROM \"{}\" LIMIT 1)", self.inner.table);
+        self.read(move |conn| Ok(conn.query_row(&sql, [], |_| Ok(()))?))
+            .await
+    }
+
+    pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!(
+            "SELECT username, password, created_at FROM \"{}\" WHERE username = ?1",
+            self.inner.table
+        );
+        let user = user.as_str().to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([user], |r| {
+                    Ok(UserRow {
+                        username: r.get(0)?,
+                        password_hash: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM \"{}\"", self.inner.table);
+        self.read(move |conn| Ok(conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64))
+            .await
+    }
+
+    /// Runs `f` on a pooled reader connection on the blocking thread pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = inner.readers.lock() {
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+    }
+}
+
+fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        match create {
+            Create::Never => return Err(StoreError::Missing(path.to_owned())),
+            Create::IfMissing => create_file(path)?,
+        }
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "{} cannot use WAL mode (journal_mode is {mode}); put it on a local file system",
+            path.display()
+        )));
+    }
+    // Every commit reaches the disk before a write is acknowledged.
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    migrate(&mut conn, table)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+fn create_file(path: &Path) -> Result<(), StoreError> {
+    let fail = |e: std::io::Error| StoreError::Create {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(fail)?;
+    // The umask may have taken the group's write bit; put it back.
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .map_err(fail)
+}
+
+/// Applies every migration this build knows and the database has not seen,
+/// each in its own transaction together with its record.
+pub(super) fn migrate(conn: &mut Connection, table: &TableName) -> Result<Vec<Migration>, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rubber_migrations (
+             tbl        TEXT    NOT NULL,
+             version    INTEGER NOT NULL,
+             name       TEXT    NOT NULL,
+             applied_at INTEGER NOT NULL,
+             PRIMARY KEY (tbl, version)
+         )",
+    )?;
+    let known = SQLITE.last().map_or(0, |m| m.version);
+    let found: i64 = conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM rubber_migrations WHERE tbl = ?1",
+        [table.as_str()],
+        |r| r.get(0),
+    )?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    let mut applied = Vec::new();
+    for m in SQLITE {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM rubber_migrations WHERE tbl = ?1 AND version = ?2)",
+            params![table.as_str(), m.version],
+            |r| r.get(0),
+        )?;
+        if done {
+            continue;
+        }
+        tx.execute_batch(&m.sql_for(table.as_str())).map_err(|e| {
+            StoreError::Database(format!("migration {} failed: {e}", m.file_name()))
+        })?;
+        tx.execute(
+            "INSERT INTO rubber_migrations (tbl, version, name, applied_at) VALUES (?1, ?2, ?3, unixepoch())",
+            params![table.as_str(), m.version, m.name],
+        )?;
+        tx.commit()?;
+        applied.push(*m);
+    }
+    Ok(applied)
+}
+
+/// The statements the writer runs, with the table name filled in once.
+struct Statements {
+    update: String,
+    insert: String,
+    remove: String,
+    cleanup: String,
+}
+
+impl Statements {
+    fn new(table: &TableName) -> Self {
+        Self {
+            update: format!(
+                "UPDATE \"{table}\" SET password = ?2, created_at = ?3 WHERE username = ?1"
+            ),
+            insert: format!(
+                "INSERT INTO \"{table}\" (username, password, created_at) VALUES (?1, ?2, ?3)"
+            ),
+            remove: format!("DELETE FROM \"{table}\" WHERE username = ?1"),
+            cleanup: format!("DELETE FROM \"{table}\" WHERE created_at < ?1"),
+        }
+    }
+}
+
+/// The writer loop: take the first queued job, everything queued behind it up
+/// to MAX_BATCH, commit them together, answer each, repeat. Returns when every
+/// sender is gone.
+fn run_writer(mut conn: Connection, table: &TableName, mut rx: mpsc::Receiver<Job>) {
+    let sql = Statements::new(table);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &sql, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &mut Connection, sql: &Statements, batch: &mut Vec<Job>) {
+    match apply_in_transaction(conn, sql, batch.iter().map(|j| &j.op)) {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        // A failure tied to one statement must not fail its neighbours:
+        // retry each job alone. A lock or I/O failure would only repeat, so
+        // every job gets it at once.
+        Err(e) if batch.len() > 1 && !is_global_failure(&e) => {
+            for job in batch.drain(..) {
+                let result = apply_in_transaction(conn, sql, std::iter::once(&job.op))
+                    .map(|mut v| v.remove(0))
+                    .map_err(StoreError::from);
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let err = StoreError::from(e);
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn is_global_failure(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+        )
+    )
+}
+
+fn apply_in_transaction<'a>(
+    conn: &mut Connection,
+    sql: &Statements,
+    ops: impl Iterator<Item = &'a WriteOp>,
+) -> Result<Vec<WriteOutcome>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::new();
+    for op in ops {
+        outcomes.push(apply(&tx, sql, op)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn apply(conn: &Connection, sql: &Statements, op: &WriteOp) -> Result<WriteOutcome, rusqlite::Error> {
+    Ok(match op {
+        WriteOp::Add { user, hash, now } => {
+            let args = params![user.as_str(), hash, now];
+            let replaced = conn.prepare_cached(&sql.update)?.execute(args)? > 0;
+            if !replaced {
+                conn.prepare_cached(&sql.insert)?.execute(args)?;
+            }
+            WriteOutcome::Added { replaced }
+        }
+        WriteOp::Remove { user } => WriteOutcome::Removed {
+            found: conn.prepare_cached(&sql.remove)?.execute([user.as_str()])? > 0,
+        },
+        WriteOp::Cleanup { cutoff } => WriteOutcome::CleanedUp {
+            removed: conn.prepare_cached(&sql.cleanup)?.execute([cutoff])? as u64,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TableName {
+        TableName::parse("users").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_refused_unless_creation_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let err = SqliteStore::open(path.clone(), table(), Create::Never)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        assert!(!path.exists());
+        SqliteStore::open(path.clone(), table(), Create::IfMissing)
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+    }
+
+    #[tokio::test]
+    async fn wal_and_full_sync_are_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(path.clone(), table(), Create::IfMissing)
+            .await
+            .unwrap();
+        store
+            .write(WriteOp::Remove {
+                user: Username::parse("x").unwrap(),
+            })
+            .await
+            .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert!(dir.path().join("db.sqlite-wal").exists());
+    }
+
+    #[tokio::test]
+    async fn the_original_schema_is_adopted_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("original.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (username integer PRIMARY KEY, password varchar(64));
+                 INSERT INTO users VALUES (1423382819, '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=');
+                 INSERT INTO users VALUES (1423382819123, '{SHA}x');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(path.clone(), table(), Create::Never)
+            .await
+            .unwrap();
+        let row = store
+            .get(&Username::parse("1423382819").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.password_hash, "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=");
+        assert_eq!(row.created_at, 1_423_382_819);
+        let ms = store
+            .get(&Username::parse("1423382819123").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ms.created_at, 1_423_382_819);
+        // Text names now fit where the original's integer key refused them.
+        store
+            .write(WriteOp::Add {
+                user: Username::parse("build-7").unwrap(),
+                hash: "{SHA}y".into(),
+                now: 5,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.count().await.unwrap(), 3);
+        // Apache's query of the original still finds the adopted users.
+        let conn = Connection::open(&path).unwrap();
+        let hash: String = conn
+            .query_row(
+                "SELECT password FROM users WHERE username = ?1",
+                ["1423382819"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(hash.starts_with("{SHA}"));
+    }
+
+    #[test]
+    fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn, &table()).unwrap().len(), SQLITE.len());
+        assert!(migrate(&mut conn, &table()).unwrap().is_empty());
+        conn.execute(
+            "INSERT INTO rubber_migrations VALUES ('users', 999, 'future', 0)",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            migrate(&mut conn, &table()),
+            Err(StoreError::SchemaTooNew { found: 999, .. })
+        ));
+    }
+
+    #[test]
+    fn tables_are_migrated_independently() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &table()).unwrap();
+        let other = TableName::parse("other_users").unwrap();
+        assert_eq!(migrate(&mut conn, &other).unwrap().len(), SQLITE.len());
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_every_job_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite"), table(), Create::IfMissing)
+            .await
+            .unwrap();
+        let u = |s: &str| Username::parse(s).unwrap();
+        let (a, b, c) = tokio::join!(
+            store.write(WriteOp::Add { user: u("a"), hash: "h1".into(), now: 10 }),
+            store.write(WriteOp::Add { user: u("a"), hash: "h2".into(), now: 20 }),
+            store.write(WriteOp::Cleanup { cutoff: 15 }),
+        );
+        assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
+        assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });
+        // created_at was refreshed to 20 by the replacement, so the cleanup
+        // queued after it keeps the user.
+        assert_eq!(c.unwrap(), WriteOutcome::CleanedUp { removed: 0 });
+        let row = store.get(&u("a")).await.unwrap().unwrap();
+        assert_eq!((row.password_hash.as_str(), row.created_at), ("h2", 20));
+    }
+}
