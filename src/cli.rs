@@ -37,7 +37,7 @@ pub struct Cli {
     /// sqlite:///absolute/path.sqlite [default: sqlite:registry-rubber.sqlite]
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
-    /// sha1, md5, bcrypt, sha256 or sha512 [default: sha256]
+    /// sha1, md5, bcrypt, sha256 or sha512 [default: md5]
     #[arg(long, global = true, value_name = "TYPE")]
     pub hash_type: Option<String>,
     /// bcrypt cost, 4 to 31 [default: 10]
@@ -129,7 +129,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    crate::telemetry::init(settings.log_format, &settings.log_level);
+    let _log_guard = crate::telemetry::init(settings.log_format, &settings.log_level);
     match dispatch(cli.command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
@@ -217,10 +217,12 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
 }
 
 async fn open_existing(settings: &Settings) -> Result<Store, Failure> {
-    Store::open(settings, Create::Never).await.map_err(|e| match e {
-        crate::store::StoreError::Missing(_) => usage(e),
-        other => failed(other),
-    })
+    Store::open(settings, Create::Never)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Missing(_) => usage(e),
+            other => failed(other),
+        })
 }
 
 /// Reads a password from standard input: everything up to the end, less one

@@ -14,7 +14,7 @@ use crate::htpasswd::{HashType, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5080";
 /// Default database: an SQLite file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:registry-rubber.sqlite";
-pub const DEFAULT_HASH_TYPE: HashType = HashType::Sha256;
+pub const DEFAULT_HASH_TYPE: HashType = HashType::Md5;
 pub use crate::htpasswd::DEFAULT_BCRYPT_COST;
 /// Seconds, as the original tool.
 pub const DEFAULT_CLEANUP_THRESHOLD: u64 = 600;
@@ -54,7 +54,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a valid address"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a valid address"),
             database: DatabaseUrl::default_sqlite(),
             hash_type: DEFAULT_HASH_TYPE,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
@@ -216,15 +218,19 @@ fn read_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
     let mut out = Vec::with_capacity(table.len());
     for (key, value) in table {
         let text = toml_scalar(&value).ok_or_else(|| ConfigError::Toml {
             path: path.to_owned(),
-            message: format!("key `{key}` must be a string, a number, a boolean or a list of those"),
+            message: format!(
+                "key `{key}` must be a string, a number, a boolean or a list of those"
+            ),
         })?;
         out.push((key, text));
     }
@@ -485,11 +491,19 @@ mod tests {
     fn bad_values_name_key_source_and_fix() {
         let cases: &[(&str, &str, &str)] = &[
             ("RUBBER_LISTEN", "localhost", "127.0.0.1:5080"),
-            ("RUBBER_HASH_TYPE", "md4", "sha1, md5, bcrypt, sha256, sha512"),
+            (
+                "RUBBER_HASH_TYPE",
+                "md4",
+                "sha1, md5, bcrypt, sha256, sha512",
+            ),
             ("RUBBER_BCRYPT_COST", "99", "from 4 to 31"),
             ("RUBBER_CLEANUP_THRESHOLD", "-5", "whole number"),
             ("RUBBER_TABLE", "users; DROP TABLE x", "SQL identifier"),
-            ("RUBBER_DATABASE_URL", "sqlite://relative.db", "three slashes"),
+            (
+                "RUBBER_DATABASE_URL",
+                "sqlite://relative.db",
+                "three slashes",
+            ),
             ("RUBBER_DATABASE_URL", "postgres://x", "sqlite:///"),
             ("RUBBER_LOG_FORMAT", "xml", "text or json"),
         ];
@@ -544,7 +558,14 @@ mod tests {
     fn table_names() {
         assert!(TableName::parse("users").is_ok());
         assert!(TableName::parse("_rr_users2").is_ok());
-        for bad in ["", "2users", "us-ers", "users;", "\"users\"", &"u".repeat(65)] {
+        for bad in [
+            "",
+            "2users",
+            "us-ers",
+            "users;",
+            "\"users\"",
+            &"u".repeat(65),
+        ] {
             assert!(TableName::parse(bad).is_err(), "{bad}");
         }
     }

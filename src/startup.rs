@@ -53,12 +53,13 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let store = Store::open(settings, Create::Never).await?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
             addr: settings.listen,
             source,
@@ -69,6 +70,9 @@ impl Application {
             bcrypt_cost: settings.bcrypt_cost,
             cleanup_threshold: settings.cleanup_threshold,
             clock,
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         });
         Ok(Self {
             listener,

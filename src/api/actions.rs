@@ -34,7 +34,7 @@ async fn add_user(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
         PasswordError::Empty => ApiError::PasswordRequired,
         other => ApiError::BadPassword(other),
     })?;
-    let hash = hash_password(app.hash_type, app.bcrypt_cost, password).await?;
+    let hash = hash_password(app, password).await?;
     let now = app.clock.now();
     let outcome = app
         .store
@@ -99,16 +99,20 @@ fn parse_user(params: &Params) -> Result<Username, ApiError> {
     })
 }
 
-/// Hashes on the blocking pool, except `{SHA}`, which costs a microsecond.
-async fn hash_password(
-    hash_type: HashType,
-    bcrypt_cost: u32,
-    password: Password,
-) -> Result<String, ApiError> {
-    let run = move || htpasswd::hash(hash_type, password.expose(), bcrypt_cost);
+/// Hashes on the blocking pool, one job per core at most, in arrival order
+/// (more threads would only share the same cores and stretch every request's
+/// latency). `{SHA}` costs a microsecond and runs in place.
+async fn hash_password(app: &AppState, password: Password) -> Result<String, ApiError> {
+    let (hash_type, cost) = (app.hash_type, app.bcrypt_cost);
+    let run = move || htpasswd::hash(hash_type, password.expose(), cost);
     let result = if hash_type == HashType::Sha1 {
         run()
     } else {
+        let _permit = app
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(format!("hashing gate closed: {e}")))?;
         tokio::task::spawn_blocking(run)
             .await
             .map_err(|e| ApiError::Internal(format!("hashing task failed: {e}")))?

@@ -82,7 +82,11 @@ impl Serialize for Envelope {
         let mut map = s.serialize_map(Some(4 + self.extra.len()))?;
         map.serialize_entry("action", self.action.name())?;
         map.serialize_entry("msg", &self.msg)?;
-        let response = if self.status.is_success() { "OKAY" } else { "ERROR" };
+        let response = if self.status.is_success() {
+            "OKAY"
+        } else {
+            "ERROR"
+        };
         map.serialize_entry("response", response)?;
         map.serialize_entry("status_code", &self.status.as_u16())?;
         for (k, v) in &self.extra {
@@ -129,7 +133,9 @@ pub enum ApiError {
     BadParameter { name: &'static str, detail: String },
     #[error("{0}")]
     Malformed(String),
-    #[error("unsupported content type; send application/json or application/x-www-form-urlencoded")]
+    #[error(
+        "unsupported content type; send application/json or application/x-www-form-urlencoded"
+    )]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -213,8 +219,10 @@ mod tests {
 
     #[test]
     fn database_failures_answer_generically() {
-        let e = ApiError::Unavailable(StoreError::Database("disk I/O error at /secret/path".into()))
-            .into_envelope(Action::Remove);
+        let e = ApiError::Unavailable(StoreError::Database(
+            "disk I/O error at /secret/path".into(),
+        ))
+        .into_envelope(Action::Remove);
         let v: Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["status_code"], 503);
         assert!(!v["msg"].as_str().unwrap().contains("secret"));

@@ -24,10 +24,12 @@ async fn check(app: &AppState) -> Result<Envelope, ApiError> {
         Ok(()) => Ok(Envelope::ok(Action::Healthz, "healthy").with("database", database)),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database does not answer");
-            Ok(
-                Envelope::new(Action::Healthz, StatusCode::SERVICE_UNAVAILABLE, "unhealthy: database does not answer")
-                    .with("database", database),
+            Ok(Envelope::new(
+                Action::Healthz,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unhealthy: database does not answer",
             )
+            .with("database", database))
         }
     }
 }

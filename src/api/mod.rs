@@ -28,6 +28,8 @@ pub struct AppState {
     pub bcrypt_cost: u32,
     pub cleanup_threshold: u64,
     pub clock: Arc<dyn Clock>,
+    /// Admits as many concurrent password hashings as there are cores.
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// The peer address of the connection a request came in on.

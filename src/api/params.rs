@@ -166,7 +166,9 @@ fn decode_component(input: &[u8], what: &str) -> Result<String, ApiError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .filter(|_| input[i + 1].is_ascii_hexdigit() && input[i + 2].is_ascii_hexdigit())
+                    .filter(|_| {
+                        input[i + 1].is_ascii_hexdigit() && input[i + 2].is_ascii_hexdigit()
+                    })
                     .ok_or_else(|| {
                         ApiError::Malformed(format!("malformed percent-encoding in the {what}"))
                     })?;
@@ -207,7 +209,12 @@ mod tests {
 
     #[test]
     fn malformed_encoding_and_bad_utf8_are_refused_without_echo() {
-        for bad in ["passwd=sec%zzret", "passwd=secret%4", "passwd=secret%", "passwd=sec%ff%feret"] {
+        for bad in [
+            "passwd=sec%zzret",
+            "passwd=secret%4",
+            "passwd=secret%",
+            "passwd=sec%ff%feret",
+        ] {
             let err = form(bad).err().unwrap().to_string();
             assert!(!err.contains("sec"), "{err}");
             assert!(err.contains("query string"), "{err}");
@@ -217,8 +224,10 @@ mod tests {
     #[test]
     fn json_takes_strings_and_numeric_names() {
         let mut p = Params::default();
-        p.extend_json(br#"{"user": 1423382819, "passwd": "x", "realm": {"a": 1}, "older_than": null}"#)
-            .unwrap();
+        p.extend_json(
+            br#"{"user": 1423382819, "passwd": "x", "realm": {"a": 1}, "older_than": null}"#,
+        )
+        .unwrap();
         assert_eq!(p.get("user"), Some("1423382819"));
         assert_eq!(p.take("passwd").as_deref(), Some("x"));
         assert_eq!(p.get("older_than"), None);

@@ -84,7 +84,10 @@ mod tests {
         assert!(at(MAX_PASSWORD_BYTES, HashType::Sha512).is_ok());
         assert!(matches!(
             at(MAX_PASSWORD_BYTES + 1, HashType::Sha1),
-            Err(PasswordError::TooLong { max: MAX_PASSWORD_BYTES, .. })
+            Err(PasswordError::TooLong {
+                max: MAX_PASSWORD_BYTES,
+                ..
+            })
         ));
     }
 

@@ -38,7 +38,8 @@ const SALT_LEN: usize = 8;
 const ROUNDS: usize = 1000;
 
 /// Byte triples of the final digest, in output order.
-const ENCODING_GROUPS: [[usize; 3]; 5] = [[0, 6, 12], [1, 7, 13], [2, 8, 14], [3, 9, 15], [4, 10, 5]];
+const ENCODING_GROUPS: [[usize; 3]; 5] =
+    [[0, 6, 12], [1, 7, 13], [2, 8, 14], [3, 9, 15], [4, 10, 5]];
 
 /// Hashes `password` with a fresh 8-character salt from the OS CSPRNG.
 ///
@@ -170,7 +171,10 @@ mod tests {
         for (password, expected) in VECTORS {
             let salt_and_checksum = &expected[PREFIX.len()..];
             let (salt, stored_checksum) = salt_and_checksum.split_once('$').unwrap();
-            assert_eq!(checksum(password.as_bytes(), salt.as_bytes()), stored_checksum);
+            assert_eq!(
+                checksum(password.as_bytes(), salt.as_bytes()),
+                stored_checksum
+            );
             assert!(verify(password, expected), "{expected}");
             assert!(!verify("not the password", expected), "{expected}");
         }

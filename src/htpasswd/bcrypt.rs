@@ -16,7 +16,9 @@
 
 use ::bcrypt::{BcryptError, Version};
 
-use super::{random_bytes, reject_nul, HashError, CRYPT_ALPHABET, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use super::{
+    random_bytes, reject_nul, HashError, CRYPT_ALPHABET, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
+};
 
 /// Prefix written by [`hash`].
 pub const PREFIX: &str = "$2y$";

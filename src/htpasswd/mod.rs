@@ -329,10 +329,7 @@ mod tests {
         for kind in HashType::ALL {
             for password in ["\0", "abc\0", "\0abc", "ab\0cd"] {
                 assert!(
-                    matches!(
-                        hash(kind, password, TEST_COST),
-                        Err(HashError::ContainsNul)
-                    ),
+                    matches!(hash(kind, password, TEST_COST), Err(HashError::ContainsNul)),
                     "{kind}"
                 );
             }

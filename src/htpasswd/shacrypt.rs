@@ -58,8 +58,13 @@ const ROUNDS_PREFIX: &[u8] = b"rounds=";
 pub fn hash(variant: Variant, password: &str) -> Result<String, HashError> {
     reject_nul(password)?;
     let salt = random_salt::<SALT_LEN>()?;
-    let checksum = checksum(variant, password.as_bytes(), salt.as_bytes(), DEFAULT_ROUNDS)
-        .ok_or_else(|| HashError::Internal("SHA-crypt hashing failed".to_owned()))?;
+    let checksum = checksum(
+        variant,
+        password.as_bytes(),
+        salt.as_bytes(),
+        DEFAULT_ROUNDS,
+    )
+    .ok_or_else(|| HashError::Internal("SHA-crypt hashing failed".to_owned()))?;
     Ok(format!("{}{salt}${checksum}", variant.prefix()))
 }
 
@@ -126,18 +131,15 @@ fn crypt(password: &[u8], setting: &[u8]) -> Option<Vec<u8>> {
 /// Computes the encoded checksum, or `None` if `rounds` is out of range.
 fn checksum(variant: Variant, password: &[u8], salt: &[u8], rounds: usize) -> Option<String> {
     match variant {
-        Variant::Sha256 => {
-            sha256_crypt_b64(password, salt, &Sha256Params::new(rounds).ok()?).ok()
-        }
-        Variant::Sha512 => {
-            sha512_crypt_b64(password, salt, &Sha512Params::new(rounds).ok()?).ok()
-        }
+        Variant::Sha256 => sha256_crypt_b64(password, salt, &Sha256Params::new(rounds).ok()?).ok(),
+        Variant::Sha512 => sha512_crypt_b64(password, salt, &Sha512Params::new(rounds).ok()?).ok(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::htpasswd::CRYPT_ALPHABET;
 
     /// `(setting, password, crypt output)` from Drepper's specification; the
     /// same values are produced by libxcrypt's `crypt()`.
@@ -233,7 +235,7 @@ mod tests {
             let (salt, checksum) = rest.split_once('$').unwrap();
             assert_eq!(salt.len(), SALT_LEN, "{stored}");
             assert_eq!(checksum.len(), checksum_len, "{stored}");
-            assert!(salt.bytes().all(|b| super::super::CRYPT_ALPHABET.contains(&b)));
+            assert!(salt.bytes().all(|b| CRYPT_ALPHABET.contains(&b)));
             assert!(verify("password", &stored));
         }
     }
@@ -243,7 +245,11 @@ mod tests {
         // Drepper's specification clamps `rounds=10` to 1000 and reports
         // `rounds=1000`; libxcrypt refuses it. Neither can match the stored
         // string, so verification fails.
-        for setting in ["$5$rounds=10$roundstoolow", "$5$rounds=999$x", "$6$rounds=1000000000$x"] {
+        for setting in [
+            "$5$rounds=10$roundstoolow",
+            "$5$rounds=999$x",
+            "$6$rounds=1000000000$x",
+        ] {
             assert_eq!(crypt(b"pw", setting.as_bytes()), None, "{setting}");
         }
         assert!(!verify(

@@ -11,8 +11,10 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// `migration!("dir", version, "0001", "name")` embeds
+/// `migrations/dir/0001_name.sql`.
 macro_rules! migration {
-    ($dir:literal, $version:literal, $name:literal) => {
+    ($dir:literal, $version:literal, $padded:literal, $name:literal) => {
         Migration {
             version: $version,
             name: $name,
@@ -21,7 +23,7 @@ macro_rules! migration {
                 "/migrations/",
                 $dir,
                 "/",
-                stringify!($version),
+                $padded,
                 "_",
                 $name,
                 ".sql"
@@ -30,11 +32,9 @@ macro_rules! migration {
     };
 }
 
-/// Versions are written without leading zeros here and with four digits in
-/// the file names; `file_name()` gives the latter.
 pub const SQLITE: &[Migration] = &[
-    migration!("sqlite", 0001, "original_users"),
-    migration!("sqlite", 0002, "text_usernames_created_at"),
+    migration!("sqlite", 1, "0001", "original_users"),
+    migration!("sqlite", 2, "0002", "text_usernames_created_at"),
 ];
 
 impl Migration {

@@ -103,7 +103,11 @@ impl Store {
     pub async fn open(settings: &Settings, create: Create) -> Result<Store, StoreError> {
         match &settings.database {
             DatabaseUrl::Sqlite { path, is_default } => {
-                let create = if *is_default { Create::IfMissing } else { create };
+                let create = if *is_default {
+                    Create::IfMissing
+                } else {
+                    create
+                };
                 let store = SqliteStore::open(path.clone(), settings.table.clone(), create).await?;
                 Ok(Store::Sqlite(store))
             }

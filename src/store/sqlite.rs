@@ -98,7 +98,10 @@ impl SqliteStore {
         if self.inner.queue.is_closed() {
             return Err(StoreError::WriterGone);
         }
-        let sql = format!("SELECT count(*) FROM (SELECT 1 FROM \"{}\" LIMIT 1)", self.inner.table);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM \"{}\" LIMIT 1)",
+            self.inner.table
+        );
         self.read(move |conn| Ok(conn.query_row(&sql, [], |_| Ok(()))?))
             .await
     }
@@ -205,7 +208,10 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
 
 /// Applies every migration this build knows and the database has not seen,
 /// each in its own transaction together with its record.
-pub(super) fn migrate(conn: &mut Connection, table: &TableName) -> Result<Vec<Migration>, StoreError> {
+pub(super) fn migrate(
+    conn: &mut Connection,
+    table: &TableName,
+) -> Result<Vec<Migration>, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS rubber_migrations (
              tbl        TEXT    NOT NULL,
@@ -345,7 +351,11 @@ fn apply_in_transaction<'a>(
     Ok(outcomes)
 }
 
-fn apply(conn: &Connection, sql: &Statements, op: &WriteOp) -> Result<WriteOutcome, rusqlite::Error> {
+fn apply(
+    conn: &Connection,
+    sql: &Statements,
+    op: &WriteOp,
+) -> Result<WriteOutcome, rusqlite::Error> {
     Ok(match op {
         WriteOp::Add { user, hash, now } => {
             let args = params![user.as_str(), hash, now];
@@ -493,8 +503,16 @@ mod tests {
             .unwrap();
         let u = |s: &str| Username::parse(s).unwrap();
         let (a, b, c) = tokio::join!(
-            store.write(WriteOp::Add { user: u("a"), hash: "h1".into(), now: 10 }),
-            store.write(WriteOp::Add { user: u("a"), hash: "h2".into(), now: 20 }),
+            store.write(WriteOp::Add {
+                user: u("a"),
+                hash: "h1".into(),
+                now: 10
+            }),
+            store.write(WriteOp::Add {
+                user: u("a"),
+                hash: "h2".into(),
+                now: 20
+            }),
             store.write(WriteOp::Cleanup { cutoff: 15 }),
         );
         assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });

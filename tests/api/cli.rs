@@ -1,0 +1,292 @@
+//! The command line, run as a user runs it: the real binary, its exit codes,
+//! its messages.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use registry_rubber::htpasswd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_registry-rubber");
+
+/// Runs the binary with only the given RUBBER_* variables set.
+fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>, cwd: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUBBER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("binary starts");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/users.sqlite", dir.path().display());
+    Env { dir, url }
+}
+
+impl Env {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run(
+            args,
+            &[("RUBBER_DATABASE_URL", &self.url)],
+            stdin,
+            self.dir.path(),
+        )
+    }
+
+    fn hash_of(&self, user: &str) -> Option<String> {
+        let conn = rusqlite::Connection::open(self.dir.path().join("users.sqlite")).unwrap();
+        conn.query_row(
+            "SELECT password FROM users WHERE username = ?1",
+            [user],
+            |r| r.get(0),
+        )
+        .ok()
+    }
+}
+
+#[test]
+fn help_is_there_for_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "serve",
+        "add",
+        "remove",
+        "cleanup",
+        "hash",
+        "migrate",
+        "check-config",
+    ] {
+        let out = run(&[sub, "--help"], &[], None, dir.path());
+        assert!(out.status.success(), "{sub} --help");
+        assert!(text(&out.stdout).contains("Usage"), "{sub}");
+    }
+    let out = run(&["--help"], &[], None, dir.path());
+    assert!(text(&out.stdout).contains("Exit codes"));
+}
+
+#[test]
+fn migrate_then_add_remove_cleanup() {
+    let e = env();
+    let out = e.run(&["migrate"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = e.run(
+        &["--hash-type", "md5", "add", "1423382819"],
+        Some("cli-pässword\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "Added user 1423382819");
+    let hash = e.hash_of("1423382819").unwrap();
+    assert!(hash.starts_with("$apr1$"));
+    assert!(
+        htpasswd::verify("cli-pässword", &hash),
+        "trailing newline is not part of it"
+    );
+
+    let out = e.run(&["remove", "1423382819"], None);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "removed user 1423382819");
+    assert_eq!(e.hash_of("1423382819"), None);
+    let out = e.run(&["remove", "1423382819"], None);
+    assert!(out.status.success(), "remove is idempotent");
+    assert!(text(&out.stdout).contains("not present"));
+
+    e.run(&["add", "a"], Some("x"));
+    e.run(&["add", "b"], Some("x"));
+    let out = e.run(&["cleanup", "--older-than", "3600"], None);
+    assert!(out.status.success());
+    assert!(e.hash_of("a").is_some(), "young users stay");
+    let out2 = e.run(&["cleanup", "--older-than", "0"], None);
+    assert!(out2.status.success());
+    // Users created within the current second are not older than 0 seconds;
+    // the removal count is reported either way.
+    assert!(
+        text(&out2.stdout).starts_with("removed "),
+        "{}",
+        text(&out2.stdout)
+    );
+}
+
+#[test]
+fn bad_input_exits_2_and_changes_nothing() {
+    let e = env();
+    e.run(&["migrate"], None);
+    for (args, stdin) in [
+        (vec!["add", "a:b"], Some("x")),
+        (vec!["add", "u"], Some("")),
+        (vec!["add", "u"], Some("\n")),
+        (
+            vec!["--hash-type", "bcrypt", "add", "u"],
+            Some(&*"p".repeat(73)),
+        ),
+        (vec!["remove", "a b"], None),
+        (vec!["hash", "--type", "md4"], Some("x")),
+    ] {
+        let out = e.run(&args, stdin);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).is_empty());
+    }
+    assert_eq!(e.hash_of("u"), None);
+    // Unknown flags are usage errors too.
+    assert_eq!(e.run(&["add", "--nope", "u"], None).status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_database_is_not_created_by_a_typo() {
+    let e = env();
+    for args in [vec!["serve"], vec!["remove", "u"]] {
+        let out = e.run(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not exist") && err.contains("migrate"),
+            "{err}"
+        );
+    }
+    assert!(!e.dir.path().join("users.sqlite").exists());
+}
+
+#[test]
+fn a_broken_database_exits_1() {
+    let e = env();
+    std::fs::write(
+        e.dir.path().join("users.sqlite"),
+        b"this is not a database at all, not even close",
+    )
+    .unwrap();
+    let out = e.run(&["remove", "u"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn hash_prints_a_hash_of_standard_input() {
+    let e = env();
+    for kind in ["sha1", "md5", "sha256", "sha512", "SHA1", "MD5"] {
+        let out = e.run(&["hash", "--type", kind], Some("hash-me\n"));
+        assert!(out.status.success(), "{kind}");
+        let hash = text(&out.stdout).trim().to_owned();
+        assert!(htpasswd::verify("hash-me", &hash), "{kind}: {hash}");
+        assert!(!hash.contains("hash-me"));
+    }
+    let out = e.run(
+        &["--bcrypt-cost", "4", "hash", "--type", "bcrypt"],
+        Some("hash-me"),
+    );
+    assert!(text(&out.stdout).starts_with("$2y$04$"));
+}
+
+#[test]
+fn check_config_validates_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["check-config"], &[], None, dir.path());
+    assert!(out.status.success());
+    let shown = text(&out.stdout);
+    for key in registry_rubber::config::KEYS {
+        assert!(shown.contains(&format!("{key} = ")), "{key} in {shown}");
+    }
+
+    let out = run(
+        &["check-config"],
+        &[("RUBBER_HASH_TYPE", "md4")],
+        None,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("RUBBER_HASH_TYPE") && err.contains("hash_type"),
+        "{err}"
+    );
+
+    let file = dir.path().join("rr.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nhash_typo = \"md5\"\n").unwrap();
+    let out = run(
+        &["--config", file.to_str().unwrap(), "check-config"],
+        &[],
+        None,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("did you mean `hash_type`"));
+
+    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n").unwrap();
+    let out = run(
+        &["check-config", "--hash-type", "sha512"],
+        &[
+            ("RUBBER_CONFIG", file.to_str().unwrap()),
+            ("RUBBER_HASH_TYPE", "md5"),
+        ],
+        None,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("listen = \"127.0.0.1:9999\""), "{shown}");
+    assert!(
+        shown.contains("hash_type = \"sha512\""),
+        "flag beats env: {shown}"
+    );
+}
+
+#[test]
+fn the_sample_configuration_lists_every_key_and_is_valid() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/registry-rubber.toml.sample"
+    );
+    let body = std::fs::read_to_string(sample).expect("deploy/registry-rubber.toml.sample");
+    for key in registry_rubber::config::KEYS {
+        let env = format!("RUBBER_{}", key.to_ascii_uppercase());
+        assert!(
+            body.contains(&format!("{key} = ")),
+            "{key} missing from the sample"
+        );
+        assert!(body.contains(&env), "{env} missing from the sample");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["--config", sample, "check-config"], &[], None, dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_readme_documents_every_key() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for key in registry_rubber::config::KEYS {
+        let env = format!("RUBBER_{}", key.to_ascii_uppercase());
+        assert!(
+            readme.contains(&format!("`{key}`")),
+            "{key} missing from README"
+        );
+        assert!(readme.contains(&env), "{env} missing from README");
+    }
+}

@@ -1,0 +1,200 @@
+//! Every row of the original tool's contract table, on GET as pipelines call
+//! it today, and on POST with a form or JSON body.
+
+use registry_rubber::htpasswd;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+use registry_rubber::htpasswd::HashType;
+
+#[tokio::test]
+async fn add_with_user_and_password_stores_a_hash_that_verifies() {
+    let app = spawn_app().await;
+    let a = app.get("/add?user=1423382819&passwd=s3cret").await;
+    a.assert_envelope("add", 200, "Added user 1423382819");
+    assert_eq!(a.body["user"], "1423382819");
+    assert_eq!(a.body["replaced"], false);
+    let hash = app.stored_hash("1423382819").expect("row written");
+    assert!(hash.starts_with("{SHA}"), "{hash}");
+    assert!(htpasswd::verify("s3cret", &hash));
+    assert!(!htpasswd::verify("other", &hash));
+}
+
+#[tokio::test]
+async fn sha1_writes_exactly_what_the_original_wrote() {
+    let app = spawn_app().await;
+    app.get("/add?user=1&passwd=password").await;
+    assert_eq!(
+        app.stored_hash("1").unwrap(),
+        "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="
+    );
+}
+
+#[tokio::test]
+async fn add_again_replaces_the_password() {
+    let app = spawn_app().await;
+    app.get("/add?user=1423382819&passwd=old").await;
+    let a = app.get("/add?user=1423382819&passwd=new").await;
+    a.assert_envelope("add", 200, "Added user 1423382819");
+    assert_eq!(a.body["replaced"], true);
+    let hash = app.stored_hash("1423382819").unwrap();
+    assert!(htpasswd::verify("new", &hash));
+    assert!(!htpasswd::verify("old", &hash));
+    assert_eq!(app.row_count(), 1);
+}
+
+#[tokio::test]
+async fn add_without_password_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    for query in [
+        "/add?user=1423382819",
+        "/add?user=1423382819&passwd=",
+        "/add?user=1423382819&passwd",
+    ] {
+        app.get(query)
+            .await
+            .assert_envelope("add", 400, "add action requires password");
+    }
+    app.post_json("/add", &json!({"user": "1423382819"}))
+        .await
+        .assert_envelope("add", 400, "add action requires password");
+    assert_eq!(app.row_count(), 0);
+}
+
+#[tokio::test]
+async fn missing_or_invalid_user_is_refused_for_every_action() {
+    let app = spawn_app().await;
+    for (path, action) in [
+        ("/add?passwd=x", "add"),
+        ("/add?user=&passwd=x", "add"),
+        ("/add?user=a:b&passwd=x", "add"),
+        ("/remove", "remove"),
+        ("/remove?user=a%20b", "remove"),
+        ("/delete?user=", "remove"),
+        ("/delete?user=a/b", "remove"),
+    ] {
+        let a = app.get(path).await;
+        a.assert_envelope(action, 400, "Invalid action or user defined in request");
+        assert!(a.body["detail"].is_string(), "{a:?}");
+    }
+}
+
+#[tokio::test]
+async fn remove_is_idempotent_and_says_whether_the_user_existed() {
+    let app = spawn_app().await;
+    app.get("/add?user=1423382819&passwd=x").await;
+    let a = app.get("/remove?user=1423382819").await;
+    a.assert_envelope("remove", 200, "removed user 1423382819");
+    assert_eq!(a.body["found"], true);
+    assert_eq!(app.stored_hash("1423382819"), None);
+    let a = app.get("/remove?user=1423382819").await;
+    a.assert_envelope("remove", 200, "removed user 1423382819");
+    assert_eq!(a.body["found"], false);
+}
+
+#[tokio::test]
+async fn delete_is_remove_and_reports_as_remove() {
+    let app = spawn_app().await;
+    app.get("/add?user=1423382819&passwd=x").await;
+    let a = app.get("/delete?user=1423382819").await;
+    a.assert_envelope("remove", 200, "removed user 1423382819");
+    assert_eq!(a.body["found"], true);
+    assert_eq!(app.row_count(), 0);
+}
+
+#[tokio::test]
+async fn realm_is_accepted_and_ignored_and_the_first_repeated_value_wins() {
+    let app = spawn_app().await;
+    app.get("/add?user=first&user=second&passwd=one&passwd=two&realm=Registry")
+        .await
+        .assert_envelope("add", 200, "Added user first");
+    assert!(htpasswd::verify("one", &app.stored_hash("first").unwrap()));
+    assert_eq!(app.stored_hash("second"), None);
+}
+
+#[tokio::test]
+async fn post_form_and_json_bodies_work_like_get() {
+    let app = spawn_app().await;
+    app.post_form("/add", &[("user", "form-user"), ("passwd", "p&ss=wörd")])
+        .await
+        .assert_envelope("add", 200, "Added user form-user");
+    assert!(htpasswd::verify(
+        "p&ss=wörd",
+        &app.stored_hash("form-user").unwrap()
+    ));
+
+    app.post_json(
+        "/add",
+        &json!({"user": "json-user", "passwd": "j$on pässword"}),
+    )
+    .await
+    .assert_envelope("add", 200, "Added user json-user");
+    assert!(htpasswd::verify(
+        "j$on pässword",
+        &app.stored_hash("json-user").unwrap()
+    ));
+
+    // Epoch names are numbers to many JSON callers.
+    app.post_json("/add", &json!({"user": 1423382819123u64, "passwd": "x"}))
+        .await
+        .assert_envelope("add", 200, "Added user 1423382819123");
+
+    app.post_json("/remove", &json!({"user": "json-user"}))
+        .await
+        .assert_envelope("remove", 200, "removed user json-user");
+    app.post_form("/delete", &[("user", "form-user")])
+        .await
+        .assert_envelope("remove", 200, "removed user form-user");
+    assert_eq!(app.row_count(), 1);
+}
+
+#[tokio::test]
+async fn post_may_name_the_user_in_the_query_and_the_password_in_the_body() {
+    let app = spawn_app().await;
+    app.post_form("/add?user=mixed", &[("passwd", "body-secret")])
+        .await
+        .assert_envelope("add", 200, "Added user mixed");
+    assert!(htpasswd::verify(
+        "body-secret",
+        &app.stored_hash("mixed").unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn non_ascii_passwords_work() {
+    let app = spawn_app().await;
+    app.get("/add?user=u1&passwd=p%C3%A4ss%E6%97%A5%E6%9C%AC")
+        .await
+        .assert_envelope("add", 200, "Added user u1");
+    assert!(htpasswd::verify(
+        "päss日本",
+        &app.stored_hash("u1").unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn every_hash_type_is_written_as_configured() {
+    for (kind, prefix) in [
+        (HashType::Sha1, "{SHA}"),
+        (HashType::Md5, "$apr1$"),
+        (HashType::Bcrypt, "$2y$04$"),
+        (HashType::Sha256, "$5$"),
+        (HashType::Sha512, "$6$"),
+    ] {
+        let app = spawn_app_with(|s| s.hash_type = kind).await;
+        app.add("u", "pässword")
+            .await
+            .assert_envelope("add", 200, "Added user u");
+        let hash = app.stored_hash("u").unwrap();
+        assert!(hash.starts_with(prefix), "{kind}: {hash}");
+        assert!(htpasswd::verify("pässword", &hash), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_200_with_json() {
+    let app = spawn_app().await;
+    let a = app.get("/healthz").await;
+    a.assert_envelope("healthz", 200, "healthy");
+    assert_eq!(a.body["database"], "sqlite");
+}

@@ -1,0 +1,105 @@
+//! No password reaches the logs, whichever way it came and whatever the
+//! request's fate.
+
+use serde_json::json;
+
+use crate::helpers::{captured_logs, percent, spawn_app, spawn_app_with};
+use registry_rubber::htpasswd::HashType;
+
+#[tokio::test]
+async fn no_password_or_hash_reaches_the_logs() {
+    let app = spawn_app().await;
+    let secrets = [
+        "Query-Secret-4f1c",
+        "Form-Secret-8a2d",
+        "Json-Secret-77e0",
+        "Replaced-Secret-19bb",
+        "Mixed-Secret-c3d1",
+    ];
+    app.get(&format!("/add?user=log-1&passwd={}", secrets[0]))
+        .await
+        .assert_error("add", 200);
+    app.post_form("/add", &[("user", "log-2"), ("passwd", secrets[1])])
+        .await
+        .assert_error("add", 200);
+    app.post_json("/add", &json!({"user": "log-3", "passwd": secrets[2]}))
+        .await
+        .assert_error("add", 200);
+    app.add("log-1", secrets[3]).await.assert_error("add", 200);
+    app.post_form("/add?user=log-4", &[("passwd", secrets[4])])
+        .await
+        .assert_error("add", 200);
+    let hashes: Vec<String> = ["log-1", "log-2", "log-3", "log-4"]
+        .iter()
+        .map(|u| app.stored_hash(u).unwrap())
+        .collect();
+
+    // Refused requests that carry a password.
+    let refused = [
+        "Bad-User-Secret-0a0a",
+        "Malformed-Secret-0b0b",
+        "Nul-Secret-0c0c",
+        "Unknown-Path-Secret-0d0d",
+        "Bad-Json-Secret-0e0e",
+    ];
+    app.get(&format!("/add?user=a:b&passwd={}", refused[0]))
+        .await
+        .assert_error("add", 400);
+    app.get(&format!("/add?user=u&passwd={}%zz", refused[1]))
+        .await
+        .assert_error("add", 400);
+    app.get(&format!("/add?user=u&passwd={}%00", refused[2]))
+        .await
+        .assert_error("add", 400);
+    app.get(&format!("/nothing?user=u&passwd={}", refused[3]))
+        .await
+        .assert_error("unknown", 404);
+    app.post_raw(
+        "/add",
+        "application/json",
+        format!("{{\"passwd\": \"{}\"", refused[4]).into_bytes(),
+    )
+    .await
+    .assert_error("add", 400);
+    let long = format!("Too-Long-Secret-{}", "x".repeat(80));
+    let bcrypt = spawn_app_with(|s| s.hash_type = HashType::Bcrypt).await;
+    bcrypt
+        .get(&format!("/add?user=u&passwd={}", percent(&long)))
+        .await
+        .assert_error("add", 400);
+
+    let logs = captured_logs();
+    // The capture works: the requests above are in it.
+    assert!(logs.contains("path=/add"), "request lines are captured");
+    assert!(logs.contains("path=/nothing"));
+    for secret in secrets.iter().chain(&refused).chain([&long.as_str()]) {
+        assert!(!logs.contains(secret), "a password reached the logs");
+    }
+    for hash in &hashes {
+        assert!(!logs.contains(hash.as_str()), "a hash reached the logs");
+    }
+    assert!(!logs.contains("passwd="), "a query string reached the logs");
+}
+
+#[tokio::test]
+async fn each_request_is_logged_with_method_path_status_duration_and_client() {
+    let app = spawn_app().await;
+    app.get("/log-line-check-5e1a?passwd=x").await;
+    let logs = captured_logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("path=/log-line-check-5e1a"))
+        .expect("a request line for the path");
+    for field in [
+        "method=GET",
+        "status=404",
+        "duration_us=",
+        "client=127.0.0.1:",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(
+        logs.contains("listening"),
+        "start-up line with the bound address"
+    );
+}

@@ -1,0 +1,10 @@
+//! The API integration suite: the real application on port 0, a fresh
+//! SQLite file per test, driven over HTTP.
+
+mod cleanup;
+mod cli;
+mod contract;
+mod errors;
+mod helpers;
+mod logs;
+mod race;
