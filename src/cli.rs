@@ -46,6 +46,18 @@ pub struct Cli {
     /// Default age in seconds beyond which cleanup removes users [default: 600]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub cleanup_threshold: Option<String>,
+    /// Seconds a credential lives when add names no ttl [default: 3600]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub default_ttl: Option<String>,
+    /// Most seconds one add or renew may grant [default: 43200]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub max_ttl: Option<String>,
+    /// Most seconds a credential may live from its creation [default: 86400]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub max_lifetime: Option<String>,
+    /// Seconds between sweeps of expired users; 0 turns it off [default: 60]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub sweep_interval: Option<String>,
     /// Table holding the users [default: users]
     #[arg(long, global = true, value_name = "NAME")]
     pub table: Option<String>,
@@ -64,7 +76,12 @@ pub enum Command {
     /// Serve the JSON API
     Serve,
     /// Add a user, or replace its password; the password is read from standard input
-    Add { user: String },
+    Add {
+        user: String,
+        /// Seconds until the credential expires [default: default_ttl; at most max_ttl]
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<String>,
+    },
     /// Remove a user (succeeds whether or not it existed)
     Remove { user: String },
     /// Remove users created more than --older-than seconds ago
@@ -93,6 +110,10 @@ impl Cli {
             ("hash_type", &self.hash_type),
             ("bcrypt_cost", &self.bcrypt_cost),
             ("cleanup_threshold", &self.cleanup_threshold),
+            ("default_ttl", &self.default_ttl),
+            ("max_ttl", &self.max_ttl),
+            ("max_lifetime", &self.max_lifetime),
+            ("sweep_interval", &self.sweep_interval),
             ("table", &self.table),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
@@ -167,17 +188,22 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                 htpasswd::hash(kind, password.expose(), settings.bcrypt_cost).map_err(usage)?;
             println!("{hash}");
         }
-        Command::Add { user } => {
+        Command::Add { user, ttl } => {
             let user = Username::parse(&user).map_err(usage)?;
+            let granted = settings.ttl.grant(ttl.as_deref()).map_err(usage)?;
             let password = read_password(settings.hash_type)?;
             let hash = htpasswd::hash(settings.hash_type, password.expose(), settings.bcrypt_cost)
                 .map_err(usage)?;
             let store = open_existing(&settings).await?;
+            let now = now();
+            let expires_at = now.saturating_add(granted.ttl as i64);
             let outcome = store
                 .write(WriteOp::Add {
                     user: user.clone(),
                     hash,
-                    now: now(),
+                    now,
+                    expires_at: Some(expires_at),
+                    replace: true,
                 })
                 .await
                 .map_err(failed)?;
@@ -185,7 +211,15 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                 WriteOutcome::Added { replaced: true } => " (password replaced)",
                 _ => "",
             };
-            println!("Added user {user}{how}");
+            let clamped = if granted.clamped {
+                ", ttl clamped to max_ttl"
+            } else {
+                ""
+            };
+            println!(
+                "Added user {user}{how}, expires {}{clamped}",
+                crate::domain::rfc3339(expires_at)
+            );
         }
         Command::Remove { user } => {
             let user = Username::parse(&user).map_err(usage)?;

@@ -6,6 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in epoch seconds.
     fn now(&self) -> i64;
+
+    /// Now, in epoch milliseconds.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The operating system's clock.
@@ -17,6 +22,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::domain::TtlPolicy;
 use crate::htpasswd::{HashType, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 
 /// Default address of the API: loopback only; port 5000 belongs to the registry.
@@ -18,6 +19,14 @@ pub const DEFAULT_HASH_TYPE: HashType = HashType::Md5;
 pub use crate::htpasswd::DEFAULT_BCRYPT_COST;
 /// Seconds, as the original tool.
 pub const DEFAULT_CLEANUP_THRESHOLD: u64 = 600;
+/// Seconds a credential lives when add names no ttl: one hour.
+pub const DEFAULT_DEFAULT_TTL: u64 = 3600;
+/// Most seconds one add or renew may grant: twelve hours.
+pub const DEFAULT_MAX_TTL: u64 = 43_200;
+/// Most seconds a credential may live from its creation, renewals included.
+pub const DEFAULT_MAX_LIFETIME: u64 = 86_400;
+/// Seconds between sweeps of expired users; 0 turns the sweeper off.
+pub const DEFAULT_SWEEP_INTERVAL: u64 = 60;
 pub const DEFAULT_TABLE: &str = "users";
 /// Prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "RUBBER_";
@@ -31,6 +40,10 @@ pub const KEYS: &[&str] = &[
     "hash_type",
     "bcrypt_cost",
     "cleanup_threshold",
+    "default_ttl",
+    "max_ttl",
+    "max_lifetime",
+    "sweep_interval",
     "table",
     "log_format",
     "log_level",
@@ -46,6 +59,10 @@ pub struct Settings {
     pub bcrypt_cost: u32,
     /// Default age, in seconds, beyond which `cleanup` removes a user.
     pub cleanup_threshold: u64,
+    /// Lifetimes granted to credentials.
+    pub ttl: TtlPolicy,
+    /// Seconds between sweeps of expired users; 0: no sweeper.
+    pub sweep_interval: u64,
     pub table: TableName,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -61,6 +78,12 @@ impl Default for Settings {
             hash_type: DEFAULT_HASH_TYPE,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             cleanup_threshold: DEFAULT_CLEANUP_THRESHOLD,
+            ttl: TtlPolicy {
+                default_ttl: DEFAULT_DEFAULT_TTL,
+                max_ttl: DEFAULT_MAX_TTL,
+                max_lifetime: DEFAULT_MAX_LIFETIME,
+            },
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
             table: TableName(DEFAULT_TABLE.to_owned()),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
@@ -101,6 +124,8 @@ pub enum ConfigError {
         origin: Source,
         hint: String,
     },
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("{origin}: key `{key}`: {message}")]
     BadValue {
         key: &'static str,
@@ -147,7 +172,26 @@ impl Settings {
             let flag = format!("--{}", key.replace('_', "-"));
             settings.set(key, value, Source::Flag(flag))?;
         }
+        settings.check_consistency()?;
         Ok(settings)
+    }
+
+    /// Checks what no single key can: default_ttl <= max_ttl <= max_lifetime.
+    pub fn check_consistency(&self) -> Result<(), ConfigError> {
+        let t = &self.ttl;
+        if t.default_ttl > t.max_ttl {
+            return Err(ConfigError::Inconsistent(format!(
+                "default_ttl ({}) exceeds max_ttl ({}); lower default_ttl or raise max_ttl",
+                t.default_ttl, t.max_ttl
+            )));
+        }
+        if t.max_ttl > t.max_lifetime {
+            return Err(ConfigError::Inconsistent(format!(
+                "max_ttl ({}) exceeds max_lifetime ({}); lower max_ttl or raise max_lifetime",
+                t.max_ttl, t.max_lifetime
+            )));
+        }
+        Ok(())
     }
 
     /// Sets one key from its textual form.
@@ -179,10 +223,12 @@ impl Settings {
                     .map_err(bad)?
             }
             "cleanup_threshold" => {
-                self.cleanup_threshold = parse_in_range(value, 0, u64::from(u32::MAX)).map_err(
-                    |m| bad(format!("{m} (a whole number of seconds, such as 600)")),
-                )?
+                self.cleanup_threshold = seconds(value, 0).map_err(bad)?
             }
+            "default_ttl" => self.ttl.default_ttl = seconds(value, 1).map_err(bad)?,
+            "max_ttl" => self.ttl.max_ttl = seconds(value, 1).map_err(bad)?,
+            "max_lifetime" => self.ttl.max_lifetime = seconds(value, 1).map_err(bad)?,
+            "sweep_interval" => self.sweep_interval = seconds(value, 0).map_err(bad)?,
             "table" => self.table = TableName::parse(value).map_err(bad)?,
             "log_format" => self.log_format = value.parse().map_err(bad)?,
             "log_level" => {
@@ -197,6 +243,12 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A count of seconds from `min` up to about 136 years.
+fn seconds(value: &str, min: u64) -> Result<u64, String> {
+    parse_in_range(value, min, u64::from(u32::MAX))
+        .map_err(|m| format!("{m} (a whole number of seconds, such as 3600)"))
 }
 
 fn parse_in_range<T>(value: &str, min: T, max: T) -> Result<T, String>
@@ -408,6 +460,10 @@ pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
         ("hash_type", settings.hash_type.to_string()),
         ("bcrypt_cost", settings.bcrypt_cost.to_string()),
         ("cleanup_threshold", settings.cleanup_threshold.to_string()),
+        ("default_ttl", settings.ttl.default_ttl.to_string()),
+        ("max_ttl", settings.ttl.max_ttl.to_string()),
+        ("max_lifetime", settings.ttl.max_lifetime.to_string()),
+        ("sweep_interval", settings.sweep_interval.to_string()),
         ("table", settings.table.to_string()),
         (
             "log_format",
@@ -516,6 +572,27 @@ mod tests {
             assert!(err.contains(var), "{err}");
             assert!(err.contains(fix), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn ttl_keys_must_nest() {
+        let err = |pairs: &[(&str, &str)]| {
+            Settings::load_from(None, &env(pairs), &vec![])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&[("RUBBER_DEFAULT_TTL", "7200"), ("RUBBER_MAX_TTL", "3600")]);
+        assert!(
+            e.contains("default_ttl (7200) exceeds max_ttl (3600)"),
+            "{e}"
+        );
+        let e = err(&[("RUBBER_MAX_TTL", "90000")]);
+        assert!(e.contains("max_lifetime"), "{e}");
+        let e = err(&[("RUBBER_DEFAULT_TTL", "0")]);
+        assert!(e.contains("key `default_ttl`"), "{e}");
+        let s =
+            Settings::load_from(None, &env(&[("RUBBER_SWEEP_INTERVAL", "0")]), &vec![]).unwrap();
+        assert_eq!(s.sweep_interval, 0, "0 turns the sweeper off");
     }
 
     #[test]

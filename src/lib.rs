@@ -3,11 +3,14 @@
 //! httpd reads with mod_authn_dbd.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod htpasswd;
+pub mod metrics;
 pub mod startup;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 use crate::api::{self, AppState, ClientAddr};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::store::{Create, Store, StoreError};
 
 /// How long a client may take to send its request headers.
@@ -41,6 +42,14 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     store: Store,
+    sweeper: Option<Sweeper>,
+}
+
+/// What the background sweeper needs.
+struct Sweeper {
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
 }
 
 impl Application {
@@ -64,21 +73,30 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let metrics = Arc::new(Metrics::default());
+        let sweeper = (settings.sweep_interval > 0).then(|| Sweeper {
+            clock: Arc::clone(&clock),
+            metrics: Arc::clone(&metrics),
+            interval: Duration::from_secs(settings.sweep_interval),
+        });
         let router = api::router(AppState {
             store: store.clone(),
             hash_type: settings.hash_type,
             bcrypt_cost: settings.bcrypt_cost,
             cleanup_threshold: settings.cleanup_threshold,
+            ttl: settings.ttl,
             clock,
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            metrics,
         });
         Ok(Self {
             listener,
             local_addr,
             router,
             store,
+            sweeper,
         })
     }
 
@@ -98,7 +116,16 @@ impl Application {
             local_addr,
             router,
             store,
+            sweeper,
         } = self;
+        let sweeping = sweeper.map(|s| {
+            tokio::spawn(crate::sweeper::run(
+                store.clone(),
+                s.clock,
+                s.metrics,
+                s.interval,
+            ))
+        });
         tracing::info!(address = %local_addr, database = store.backend_name(), "listening");
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -133,6 +160,9 @@ impl Application {
             });
         }
         drop(listener);
+        if let Some(task) = sweeping {
+            task.abort();
+        }
         tracing::info!("shutting down: finishing requests in flight");
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await

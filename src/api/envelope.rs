@@ -17,8 +17,11 @@ use crate::store::StoreError;
 pub enum Action {
     Add,
     Remove,
+    Renew,
     Cleanup,
+    List,
     Healthz,
+    Metrics,
     Unknown,
 }
 
@@ -27,8 +30,11 @@ impl Action {
         match self {
             Action::Add => "add",
             Action::Remove => "remove",
+            Action::Renew => "renew",
             Action::Cleanup => "cleanup",
+            Action::List => "list",
             Action::Healthz => "healthz",
+            Action::Metrics => "metrics",
             Action::Unknown => "unknown",
         }
     }
@@ -144,8 +150,12 @@ pub enum ApiError {
         allow: &'static str,
         hint: &'static str,
     },
-    #[error("{MSG_INVALID_USER}: no such action; use /add, /remove, /delete or /cleanup")]
+    #[error(
+        "{MSG_INVALID_USER}: no such action; use /add, /remove, /delete, /renew, /cleanup or /list"
+    )]
     NotFound,
+    #[error("user {user} is not live: it does not exist or has expired")]
+    NotLive { user: crate::domain::Username },
     #[error("database unavailable; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -163,7 +173,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotLive { .. } => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

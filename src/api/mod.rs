@@ -9,14 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 
 use crate::clock::Clock;
+use crate::domain::TtlPolicy;
 use crate::htpasswd::HashType;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use envelope::{Action, ApiError};
 
@@ -27,9 +30,11 @@ pub struct AppState {
     pub hash_type: HashType,
     pub bcrypt_cost: u32,
     pub cleanup_threshold: u64,
+    pub ttl: TtlPolicy,
     pub clock: Arc<dyn Clock>,
     /// Admits as many concurrent password hashings as there are cores.
     pub hashing: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The peer address of the connection a request came in on.
@@ -41,10 +46,13 @@ pub fn router(state: AppState) -> Router {
         .route("/add", any(actions::add))
         .route("/remove", any(actions::remove))
         .route("/delete", any(actions::remove))
+        .route("/renew", any(actions::renew))
         .route("/cleanup", any(actions::cleanup))
+        .route("/list", any(actions::list))
         .route("/healthz", any(health::healthz))
+        .route("/metrics", any(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -52,23 +60,44 @@ async fn not_found() -> Response {
     Action::Unknown.answer(Err(ApiError::NotFound))
 }
 
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(State(app): State<AppState>, method: Method) -> Response {
+    if !matches!(method, Method::GET | Method::HEAD) {
+        return Action::Metrics.answer(Err(ApiError::MethodNotAllowed {
+            allow: "GET, HEAD",
+            hint: "GET",
+        }));
+    }
+    let live = app.store.count_live(app.clock.now()).await.ok();
+    let body = app.metrics.render(live, app.store.error_count());
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 /// Longest path written to the log; the rest is cut.
 const MAX_LOGGED_PATH: usize = 100;
 
-/// One line per request: method, path (never the query string, which may
-/// hold a password), status, duration and client address.
-async fn log_request(req: Request, next: Next) -> Response {
+/// One log line per request: method, path (never the query string, which
+/// may hold a password), status, duration and client address; and the
+/// request's latency into the histogram.
+async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(MAX_LOGGED_PATH).collect();
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
     let response = next.run(req).await;
+    let elapsed = started.elapsed();
+    app.metrics.observe(&path, elapsed.as_secs_f64());
     tracing::info!(
         target: "registry_rubber::access",
         method = %method,
         path = %path,
         status = response.status().as_u16(),
-        duration_us = started.elapsed().as_micros() as u64,
+        duration_us = elapsed.as_micros() as u64,
         client = %client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         "request"
     );

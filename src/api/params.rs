@@ -14,7 +14,15 @@ use super::envelope::ApiError;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The parameters this API reads. Others (the original's `realm`) are ignored.
-const KNOWN: &[&str] = &["user", "passwd", "older_than"];
+const KNOWN: &[&str] = &[
+    "user",
+    "passwd",
+    "older_than",
+    "ttl",
+    "prefix",
+    "after",
+    "limit",
+];
 
 /// Parameters by name. With a repeated name the first occurrence wins, and an
 /// empty value counts as missing, as in the original.
@@ -68,6 +76,22 @@ impl Params {
         Ok(params)
     }
 
+    /// Reads the parameters of a read-only request (GET or HEAD) from the
+    /// query string.
+    pub fn from_read(req: Request) -> Result<Params, ApiError> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(ApiError::MethodNotAllowed {
+                allow: "GET, HEAD",
+                hint: "GET",
+            });
+        }
+        let mut params = Params::default();
+        if let Some(query) = req.uri().query() {
+            params.extend_form(query.as_bytes(), "query string")?;
+        }
+        Ok(params)
+    }
+
     /// The first value given for `name`, unless it is empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
@@ -110,7 +134,7 @@ impl Params {
             let text = match value {
                 Value::Null => continue,
                 Value::String(s) => s,
-                // Epoch names and durations are numbers to many callers.
+                // Epoch names, ttls and limits are numbers to many callers.
                 Value::Number(n) if name != "passwd" => n.to_string(),
                 _ => {
                     return Err(ApiError::BadParameter {

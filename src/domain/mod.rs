@@ -2,7 +2,9 @@
 //! never a raw string that might be checked later.
 
 mod password;
+mod ttl;
 mod username;
 
-pub use password::{Password, PasswordError, MAX_PASSWORD_BYTES};
+pub use password::{Password, PasswordError, GENERATED_PASSWORD_LEN, MAX_PASSWORD_BYTES};
+pub use ttl::{rfc3339, Granted, TtlError, TtlPolicy};
 pub use username::{Username, UsernameError, MAX_USERNAME_LEN};

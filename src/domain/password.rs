@@ -6,6 +6,9 @@ use crate::htpasswd::HashType;
 /// bcrypt, which honours only its first 72 bytes and so accepts no more.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// Length of a generated password: 24 characters from 62 carry 142 bits.
+pub const GENERATED_PASSWORD_LEN: usize = 24;
+
 /// A password on its way to being hashed. It is never printed: `Debug` shows
 /// only its length, and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,6 +41,14 @@ impl Password {
             return Err(PasswordError::ContainsNul);
         }
         Ok(Self(raw))
+    }
+
+    /// A new random password: letters and digits only, so it passes through
+    /// `docker login`, basic authentication and shells unquoted; drawn from
+    /// the operating system's random source.
+    pub fn generate() -> Self {
+        use rand::distributions::{Alphanumeric, DistString};
+        Self(Alphanumeric.sample_string(&mut rand::rngs::OsRng, GENERATED_PASSWORD_LEN))
     }
 
     /// The clear text, for hashing only.
@@ -89,6 +100,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_random_and_plain() {
+        let a = Password::generate();
+        let b = Password::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), GENERATED_PASSWORD_LEN);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_alphanumeric()));
+        // 62^24 > 2^142.
+        assert!((GENERATED_PASSWORD_LEN as f64) * 62f64.log2() >= 128.0);
+        assert!(Password::parse(a.expose().to_owned(), HashType::Bcrypt).is_ok());
     }
 
     #[test]

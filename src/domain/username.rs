@@ -33,6 +33,19 @@ impl Username {
         Ok(Self(raw.to_owned()))
     }
 
+    /// A new epoch-based name: milliseconds since the epoch, a dash, and six
+    /// random lowercase letters or digits, so that many names minted in one
+    /// millisecond, by one instance or several, still differ.
+    pub fn generate(epoch_millis: i64) -> Self {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::thread_rng();
+        let suffix: String = (0..6)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect();
+        Self(format!("{epoch_millis}-{suffix}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -104,6 +117,18 @@ mod tests {
                 Err(UsernameError::BadCharacter),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn generated_names_are_valid_epoch_based_and_distinct() {
+        let names: std::collections::HashSet<String> = (0..1000)
+            .map(|_| Username::generate(1_795_449_845_123).as_str().to_owned())
+            .collect();
+        assert_eq!(names.len(), 1000);
+        for n in names.iter().take(10) {
+            assert!(n.starts_with("1795449845123-"), "{n}");
+            assert_eq!(Username::parse(n).unwrap().as_str(), n);
         }
     }
 

@@ -35,6 +35,8 @@ macro_rules! migration {
 pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 1, "0001", "original_users"),
     migration!("sqlite", 2, "0002", "text_usernames_created_at"),
+    migration!("sqlite", 3, "0003", "expires_at"),
+    migration!("sqlite", 4, "0004", "expires_at_index"),
 ];
 
 impl Migration {

@@ -13,30 +13,70 @@ use crate::domain::Username;
 
 pub use sqlite::SqliteStore;
 
-/// One change to the users table, as the writer applies it.
+/// Expired users removed per sweep transaction: small enough that a write
+/// queued behind one waits only milliseconds.
+pub const SWEEP_BATCH: u32 = 500;
+
+/// One change to the users table, as the writer applies it. Times are epoch
+/// seconds; a user is live while `expires_at` is NULL or later than now.
 #[derive(Debug)]
 pub enum WriteOp {
-    /// Insert the user, or replace its password and creation time.
+    /// Insert the user; if it exists, replace its password, creation time and
+    /// expiry when `replace` is set, or answer `Conflict` when it is not.
     Add {
         user: Username,
         hash: String,
         now: i64,
+        expires_at: Option<i64>,
+        replace: bool,
     },
     Remove {
         user: Username,
     },
-    /// Remove every user created before `cutoff` (epoch seconds).
+    /// Move a live user's expiry to `now + ttl`, never beyond
+    /// `created_at + max_lifetime` and never earlier than it already is.
+    Renew {
+        user: Username,
+        now: i64,
+        ttl: u64,
+        max_lifetime: u64,
+    },
+    /// Remove every user created before `cutoff`.
     Cleanup {
         cutoff: i64,
+    },
+    /// Remove at most `limit` users whose expiry is at or before `now`.
+    Sweep {
+        now: i64,
+        limit: u32,
     },
 }
 
 /// What a committed [`WriteOp`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Added { replaced: bool },
-    Removed { found: bool },
-    CleanedUp { removed: u64 },
+    Added {
+        replaced: bool,
+    },
+    /// An add with `replace: false` found the name taken.
+    Conflict,
+    Removed {
+        found: bool,
+    },
+    /// The new expiry (None: the user never expires, as rows of the original
+    /// tool), and whether max_lifetime held it below what was asked.
+    Renewed {
+        expires_at: Option<i64>,
+        limited: bool,
+    },
+    /// Renew found no live user of that name.
+    NotLive,
+    CleanedUp {
+        removed: u64,
+    },
+    Swept {
+        removed: u64,
+    },
 }
 
 /// A user as stored, for reading back.
@@ -46,6 +86,7 @@ pub struct UserRow {
     /// The stored hash. Never printed: `Debug` leaves it out.
     pub password_hash: String,
     pub created_at: i64,
+    pub expires_at: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -53,8 +94,27 @@ impl std::fmt::Debug for UserRow {
         f.debug_struct("UserRow")
             .field("username", &self.username)
             .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A live user as `list` shows it: never a password or a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUser {
+    pub username: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Which live users to list: names starting with `prefix`, after the name
+/// `after` (the previous page's last), at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: u32,
+    pub now: i64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -137,6 +197,26 @@ impl Store {
     pub async fn count(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count().await,
+        }
+    }
+
+    /// Users live at `now`.
+    pub async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count_live(now).await,
+        }
+    }
+
+    pub async fn list(&self, query: ListQuery) -> Result<Vec<ListedUser>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list(query).await,
+        }
+    }
+
+    /// Database failures seen since start (writes and reads).
+    pub fn error_count(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.error_count(),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{Migration, SQLITE};
-use super::{Create, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::{Create, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
 use crate::config::TableName;
 use crate::domain::Username;
 
@@ -47,6 +48,7 @@ struct Inner {
     table: TableName,
     queue: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    errors: AtomicU64,
 }
 
 impl SqliteStore {
@@ -80,18 +82,29 @@ impl SqliteStore {
                 table,
                 queue,
                 readers: Mutex::new(Vec::new()),
+                errors: AtomicU64::new(0),
             }),
         })
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        let result = match self.inner.queue.send(Job { op, reply }).await {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
+            Err(_) => Err(StoreError::WriterGone),
+        };
+        self.count_error(&result);
+        result
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    fn count_error<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -108,7 +121,7 @@ impl SqliteStore {
 
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
         let sql = format!(
-            "SELECT username, password, created_at FROM \"{}\" WHERE username = ?1",
+            "SELECT username, password, created_at, expires_at FROM \"{}\" WHERE username = ?1",
             self.inner.table
         );
         let user = user.as_str().to_owned();
@@ -120,6 +133,7 @@ impl SqliteStore {
                         username: r.get(0)?,
                         password_hash: r.get(1)?,
                         created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
                     })
                 })
                 .optional()?)
@@ -133,8 +147,53 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT count(*) FROM \"{}\" WHERE expires_at IS NULL OR expires_at > ?1",
+            self.inner.table
+        );
+        self.read(move |conn| Ok(conn.query_row(&sql, [now], |r| r.get::<_, i64>(0))? as u64))
+            .await
+    }
+
+    pub async fn list(&self, q: ListQuery) -> Result<Vec<ListedUser>, StoreError> {
+        // Every character a name may hold sorts below U+007F, so the names
+        // with a prefix are exactly those in [prefix, prefix + U+007F).
+        let sql = format!(
+            "SELECT username, created_at, expires_at FROM \"{}\"
+             WHERE username >= ?1 AND username < ?2 AND username > ?3
+               AND (expires_at IS NULL OR expires_at > ?4)
+             ORDER BY username LIMIT ?5",
+            self.inner.table
+        );
+        self.read(move |conn| {
+            let upper = format!("{}\u{7f}", q.prefix);
+            let after = q.after.unwrap_or_default();
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![q.prefix, upper, after, q.now, q.limit], |r| {
+                Ok(ListedUser {
+                    username: r.get(0)?,
+                    created_at: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// Runs `f` on a pooled reader connection on the blocking thread pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let result = self.read_pooled(f).await;
+        self.count_error(&result);
+        result
+    }
+
+    async fn read_pooled<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -258,21 +317,37 @@ pub(super) fn migrate(
 struct Statements {
     update: String,
     insert: String,
+    insert_new: String,
     remove: String,
+    lookup: String,
+    set_expiry: String,
     cleanup: String,
+    sweep: String,
 }
 
 impl Statements {
     fn new(table: &TableName) -> Self {
         Self {
             update: format!(
-                "UPDATE \"{table}\" SET password = ?2, created_at = ?3 WHERE username = ?1"
+                "UPDATE \"{table}\" SET password = ?2, created_at = ?3, expires_at = ?4 WHERE username = ?1"
             ),
             insert: format!(
-                "INSERT INTO \"{table}\" (username, password, created_at) VALUES (?1, ?2, ?3)"
+                "INSERT INTO \"{table}\" (username, password, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)"
+            ),
+            insert_new: format!(
+                "INSERT INTO \"{table}\" (username, password, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (username) DO NOTHING"
             ),
             remove: format!("DELETE FROM \"{table}\" WHERE username = ?1"),
+            lookup: format!(
+                "SELECT created_at, expires_at FROM \"{table}\" WHERE username = ?1"
+            ),
+            set_expiry: format!("UPDATE \"{table}\" SET expires_at = ?2 WHERE username = ?1"),
             cleanup: format!("DELETE FROM \"{table}\" WHERE created_at < ?1"),
+            sweep: format!(
+                "DELETE FROM \"{table}\" WHERE rowid IN
+                 (SELECT rowid FROM \"{table}\" WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
         }
     }
 }
@@ -357,21 +432,89 @@ fn apply(
     op: &WriteOp,
 ) -> Result<WriteOutcome, rusqlite::Error> {
     Ok(match op {
-        WriteOp::Add { user, hash, now } => {
-            let args = params![user.as_str(), hash, now];
+        WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            replace: true,
+        } => {
+            let args = params![user.as_str(), hash, now, expires_at];
             let replaced = conn.prepare_cached(&sql.update)?.execute(args)? > 0;
             if !replaced {
                 conn.prepare_cached(&sql.insert)?.execute(args)?;
             }
             WriteOutcome::Added { replaced }
         }
+        WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            replace: false,
+        } => {
+            let args = params![user.as_str(), hash, now, expires_at];
+            match conn.prepare_cached(&sql.insert_new)?.execute(args)? {
+                0 => WriteOutcome::Conflict,
+                _ => WriteOutcome::Added { replaced: false },
+            }
+        }
         WriteOp::Remove { user } => WriteOutcome::Removed {
             found: conn.prepare_cached(&sql.remove)?.execute([user.as_str()])? > 0,
         },
+        WriteOp::Renew {
+            user,
+            now,
+            ttl,
+            max_lifetime,
+        } => {
+            let found: Option<(i64, Option<i64>)> = conn
+                .prepare_cached(&sql.lookup)?
+                .query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match found {
+                None => WriteOutcome::NotLive,
+                Some((_, Some(expires_at))) if expires_at <= *now => WriteOutcome::NotLive,
+                Some((_, None)) => WriteOutcome::Renewed {
+                    expires_at: None,
+                    limited: false,
+                },
+                Some((created_at, Some(current))) => {
+                    let (new, limited) =
+                        renewed_expiry(*now, *ttl, created_at, *max_lifetime, current);
+                    conn.prepare_cached(&sql.set_expiry)?
+                        .execute(params![user.as_str(), new])?;
+                    WriteOutcome::Renewed {
+                        expires_at: Some(new),
+                        limited,
+                    }
+                }
+            }
+        }
         WriteOp::Cleanup { cutoff } => WriteOutcome::CleanedUp {
             removed: conn.prepare_cached(&sql.cleanup)?.execute([cutoff])? as u64,
         },
+        WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
+            removed: conn
+                .prepare_cached(&sql.sweep)?
+                .execute(params![now, limit])? as u64,
+        },
     })
+}
+
+/// The expiry a renewal gives: `now + ttl`, held to `created_at +
+/// max_lifetime`, and never earlier than `current`. Also says whether the
+/// lifetime limit held it back.
+fn renewed_expiry(
+    now: i64,
+    ttl: u64,
+    created_at: i64,
+    max_lifetime: u64,
+    current: i64,
+) -> (i64, bool) {
+    let wanted = now.saturating_add(ttl as i64);
+    let ceiling = created_at.saturating_add(max_lifetime as i64);
+    (wanted.min(ceiling).max(current), wanted > ceiling)
 }
 
 #[cfg(test)]
@@ -380,6 +523,154 @@ mod tests {
 
     fn table() -> TableName {
         TableName::parse("users").unwrap()
+    }
+
+    fn u(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    fn add(user: &str, hash: &str, now: i64) -> WriteOp {
+        WriteOp::Add {
+            user: u(user),
+            hash: hash.into(),
+            now,
+            expires_at: Some(now + 100),
+            replace: true,
+        }
+    }
+
+    async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db.sqlite"), table(), Create::IfMissing)
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn an_add_without_replace_never_overwrites() {
+        let (_dir, store) = fresh().await;
+        store.write(add("taken", "h1", 10)).await.unwrap();
+        let outcome = store
+            .write(WriteOp::Add {
+                user: u("taken"),
+                hash: "h2".into(),
+                now: 20,
+                expires_at: None,
+                replace: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Conflict);
+        assert_eq!(
+            store.get(&u("taken")).await.unwrap().unwrap().password_hash,
+            "h1"
+        );
+    }
+
+    #[tokio::test]
+    async fn renew_extends_live_users_only_within_the_lifetime() {
+        let (_dir, store) = fresh().await;
+        store.write(add("live", "h", 1000)).await.unwrap(); // expires 1100
+        let renew = |now, ttl| WriteOp::Renew {
+            user: u("live"),
+            now,
+            ttl,
+            max_lifetime: 500,
+        };
+        assert_eq!(
+            store.write(renew(1050, 200)).await.unwrap(),
+            WriteOutcome::Renewed {
+                expires_at: Some(1250),
+                limited: false
+            }
+        );
+        assert_eq!(
+            store.write(renew(1200, 1000)).await.unwrap(),
+            WriteOutcome::Renewed {
+                expires_at: Some(1500),
+                limited: true
+            },
+            "held to created_at + max_lifetime"
+        );
+        assert_eq!(
+            store.write(renew(1210, 1)).await.unwrap(),
+            WriteOutcome::Renewed {
+                expires_at: Some(1500),
+                limited: false
+            },
+            "a renewal never shortens"
+        );
+        assert_eq!(
+            store.write(renew(1500, 10)).await.unwrap(),
+            WriteOutcome::NotLive,
+            "expired"
+        );
+        let missing = WriteOp::Renew {
+            user: u("nobody"),
+            now: 0,
+            ttl: 1,
+            max_lifetime: 1,
+        };
+        assert_eq!(store.write(missing).await.unwrap(), WriteOutcome::NotLive);
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_expired_rows_in_bounded_batches() {
+        let (_dir, store) = fresh().await;
+        for i in 0..25 {
+            store.write(add(&format!("old-{i}"), "h", 0)).await.unwrap(); // expires 100
+        }
+        store.write(add("young", "h", 1000)).await.unwrap(); // expires 1100
+        let sweep = |limit| WriteOp::Sweep { now: 100, limit };
+        assert_eq!(
+            store.write(sweep(10)).await.unwrap(),
+            WriteOutcome::Swept { removed: 10 }
+        );
+        assert_eq!(
+            store.write(sweep(10)).await.unwrap(),
+            WriteOutcome::Swept { removed: 10 }
+        );
+        assert_eq!(
+            store.write(sweep(10)).await.unwrap(),
+            WriteOutcome::Swept { removed: 5 }
+        );
+        assert_eq!(store.count().await.unwrap(), 1);
+        assert_eq!(store.count_live(100).await.unwrap(), 1);
+        assert_eq!(
+            store.count_live(1100).await.unwrap(),
+            0,
+            "expired at its expiry second"
+        );
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_prefix_pages_and_hides_the_expired() {
+        let (_dir, store) = fresh().await;
+        for name in ["ci-a", "ci-b", "ci-c", "ci_d", "cj", "other"] {
+            store.write(add(name, "h", 1000)).await.unwrap();
+        }
+        store.write(add("ci-old", "h", 0)).await.unwrap();
+        let names = |v: Vec<ListedUser>| v.into_iter().map(|u| u.username).collect::<Vec<_>>();
+        let q = |prefix: &str, after: Option<&str>, limit| ListQuery {
+            prefix: prefix.into(),
+            after: after.map(Into::into),
+            limit,
+            now: 500,
+        };
+        assert_eq!(
+            names(store.list(q("ci-", None, 10)).await.unwrap()),
+            ["ci-a", "ci-b", "ci-c"]
+        );
+        assert_eq!(
+            names(store.list(q("ci", None, 2)).await.unwrap()),
+            ["ci-a", "ci-b"]
+        );
+        assert_eq!(
+            names(store.list(q("ci", Some("ci-b"), 10)).await.unwrap()),
+            ["ci-c", "ci_d"]
+        );
+        assert_eq!(store.list(q("", None, 100)).await.unwrap().len(), 6);
     }
 
     #[tokio::test]
@@ -450,14 +741,7 @@ mod tests {
             .unwrap();
         assert_eq!(ms.created_at, 1_423_382_819);
         // Text names now fit where the original's integer key refused them.
-        store
-            .write(WriteOp::Add {
-                user: Username::parse("build-7").unwrap(),
-                hash: "{SHA}y".into(),
-                now: 5,
-            })
-            .await
-            .unwrap();
+        store.write(add("build-7", "{SHA}y", 5)).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 3);
         // Apache's query of the original still finds the adopted users.
         let conn = Connection::open(&path).unwrap();
@@ -503,16 +787,8 @@ mod tests {
             .unwrap();
         let u = |s: &str| Username::parse(s).unwrap();
         let (a, b, c) = tokio::join!(
-            store.write(WriteOp::Add {
-                user: u("a"),
-                hash: "h1".into(),
-                now: 10
-            }),
-            store.write(WriteOp::Add {
-                user: u("a"),
-                hash: "h2".into(),
-                now: 20
-            }),
+            store.write(add("a", "h1", 10)),
+            store.write(add("a", "h2", 20)),
             store.write(WriteOp::Cleanup { cutoff: 15 }),
         );
         assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });

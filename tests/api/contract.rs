@@ -44,30 +44,42 @@ async fn add_again_replaces_the_password() {
 }
 
 #[tokio::test]
-async fn add_without_password_is_refused_and_changes_nothing() {
+async fn add_without_password_generates_one_and_returns_it_once() {
     let app = spawn_app().await;
-    for query in [
-        "/add?user=1423382819",
-        "/add?user=1423382819&passwd=",
-        "/add?user=1423382819&passwd",
-    ] {
-        app.get(query)
-            .await
-            .assert_envelope("add", 400, "add action requires password");
+    for (i, query) in [
+        "/add?user=g1",
+        "/add?user=g2&passwd=",
+        "/add?user=g3&passwd",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let user = format!("g{}", i + 1);
+        let a = app.get(query).await;
+        a.assert_envelope("add", 200, &format!("Added user {user}"));
+        let passwd = a.body["passwd"].as_str().expect("generated password");
+        assert_eq!(passwd.len(), 24);
+        assert!(
+            passwd.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{passwd}"
+        );
+        let hash = app.stored_hash(&user).unwrap();
+        assert!(htpasswd::verify(passwd, &hash));
+        assert!(!hash.contains(passwd), "never stored in clear");
     }
-    app.post_json("/add", &json!({"user": "1423382819"}))
-        .await
-        .assert_envelope("add", 400, "add action requires password");
-    assert_eq!(app.row_count(), 0);
+    let a = app.post_json("/add", &json!({"user": "g4"})).await;
+    assert!(a.body["passwd"].is_string());
+    // A password the caller chose is never echoed.
+    let a = app.add("g5", "chosen-secret").await;
+    assert!(a.body.get("passwd").is_none(), "{a:?}");
 }
 
 #[tokio::test]
 async fn missing_or_invalid_user_is_refused_for_every_action() {
     let app = spawn_app().await;
     for (path, action) in [
-        ("/add?passwd=x", "add"),
-        ("/add?user=&passwd=x", "add"),
         ("/add?user=a:b&passwd=x", "add"),
+        ("/add?user=%20&passwd=x", "add"),
         ("/remove", "remove"),
         ("/remove?user=a%20b", "remove"),
         ("/delete?user=", "remove"),

@@ -6,5 +6,6 @@ mod cli;
 mod contract;
 mod errors;
 mod helpers;
+mod lifetimes;
 mod logs;
 mod race;
