@@ -4,35 +4,37 @@
 //! never a password or a hash.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::extract::Request;
 
-use crate::api::ClientAddr;
-
-/// Who made a request: the client's address for now.
-#[derive(Debug, Clone, Default)]
+/// Who made a request: the client's address (a forwarded one when it came
+/// through a trusted proxy) and the subject of its client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    pub addr: Option<SocketAddr>,
+    pub ip: Option<IpAddr>,
+    pub subject: Option<String>,
 }
 
 impl Caller {
+    /// The caller the access guard recorded for this request.
     pub fn of(req: &Request) -> Self {
-        Self {
-            addr: req.extensions().get::<ClientAddr>().map(|c| c.0),
-        }
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The service itself (the sweeper).
     pub fn service() -> Self {
-        Self { addr: None }
+        Self::default()
     }
 }
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
-            Some(a) => write!(f, "{a}"),
+        match self.ip {
+            Some(ip) => write!(f, "{ip}"),
             None => f.write_str("registry-rubber"),
         }
     }
@@ -63,6 +65,7 @@ impl Event<'_> {
             replaced = self.replaced,
             generated_password = self.generated_password,
             caller = %self.caller.map_or_else(|| Caller::service().to_string(), ToString::to_string),
+            subject = self.caller.and_then(|c| c.subject.as_deref()),
             "audit"
         );
     }

@@ -61,6 +61,27 @@ pub struct Cli {
     /// Table holding the users [default: users]
     #[arg(long, global = true, value_name = "NAME")]
     pub table: Option<String>,
+    /// PEM certificate chain: with --tls-key, the API speaks HTTPS only
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// PEM CA bundle: every client must present a certificate it issued
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// Client certificate subjects allowed to call, such as OU=pipelines,OU=ops+CN=deployer
+    #[arg(long, global = true, value_name = "LIST")]
+    pub allowed_subjects: Option<String>,
+    /// Addresses allowed to call, as CIDRs [default: 127.0.0.0/8,::1/128]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub allow_from: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed, as CIDRs [default: none]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+    /// Whether add, remove, delete, renew and cleanup accept GET [default: true]
+    #[arg(long, global = true, value_name = "BOOL")]
+    pub allow_get_mutations: Option<String>,
     /// text or json [default: text]
     #[arg(long, global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -115,6 +136,13 @@ impl Cli {
             ("max_lifetime", &self.max_lifetime),
             ("sweep_interval", &self.sweep_interval),
             ("table", &self.table),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+            ("allowed_subjects", &self.allowed_subjects),
+            ("allow_from", &self.allow_from),
+            ("trusted_proxies", &self.trusted_proxies),
+            ("allow_get_mutations", &self.allow_get_mutations),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ];

@@ -2,6 +2,7 @@
 //! over a JSON API and stored as htpasswd-style hashes in a table that Apache
 //! httpd reads with mod_authn_dbd.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod cli;
@@ -14,3 +15,4 @@ pub mod startup;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod tls;

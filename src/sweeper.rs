@@ -11,6 +11,10 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, WriteOp, WriteOutcome, SWEEP_BATCH};
 
+/// Pause between two sweep batches, so that the writer commits the adds
+/// queued meanwhile in transactions of their own.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
 /// Removes every user whose expiry is at or before `now`, one batch per
 /// transaction; returns how many.
 pub async fn sweep_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
@@ -29,6 +33,7 @@ pub async fn sweep_expired(store: &Store, now: i64) -> Result<u64, StoreError> {
         if removed < u64::from(SWEEP_BATCH) {
             return Ok(total);
         }
+        tokio::time::sleep(BATCH_PAUSE).await;
     }
 }
 

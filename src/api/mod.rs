@@ -16,11 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 
+use crate::access::AccessPolicy;
+use crate::audit::Caller;
 use crate::clock::Clock;
 use crate::domain::TtlPolicy;
 use crate::htpasswd::HashType;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tls::ClientIdentity;
 use envelope::{Action, ApiError};
 
 /// What every handler shares.
@@ -35,6 +38,7 @@ pub struct AppState {
     /// Admits as many concurrent password hashings as there are cores.
     pub hashing: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
+    pub access: Arc<AccessPolicy>,
 }
 
 /// The peer address of the connection a request came in on.
@@ -52,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", any(health::healthz))
         .route("/metrics", any(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -78,6 +83,46 @@ async fn metrics(State(app): State<AppState>, method: Method) -> Response {
     response
 }
 
+/// Admits a request only from an allowed address, with an allowed client
+/// certificate subject (when a list is configured), and, in POST-only mode,
+/// refuses mutations over GET. Records the caller for handlers and the log.
+async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let caller = Caller {
+        ip: peer.map(|ip| app.access.client_ip(ip, forwarded)),
+        subject: identity.as_ref().map(|i| i.subject.clone()),
+    };
+    let action = Action::of_path(req.uri().path());
+    let refusal = if caller.ip.is_some_and(|ip| !app.access.allows_ip(ip)) {
+        Some(ApiError::Forbidden("client address not in allow_from"))
+    } else if !app.access.allows_subject(identity.as_deref()) {
+        Some(ApiError::Forbidden(
+            "client certificate subject not in allowed_subjects",
+        ))
+    } else if !app.access.allow_get_mutations && req.method() == Method::GET && action.mutates() {
+        Some(ApiError::MethodNotAllowed {
+            allow: "POST",
+            hint: "POST: this service refuses changes over GET",
+        })
+    } else {
+        None
+    };
+    let mut response = match refusal {
+        Some(error) => action.answer(Err(error)),
+        None => {
+            req.extensions_mut().insert(caller.clone());
+            next.run(req).await
+        }
+    };
+    response.extensions_mut().insert(caller);
+    response
+}
+
 /// Longest path written to the log; the rest is cut.
 const MAX_LOGGED_PATH: usize = 100;
 
@@ -92,6 +137,11 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
     let response = next.run(req).await;
     let elapsed = started.elapsed();
     app.metrics.observe(&path, elapsed.as_secs_f64());
+    let caller = response.extensions().get::<Caller>();
+    let forwarded_for = caller
+        .and_then(|c| c.ip)
+        .filter(|ip| client.is_some_and(|c| c.ip() != *ip))
+        .map(|ip| ip.to_string());
     tracing::info!(
         target: "registry_rubber::access",
         method = %method,
@@ -99,6 +149,8 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
         status = response.status().as_u16(),
         duration_us = elapsed.as_micros() as u64,
         client = %client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        forwarded_for = forwarded_for.as_deref(),
+        subject = caller.and_then(|c| c.subject.as_deref()),
         "request"
     );
     response

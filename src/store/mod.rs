@@ -14,8 +14,8 @@ use crate::domain::Username;
 pub use sqlite::SqliteStore;
 
 /// Expired users removed per sweep transaction: small enough that a write
-/// queued behind one waits only milliseconds.
-pub const SWEEP_BATCH: u32 = 500;
+/// queued behind one waits only a few milliseconds.
+pub const SWEEP_BATCH: u32 = 200;
 
 /// One change to the users table, as the writer applies it. Times are epoch
 /// seconds; a user is live while `expires_at` is NULL or later than now.

@@ -55,6 +55,7 @@ pub struct TestApp {
     pub store: Store,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
+    pub tls: Option<Arc<registry_rubber::tls::TlsState>>,
     _dir: tempfile::TempDir,
 }
 
@@ -100,6 +101,7 @@ pub async fn spawn_with_settings(
         .expect("application builds");
     let addr = app.local_addr();
     let store = app.store().clone();
+    let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         addr,
@@ -107,6 +109,7 @@ pub async fn spawn_with_settings(
         store,
         clock,
         client: reqwest::Client::new(),
+        tls,
         _dir: dir,
     }
 }

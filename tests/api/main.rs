@@ -9,3 +9,4 @@ mod helpers;
 mod lifetimes;
 mod logs;
 mod race;
+mod tls;
