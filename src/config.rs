@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::access::{parse_cidrs, AccessPolicy};
 use crate::domain::TtlPolicy;
-use crate::htpasswd::{HashType, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use crate::htpasswd::{HashType, MIN_BCRYPT_COST};
 use crate::tls::TlsFiles;
 
 /// Default address of the API: loopback only; port 5000 belongs to the registry.
@@ -19,6 +19,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:registry-rubber.sqlite";
 pub const DEFAULT_HASH_TYPE: HashType = HashType::Md5;
 pub use crate::htpasswd::DEFAULT_BCRYPT_COST;
+/// Highest bcrypt cost accepted, as Apache's `htpasswd -B -C`: each step
+/// doubles the time of every add and of every registry request Apache checks.
+pub const MAX_CONFIGURED_BCRYPT_COST: u32 = 17;
 /// Seconds, as the original tool.
 pub const DEFAULT_CLEANUP_THRESHOLD: u64 = 600;
 /// Seconds a credential lives when add names no ttl: one hour.
@@ -146,6 +149,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Inconsistent(String),
+    #[error("environment variable {0} is not valid UTF-8")]
+    NotUtf8(String),
     #[error("{origin}: key `{key}`: {message}")]
     BadValue {
         key: &'static str,
@@ -154,15 +159,24 @@ pub enum ConfigError {
     },
 }
 
-/// Values set on the command line, one per key; `None` leaves the key to the
-/// lower layers.
+/// Values set on the command line: (key, value) for each flag given.
 pub type FlagValues = Vec<(&'static str, String)>;
 
 impl Settings {
     /// Builds the settings from the file (if any), the process environment,
     /// and the given flag values.
     pub fn load(file: Option<&Path>, flags: &FlagValues) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut env = Vec::new();
+        // Variables that are not UTF-8 are none of ours, unless they claim to be.
+        for (name, value) in std::env::vars_os() {
+            match (name.into_string(), value.into_string()) {
+                (Ok(name), Ok(value)) => env.push((name, value)),
+                (Ok(name), Err(_)) if name.starts_with(ENV_PREFIX) => {
+                    return Err(ConfigError::NotUtf8(name))
+                }
+                _ => {}
+            }
+        }
         Self::load_from(file, &env, flags)
     }
 
@@ -263,8 +277,9 @@ impl Settings {
             "database_url" => self.database = DatabaseUrl::parse(value).map_err(bad)?,
             "hash_type" => self.hash_type = value.parse().map_err(|e| bad(format!("{e}")))?,
             "bcrypt_cost" => {
-                self.bcrypt_cost = parse_in_range(value, MIN_BCRYPT_COST, MAX_BCRYPT_COST)
-                    .map_err(bad)?
+                self.bcrypt_cost =
+                    parse_in_range(value, MIN_BCRYPT_COST, MAX_CONFIGURED_BCRYPT_COST)
+                        .map_err(bad)?
             }
             "cleanup_threshold" => {
                 self.cleanup_threshold = seconds(value, 0).map_err(bad)?
@@ -660,7 +675,7 @@ mod tests {
                 "md4",
                 "sha1, md5, bcrypt, sha256, sha512",
             ),
-            ("RUBBER_BCRYPT_COST", "99", "from 4 to 31"),
+            ("RUBBER_BCRYPT_COST", "18", "from 4 to 17"),
             ("RUBBER_CLEANUP_THRESHOLD", "-5", "whole number"),
             ("RUBBER_TABLE", "users; DROP TABLE x", "SQL identifier"),
             (

@@ -75,7 +75,7 @@ impl Application {
             }
             None => None,
         };
-        let store = Store::open(settings, Create::Never).await?;
+        let store = Store::open(settings, Create::DefaultOnly).await?;
         let bind_error = |source| StartupError::Bind {
             addr: settings.listen,
             source,
@@ -191,6 +191,8 @@ impl Application {
         {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
+        store.close().await;
+        tracing::info!("stopped");
     }
 }
 
