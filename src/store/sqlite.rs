@@ -507,10 +507,10 @@ fn is_global_failure(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn apply_in_transaction<'a>(
+fn apply_in_transaction(
     conn: &mut Connection,
     sql: &Statements,
-    ops: &mut dyn Iterator<Item = &'a WriteOp>,
+    ops: &mut dyn Iterator<Item = &WriteOp>,
 ) -> Result<Vec<WriteOutcome>, rusqlite::Error> {
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
