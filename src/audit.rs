@@ -14,6 +14,8 @@ use axum::extract::Request;
 pub struct Caller {
     pub ip: Option<IpAddr>,
     pub subject: Option<String>,
+    /// For work that came from no network client: `cli`, `sweeper`.
+    pub local: Option<&'static str>,
 }
 
 impl Caller {
@@ -25,17 +27,21 @@ impl Caller {
             .unwrap_or_default()
     }
 
-    /// The service itself (the sweeper).
-    pub fn service() -> Self {
-        Self::default()
+    /// Work started on this host rather than by a network client.
+    pub fn local(origin: &'static str) -> Self {
+        Self {
+            local: Some(origin),
+            ..Self::default()
+        }
     }
 }
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ip {
-            Some(ip) => write!(f, "{ip}"),
-            None => f.write_str("registry-rubber"),
+        match (self.ip, self.local) {
+            (Some(ip), _) => write!(f, "{ip}"),
+            (None, Some(origin)) => f.write_str(origin),
+            (None, None) => f.write_str("unknown"),
         }
     }
 }
@@ -64,7 +70,7 @@ impl Event<'_> {
             removed = self.removed,
             replaced = self.replaced,
             generated_password = self.generated_password,
-            caller = %self.caller.map_or_else(|| Caller::service().to_string(), ToString::to_string),
+            caller = %self.caller.map_or_else(|| "unknown".to_owned(), ToString::to_string),
             subject = self.caller.and_then(|c| c.subject.as_deref()),
             "audit"
         );

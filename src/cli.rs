@@ -10,12 +10,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
+use std::sync::Arc;
+
+use crate::audit::Caller;
+use crate::clock::SystemClock;
 use crate::config::{self, FlagValues, Settings, CONFIG_FILE_ENV};
-use crate::domain::{Password, Username};
+use crate::credentials::Credentials;
+use crate::domain::{rfc3339, Password, Username};
 use crate::htpasswd::{self, HashType};
-use crate::startup::{shutdown_signal, Application};
-use crate::store::{Create, Store, WriteOp, WriteOutcome};
+use crate::startup::{shutdown_signal, Application, StartupError};
+use crate::store::{Create, Store, StoreError};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -189,10 +193,12 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
-    let now = || SystemClock.now();
     match command {
         Command::Serve => {
-            let app = Application::build(&settings).await.map_err(usage)?;
+            let app = Application::build(&settings).await.map_err(|e| match e {
+                StartupError::Tls(_) | StartupError::Store(StoreError::Missing(_)) => usage(e),
+                other => failed(other),
+            })?;
             app.run_until_stopped(shutdown_signal()).await;
         }
         Command::CheckConfig => {
@@ -201,9 +207,10 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             }
         }
         Command::Migrate => {
-            Store::open(&settings, Create::IfMissing)
+            let store = Store::open(&settings, Create::IfMissing)
                 .await
                 .map_err(failed)?;
+            store.close().await;
             println!("database {} is up to date", settings.database);
         }
         Command::Hash { hash_type } => {
@@ -220,24 +227,16 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             let user = Username::parse(&user).map_err(usage)?;
             let granted = settings.ttl.grant(ttl.as_deref()).map_err(usage)?;
             let password = read_password(settings.hash_type)?;
-            let hash = htpasswd::hash(settings.hash_type, password.expose(), settings.bcrypt_cost)
-                .map_err(usage)?;
-            let store = open_existing(&settings).await?;
-            let now = now();
-            let expires_at = now.saturating_add(granted.ttl as i64);
-            let outcome = store
-                .write(WriteOp::Add {
-                    user: user.clone(),
-                    hash,
-                    now,
-                    expires_at: Some(expires_at),
-                    replace: true,
-                })
-                .await
-                .map_err(failed)?;
-            let how = match outcome {
-                WriteOutcome::Added { replaced: true } => " (password replaced)",
-                _ => "",
+            let creds = open_credentials(&settings).await?;
+            let added = creds
+                .add(Some(user), Some(password), granted, &Caller::local("cli"))
+                .await;
+            creds.store.close().await;
+            let added = added.map_err(failed)?;
+            let how = if added.replaced {
+                " (password replaced)"
+            } else {
+                ""
             };
             let clamped = if granted.clamped {
                 ", ttl clamped to max_ttl"
@@ -245,46 +244,44 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                 ""
             };
             println!(
-                "Added user {user}{how}, expires {}{clamped}",
-                crate::domain::rfc3339(expires_at)
+                "Added user {}{how}, expires {}{clamped}",
+                added.user,
+                rfc3339(added.expires_at)
             );
         }
         Command::Remove { user } => {
             let user = Username::parse(&user).map_err(usage)?;
-            let store = open_existing(&settings).await?;
-            let outcome = store
-                .write(WriteOp::Remove { user: user.clone() })
-                .await
-                .map_err(failed)?;
-            let how = match outcome {
-                WriteOutcome::Removed { found: false } => " (it was not present)",
-                _ => "",
+            let creds = open_credentials(&settings).await?;
+            let found = creds.remove(&user, &Caller::local("cli")).await;
+            creds.store.close().await;
+            let how = if found.map_err(failed)? {
+                ""
+            } else {
+                " (it was not present)"
             };
             println!("removed user {user}{how}");
         }
         Command::Cleanup { older_than } => {
             let older_than = older_than.unwrap_or(settings.cleanup_threshold);
-            let cutoff = now().saturating_sub(i64::try_from(older_than).map_err(usage)?);
-            let store = open_existing(&settings).await?;
-            let outcome = store
-                .write(WriteOp::Cleanup { cutoff })
-                .await
-                .map_err(failed)?;
-            if let WriteOutcome::CleanedUp { removed } = outcome {
-                println!("removed {removed} users older than {older_than} seconds");
-            }
+            let creds = open_credentials(&settings).await?;
+            let removed = creds.cleanup(older_than, &Caller::local("cli")).await;
+            creds.store.close().await;
+            let removed = removed.map_err(failed)?;
+            println!("removed {removed} users older than {older_than} seconds");
         }
     }
     Ok(())
 }
 
-async fn open_existing(settings: &Settings) -> Result<Store, Failure> {
-    Store::open(settings, Create::Never)
+/// The credential service on the configured database, which must exist.
+async fn open_credentials(settings: &Settings) -> Result<Credentials, Failure> {
+    let store = Store::open(settings, Create::Never)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::Missing(_) => usage(e),
+            StoreError::Missing(_) => usage(e),
             other => failed(other),
-        })
+        })?;
+    Ok(Credentials::new(settings, store, Arc::new(SystemClock)))
 }
 
 /// Reads a password from standard input: everything up to the end, less one

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod htpasswd;
 pub mod metrics;

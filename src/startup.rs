@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::api::{self, AppState, ClientAddr};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::credentials::Credentials;
 use crate::store::{Create, Store, StoreError};
 use crate::tls::{ClientIdentity, TlsError, TlsState};
 
@@ -52,10 +52,9 @@ pub struct Application {
     sweeper: Option<Sweeper>,
 }
 
-/// What the background sweeper needs.
+/// The background sweeper's work and period.
 struct Sweeper {
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
+    credentials: Arc<Credentials>,
     interval: Duration,
 }
 
@@ -84,23 +83,13 @@ impl Application {
             .await
             .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let metrics = Arc::new(Metrics::default());
+        let credentials = Arc::new(Credentials::new(settings, store.clone(), clock));
         let sweeper = (settings.sweep_interval > 0).then(|| Sweeper {
-            clock: Arc::clone(&clock),
-            metrics: Arc::clone(&metrics),
+            credentials: Arc::clone(&credentials),
             interval: Duration::from_secs(settings.sweep_interval),
         });
         let router = api::router(AppState {
-            store: store.clone(),
-            hash_type: settings.hash_type,
-            bcrypt_cost: settings.bcrypt_cost,
-            cleanup_threshold: settings.cleanup_threshold,
-            ttl: settings.ttl,
-            clock,
-            hashing: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
-            metrics,
+            credentials,
             access: Arc::new(settings.access.clone()),
         });
         Ok(Self {
@@ -139,12 +128,7 @@ impl Application {
         } = self;
         let mut background = Vec::new();
         if let Some(s) = sweeper {
-            background.push(tokio::spawn(crate::sweeper::run(
-                store.clone(),
-                s.clock,
-                s.metrics,
-                s.interval,
-            )));
+            background.push(tokio::spawn(crate::sweeper::run(s.credentials, s.interval)));
         }
         if let Some(tls) = &tls {
             background.push(tokio::spawn(reload_on_sighup(Arc::clone(tls))));

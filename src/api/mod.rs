@@ -18,26 +18,14 @@ use axum::Router;
 
 use crate::access::AccessPolicy;
 use crate::audit::Caller;
-use crate::clock::Clock;
-use crate::domain::TtlPolicy;
-use crate::htpasswd::HashType;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::credentials::Credentials;
 use crate::tls::ClientIdentity;
 use envelope::{Action, ApiError};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub hash_type: HashType,
-    pub bcrypt_cost: u32,
-    pub cleanup_threshold: u64,
-    pub ttl: TtlPolicy,
-    pub clock: Arc<dyn Clock>,
-    /// Admits as many concurrent password hashings as there are cores.
-    pub hashing: Arc<tokio::sync::Semaphore>,
-    pub metrics: Arc<Metrics>,
+    pub credentials: Arc<Credentials>,
     pub access: Arc<AccessPolicy>,
 }
 
@@ -73,8 +61,9 @@ async fn metrics(State(app): State<AppState>, method: Method) -> Response {
             hint: "GET",
         }));
     }
-    let live = app.store.count_live(app.clock.now()).await.ok();
-    let body = app.metrics.render(live, app.store.error_count());
+    let creds = &app.credentials;
+    let live = creds.store.count_live(creds.clock.now()).await.ok();
+    let body = creds.metrics.render(live, creds.store.error_count());
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -96,6 +85,7 @@ async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Res
     let caller = Caller {
         ip: peer.map(|ip| app.access.client_ip(ip, forwarded)),
         subject: identity.as_ref().map(|i| i.subject.clone()),
+        local: None,
     };
     let action = Action::of_path(req.uri().path());
     let refusal = if caller.ip.is_some_and(|ip| !app.access.allows_ip(ip)) {
@@ -136,7 +126,9 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
     let response = next.run(req).await;
     let elapsed = started.elapsed();
-    app.metrics.observe(&path, elapsed.as_secs_f64());
+    app.credentials
+        .metrics
+        .observe(&path, elapsed.as_secs_f64());
     let caller = response.extensions().get::<Caller>();
     let forwarded_for = caller
         .and_then(|c| c.ip)
