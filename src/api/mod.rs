@@ -118,32 +118,61 @@ const MAX_LOGGED_PATH: usize = 100;
 
 /// One log line per request: method, path (never the query string, which
 /// may hold a password), status, duration and client address; and the
-/// request's latency into the histogram.
+/// request's latency into the histogram. A request abandoned by its client
+/// (the connection closed before the answer) is logged with status 499: its
+/// write may still have committed.
 async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path: String = req.uri().path().chars().take(MAX_LOGGED_PATH).collect();
-    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    let mut line = RequestLine {
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().chars().take(MAX_LOGGED_PATH).collect(),
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        done: false,
+    };
     let response = next.run(req).await;
-    let elapsed = started.elapsed();
     app.credentials
         .metrics
-        .observe(&path, elapsed.as_secs_f64());
-    let caller = response.extensions().get::<Caller>();
-    let forwarded_for = caller
-        .and_then(|c| c.ip)
-        .filter(|ip| client.is_some_and(|c| c.ip() != *ip))
-        .map(|ip| ip.to_string());
-    tracing::info!(
-        target: "registry_rubber::access",
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        duration_us = elapsed.as_micros() as u64,
-        client = %client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        forwarded_for = forwarded_for.as_deref(),
-        subject = caller.and_then(|c| c.subject.as_deref()),
-        "request"
+        .observe(&line.path, line.started.elapsed().as_secs_f64());
+    line.emit(
+        response.status().as_u16(),
+        response.extensions().get::<Caller>(),
     );
     response
+}
+
+struct RequestLine {
+    started: Instant,
+    method: Method,
+    path: String,
+    client: Option<SocketAddr>,
+    done: bool,
+}
+
+impl RequestLine {
+    fn emit(&mut self, status: u16, caller: Option<&Caller>) {
+        self.done = true;
+        let forwarded_for = caller
+            .and_then(|c| c.ip)
+            .filter(|ip| self.client.is_some_and(|c| c.ip() != *ip))
+            .map(|ip| ip.to_string());
+        tracing::info!(
+            target: "registry_rubber::access",
+            method = %self.method,
+            path = %self.path,
+            status,
+            duration_us = self.started.elapsed().as_micros() as u64,
+            client = %self.client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            forwarded_for = forwarded_for.as_deref(),
+            subject = caller.and_then(|c| c.subject.as_deref()),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestLine {
+    fn drop(&mut self) {
+        if !self.done {
+            self.emit(499, None);
+        }
+    }
 }
