@@ -5,7 +5,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a health check waits for the writer to take the write lock.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the checkpointer copies committed WAL pages into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 /// Mode of a database file this service creates: readable and writable by
@@ -57,6 +59,7 @@ struct Inner {
     table: TableName,
     queue: mpsc::Sender<Msg>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     errors: AtomicU64,
     commits: Arc<AtomicU64>,
@@ -89,12 +92,23 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::WriterGone)??;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpointer = {
+            let (path, stop) = (path.clone(), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || run_checkpointer(&path, &stop))
+                .map_err(|e| {
+                    StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
+                })?
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 table,
                 queue,
                 writer: Mutex::new(Some(writer)),
+                checkpointer: Mutex::new(Some((stop, checkpointer))),
                 readers: Mutex::new(Vec::new()),
                 errors: AtomicU64::new(0),
                 commits,
@@ -116,6 +130,16 @@ impl SqliteStore {
     /// so that SQLite folds the WAL into the database file and removes the
     /// -wal and -shm files. Writes after this answer `WriterGone`.
     pub async fn close(&self) {
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take());
+        if let Some((stop, handle)) = checkpointer {
+            stop.store(true, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         let _ = self.inner.queue.send(Msg::Close).await;
         let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
@@ -275,8 +299,10 @@ fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connect
             path.display()
         )));
     }
-    // Every commit reaches the disk before a write is acknowledged.
-    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    // Every commit reaches the disk before a write is acknowledged. WAL
+    // checkpoints run on their own thread (see run_checkpointer), not inside
+    // a commit that requests are waiting for.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")?;
     migrate(&mut conn, table)?;
     Ok(conn)
 }
@@ -295,6 +321,25 @@ fn warn_unless_group_accessible(path: &Path) {
             mode = format!("{mode:o}"),
             "database file is not readable and writable by its group: a reader such as Apache in that group cannot use it in WAL mode (chmod 0660 and a group-writable directory fix it)"
         );
+    }
+}
+
+/// Copies committed WAL pages into the database file every
+/// CHECKPOINT_INTERVAL with PASSIVE checkpoints, which never wait for or
+/// block the writer or readers, so that commits never pay for one.
+fn run_checkpointer(path: &Path, stop: &AtomicBool) {
+    let conn = match open_reader(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no checkpoint thread: the WAL grows until the service stops");
+            return;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
     }
 }
 
@@ -377,7 +422,6 @@ pub(super) fn migrate(
 /// The statements the writer runs, with the table name filled in once.
 struct Statements {
     update: String,
-    insert: String,
     insert_new: String,
     remove: String,
     lookup: String,
@@ -391,9 +435,6 @@ impl Statements {
         Self {
             update: format!(
                 "UPDATE \"{table}\" SET password = ?2, created_at = ?3, expires_at = ?4 WHERE username = ?1"
-            ),
-            insert: format!(
-                "INSERT INTO \"{table}\" (username, password, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)"
             ),
             insert_new: format!(
                 "INSERT INTO \"{table}\" (username, password, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
@@ -545,12 +586,15 @@ fn apply(
             expires_at,
             replace: true,
         } => {
+            // New names are the common case: one statement for them.
             let args = params![user.as_str(), hash, now, expires_at];
-            let replaced = conn.prepare_cached(&sql.update)?.execute(args)? > 0;
-            if !replaced {
-                conn.prepare_cached(&sql.insert)?.execute(args)?;
+            let inserted = conn.prepare_cached(&sql.insert_new)?.execute(args)? > 0;
+            if !inserted {
+                conn.prepare_cached(&sql.update)?.execute(args)?;
             }
-            WriteOutcome::Added { replaced }
+            WriteOutcome::Added {
+                replaced: !inserted,
+            }
         }
         WriteOp::Add {
             user,

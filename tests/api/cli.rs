@@ -294,3 +294,81 @@ fn the_readme_documents_every_key() {
         assert!(readme.contains(&env), "{env} missing from README");
     }
 }
+
+/// The binary as deployed: JSON logs carry no password, and SIGTERM lets a
+/// request in flight finish with OKAY, then closes the database cleanly.
+#[test]
+fn serve_logs_json_without_secrets_and_stops_gracefully() {
+    use std::io::{BufRead, Read, Write as _};
+    let e = env();
+    assert!(e.run(&["migrate"], None).status.success());
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--hash-type",
+            "bcrypt",
+        ])
+        .args(["--bcrypt-cost", "12", "serve"])
+        .env("RUBBER_DATABASE_URL", &e.url)
+        .current_dir(e.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let listening: serde_json::Value = serde_json::from_str(&first).expect("a JSON log line");
+    assert_eq!(listening["message"], "listening");
+    let addr = listening["address"].as_str().unwrap().to_owned();
+
+    // A slow add (bcrypt cost 12 in a debug build) is in flight when SIGTERM comes.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let body = "user=graceful&passwd=Json-Log-Secret-77";
+    write!(
+        stream,
+        "POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"response\":\"OKAY\""), "{answer}");
+
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    for line in rest.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string());
+    }
+    assert!(
+        rest.contains("\"action\":\"add\""),
+        "the audit event is there: {rest}"
+    );
+    assert!(
+        !rest.contains("Json-Log-Secret-77"),
+        "a password reached the logs"
+    );
+    assert!(!rest.contains("$2y$"), "a hash reached the logs");
+    assert!(
+        e.hash_of("graceful").is_some(),
+        "the acknowledged add is stored"
+    );
+    assert!(
+        !e.dir.path().join("users.sqlite-wal").exists(),
+        "closed cleanly"
+    );
+}
