@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, FlagValues, Settings, CONFIG_FILE_ENV};
 use crate::domain::{Password, Username};
 use crate::htpasswd::{self, HashType};
-use crate::startup::{shutdown_signal, Application};
+use crate::startup::{shutdown_signal, Application, StartupError};
 use crate::store::{Create, Store, WriteOp, WriteOutcome};
 
 pub const EXIT_FAILED: u8 = 1;
@@ -34,9 +34,12 @@ pub struct Cli {
     /// Address and port to listen on [default: 127.0.0.1:5080]
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// sqlite:///absolute/path.sqlite [default: sqlite:registry-rubber.sqlite]
+    /// sqlite:///absolute/path.sqlite or mysql://user@host:3306/database [default: sqlite:registry-rubber.sqlite]
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
+    /// File holding the MySQL/MariaDB password (one trailing newline dropped)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub database_password_file: Option<String>,
     /// sha1, md5, bcrypt, sha256 or sha512 [default: md5]
     #[arg(long, global = true, value_name = "TYPE")]
     pub hash_type: Option<String>,
@@ -107,6 +110,7 @@ impl Cli {
         let flags = [
             ("listen", &self.listen),
             ("database_url", &self.database_url),
+            ("database_password_file", &self.database_password_file),
             ("hash_type", &self.hash_type),
             ("bcrypt_cost", &self.bcrypt_cost),
             ("cleanup_threshold", &self.cleanup_threshold),
@@ -164,7 +168,12 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
     let now = || SystemClock.now();
     match command {
         Command::Serve => {
-            let app = Application::build(&settings).await.map_err(usage)?;
+            let app = Application::build(&settings).await.map_err(|e| match &e {
+                // The database failed (unreachable, broken): 1. A missing
+                // database or an address that cannot be bound: 2.
+                StartupError::Store(s) if !s.is_setup() => failed(e),
+                _ => usage(e),
+            })?;
             app.run_until_stopped(shutdown_signal()).await;
         }
         Command::CheckConfig => {
@@ -251,12 +260,13 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
 }
 
 async fn open_existing(settings: &Settings) -> Result<Store, Failure> {
-    Store::open(settings, Create::Never)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Missing(_) => usage(e),
-            other => failed(other),
-        })
+    Store::open(settings, Create::Never).await.map_err(|e| {
+        if e.is_setup() {
+            usage(e)
+        } else {
+            failed(e)
+        }
+    })
 }
 
 /// Reads a password from standard input: everything up to the end, less one
