@@ -91,8 +91,9 @@ fn connect_options(url: &MysqlUrl) -> MySqlConnectOptions {
 }
 
 /// Opens one connection, bounded by [`CONNECT_TIMEOUT`], and prepares its
-/// session for writing: READ COMMITTED (no gap locks between instances) and
-/// a short lock wait.
+/// session for writing: READ COMMITTED (no gap locks between instances), a
+/// short lock wait, and strict mode (a value too long for its column is an
+/// error, never silently cut).
 async fn connect(
     options: &MySqlConnectOptions,
     database: &str,
@@ -114,7 +115,8 @@ async fn connect(
         conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .await?;
         conn.execute(&*format!(
-            "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
+            "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS},
+                 SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES')"
         ))
         .await?;
         Ok::<_, sqlx::Error>(())

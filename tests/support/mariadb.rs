@@ -173,13 +173,15 @@ impl MariaDb {
         }
     }
 
-    /// Stops the server: SIGTERM to its PID, then waits for it to exit.
+    /// Stops the server: SIGTERM to its PID (after SIGCONT, should it be
+    /// frozen), then waits for it to exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         // SAFETY: kill(2) on the PID of a child not yet waited for.
         unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGCONT);
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
         let deadline = Instant::now() + SERVER_DEADLINE;
@@ -196,6 +198,24 @@ impl MariaDb {
                 }
             }
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and the kernel
+    /// still accepts new ones, but nothing answers: the worst kind of outage.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the server is running");
+        // SAFETY: kill(2) on the PID of a child not yet waited for.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", child.id());
     }
 
     pub fn port(&self) -> u16 {
