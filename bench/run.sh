@@ -6,6 +6,10 @@
 #   bench/run.sh                 # median of 3 runs of 5 s each
 #   RUNS=5 DURATION=10 bench/run.sh
 #
+# A second part measures the longest add latency while the background sweeper
+# deletes SWEEP_ROWS (100000) expired users, against the same figure with
+# nothing to sweep.
+#
 # Environment: RUNS (3), DURATION seconds per run (5), CONNECTIONS (32),
 # THREADS (2, wrk's), HASH_TYPES (hash types measured for the per-format
 # table; "sha1 md5 sha256 sha512 bcrypt"), BENCH_DIR (target/bench; the
@@ -18,6 +22,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 HASH_TYPES=${HASH_TYPES:-sha1 md5 sha256 sha512 bcrypt}
+SWEEP_ROWS=${SWEEP_ROWS:-100000}
 BENCH_DIR=$(mkdir -p "${BENCH_DIR:-target/bench}" && cd "${BENCH_DIR:-target/bench}" && pwd)
 
 if ! command -v wrk >/dev/null; then
@@ -43,13 +48,19 @@ stop_service() {
 }
 trap stop_service EXIT
 
-# start_service HASH_TYPE: a fresh database, the service on a free port.
+# start_service HASH_TYPE [EXPIRED_ROWS]: a fresh database (with that many
+# already expired users), the service on a free port.
 start_service() {
-  local hash_type=$1
+  local hash_type=$1 expired=${2:-0}
   rm -f "$BENCH_DIR"/users.sqlite*
   export RUBBER_DATABASE_URL="sqlite://$BENCH_DIR/users.sqlite"
-  export RUBBER_HASH_TYPE=$hash_type RUBBER_BCRYPT_COST=10
+  export RUBBER_HASH_TYPE=$hash_type RUBBER_BCRYPT_COST=10 RUBBER_SWEEP_INTERVAL=1
   "$BIN" migrate >/dev/null
+  if [ "$expired" -gt 0 ]; then
+    sqlite3 "$BENCH_DIR/users.sqlite" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $expired)
+      INSERT INTO users (username, password, created_at, expires_at)
+      SELECT 'expired-' || i, '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=', 1000000000, 1000000600 FROM n;"
+  fi
   rm -f "$BENCH_DIR/service.log"
   RUBBER_LISTEN=127.0.0.1:0 RUBBER_LOG_FORMAT=json "$BIN" serve 2>"$BENCH_DIR/service.log" &
   SERVICE_PID=$!
@@ -102,6 +113,24 @@ printf '%-44s %10s   (%.1fx raw)\n' "error answers/s" "$ERR_M" "$(awk -v a="$ERR
 printf '%-44s %10s ms / %s ms\n' "error latency p50 / p99" "$(m "${err_p50[@]}")" "$(m "${err_p99[@]}")"
 printf '%-44s %10s\n' "non-2xx or failed adds (all runs)" "$(printf '%s\n' "${add_errors[@]}" | awk '{s+=$1} END {print s}')"
 printf '%-44s %10s\n' "users in the table afterwards" "$stored"
+
+echo
+echo "== longest add latency while the sweeper deletes $SWEEP_ROWS expired users (hash_type sha1, ${DURATION}s each)"
+sweep_max=(); calm_max=(); sweep_p99=(); calm_p99=(); swept=()
+for run in $(seq "$RUNS"); do
+  start_service sha1
+  r=$(run_wrk add.lua "$DURATION"); calm_max+=("$(field max_ms "$r")"); calm_p99+=("$(field p99_ms "$r")")
+  stop_service
+  start_service sha1 "$SWEEP_ROWS"
+  # The first sweep starts one second after start-up, while wrk is running.
+  r=$(run_wrk add.lua "$DURATION"); sweep_max+=("$(field max_ms "$r")"); sweep_p99+=("$(field p99_ms "$r")")
+  stop_service
+  swept+=("$(grep '"action":"sweep"' "$BENCH_DIR/service.log" | grep -o '"removed":[0-9]*' | cut -d: -f2 | awk '{s+=$1} END {print s+0}')")
+  echo "   run $run: max add latency ${calm_max[-1]} ms with nothing to sweep, ${sweep_max[-1]} ms while sweeping (${swept[-1]} swept)"
+done
+printf '%-44s %10s ms   (p99 %s ms)\n' "longest add, nothing to sweep (median)" "$(m "${calm_max[@]}")" "$(m "${calm_p99[@]}")"
+printf '%-44s %10s ms   (p99 %s ms)\n' "longest add, sweeping (median)" "$(m "${sweep_max[@]}")" "$(m "${sweep_p99[@]}")"
+printf '%-44s %10s\n' "expired users swept per run (median)" "$(m "${swept[@]}")"
 
 echo
 echo "== adds/s by hash_type (one run of ${DURATION}s each, same machine, bcrypt at cost 10)"

@@ -83,4 +83,4 @@ for i in $(seq 1 600); do
 done
 
 echo "== cargo test --test api (MariaDB)"
-RUBBER_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port" cargo test --test api
+REGISTRY_RUBBER_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port" cargo test --test api

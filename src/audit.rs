@@ -4,36 +4,44 @@
 //! never a password or a hash.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::extract::Request;
 
-use crate::api::ClientAddr;
-
-/// Who made a request: the client's address for now.
-#[derive(Debug, Clone, Default)]
+/// Who made a request: the client's address (a forwarded one when it came
+/// through a trusted proxy) and the subject of its client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    pub addr: Option<SocketAddr>,
+    pub ip: Option<IpAddr>,
+    pub subject: Option<String>,
+    /// For work that came from no network client: `cli`, `sweeper`.
+    pub local: Option<&'static str>,
 }
 
 impl Caller {
+    /// The caller the access guard recorded for this request.
     pub fn of(req: &Request) -> Self {
-        Self {
-            addr: req.extensions().get::<ClientAddr>().map(|c| c.0),
-        }
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default()
     }
 
-    /// The service itself (the sweeper).
-    pub fn service() -> Self {
-        Self { addr: None }
+    /// Work started on this host rather than by a network client.
+    pub fn local(origin: &'static str) -> Self {
+        Self {
+            local: Some(origin),
+            ..Self::default()
+        }
     }
 }
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
-            Some(a) => write!(f, "{a}"),
-            None => f.write_str("registry-rubber"),
+        match (self.ip, self.local) {
+            (Some(ip), _) => write!(f, "{ip}"),
+            (None, Some(origin)) => f.write_str(origin),
+            (None, None) => f.write_str("unknown"),
         }
     }
 }
@@ -62,7 +70,8 @@ impl Event<'_> {
             removed = self.removed,
             replaced = self.replaced,
             generated_password = self.generated_password,
-            caller = %self.caller.map_or_else(|| Caller::service().to_string(), ToString::to_string),
+            caller = %self.caller.map_or_else(|| "unknown".to_owned(), ToString::to_string),
+            subject = self.caller.and_then(|c| c.subject.as_deref()),
             "audit"
         );
     }

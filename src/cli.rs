@@ -10,12 +10,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
+use std::sync::Arc;
+
+use crate::audit::Caller;
+use crate::clock::SystemClock;
 use crate::config::{self, FlagValues, Settings, CONFIG_FILE_ENV};
-use crate::domain::{Password, Username};
+use crate::credentials::Credentials;
+use crate::domain::{rfc3339, Password, Username};
 use crate::htpasswd::{self, HashType};
 use crate::startup::{shutdown_signal, Application, StartupError};
-use crate::store::{Create, Store, WriteOp, WriteOutcome};
+use crate::store::{Create, Store};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -64,6 +68,27 @@ pub struct Cli {
     /// Table holding the users [default: users]
     #[arg(long, global = true, value_name = "NAME")]
     pub table: Option<String>,
+    /// PEM certificate chain: with --tls-key, the API speaks HTTPS only
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// PEM CA bundle: every client must present a certificate it issued
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// Client certificate subjects allowed to call, such as OU=pipelines,OU=ops+CN=deployer
+    #[arg(long, global = true, value_name = "LIST")]
+    pub allowed_subjects: Option<String>,
+    /// Addresses allowed to call, as CIDRs [default: 127.0.0.0/8,::1/128]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub allow_from: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed, as CIDRs [default: none]
+    #[arg(long, global = true, value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+    /// Whether add, remove, delete, renew and cleanup accept GET [default: true]
+    #[arg(long, global = true, value_name = "BOOL")]
+    pub allow_get_mutations: Option<String>,
     /// text or json [default: text]
     #[arg(long, global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -119,6 +144,13 @@ impl Cli {
             ("max_lifetime", &self.max_lifetime),
             ("sweep_interval", &self.sweep_interval),
             ("table", &self.table),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+            ("allowed_subjects", &self.allowed_subjects),
+            ("allow_from", &self.allow_from),
+            ("trusted_proxies", &self.trusted_proxies),
+            ("allow_get_mutations", &self.allow_get_mutations),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ];
@@ -165,14 +197,14 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
-    let now = || SystemClock.now();
     match command {
         Command::Serve => {
-            let app = Application::build(&settings).await.map_err(|e| match &e {
-                // The database failed (unreachable, broken): 1. A missing
-                // database or an address that cannot be bound: 2.
-                StartupError::Store(s) if !s.is_setup() => failed(e),
-                _ => usage(e),
+            let app = Application::build(&settings).await.map_err(|e| match e {
+                // A missing database or bad TLS files: 2. The database failed
+                // (unreachable, broken): 1.
+                StartupError::Tls(_) => usage(e),
+                StartupError::Store(ref s) if s.is_setup() => usage(e),
+                other => failed(other),
             })?;
             app.run_until_stopped(shutdown_signal()).await;
         }
@@ -182,9 +214,10 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             }
         }
         Command::Migrate => {
-            Store::open(&settings, Create::IfMissing)
+            let store = Store::open(&settings, Create::IfMissing)
                 .await
                 .map_err(failed)?;
+            store.close().await;
             println!("database {} is up to date", settings.database);
         }
         Command::Hash { hash_type } => {
@@ -201,24 +234,16 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             let user = Username::parse(&user).map_err(usage)?;
             let granted = settings.ttl.grant(ttl.as_deref()).map_err(usage)?;
             let password = read_password(settings.hash_type)?;
-            let hash = htpasswd::hash(settings.hash_type, password.expose(), settings.bcrypt_cost)
-                .map_err(usage)?;
-            let store = open_existing(&settings).await?;
-            let now = now();
-            let expires_at = now.saturating_add(granted.ttl as i64);
-            let outcome = store
-                .write(WriteOp::Add {
-                    user: user.clone(),
-                    hash,
-                    now,
-                    expires_at: Some(expires_at),
-                    replace: true,
-                })
-                .await
-                .map_err(failed)?;
-            let how = match outcome {
-                WriteOutcome::Added { replaced: true } => " (password replaced)",
-                _ => "",
+            let creds = open_credentials(&settings).await?;
+            let added = creds
+                .add(Some(user), Some(password), granted, &Caller::local("cli"))
+                .await;
+            creds.store.close().await;
+            let added = added.map_err(failed)?;
+            let how = if added.replaced {
+                " (password replaced)"
+            } else {
+                ""
             };
             let clamped = if granted.clamped {
                 ", ttl clamped to max_ttl"
@@ -226,47 +251,45 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                 ""
             };
             println!(
-                "Added user {user}{how}, expires {}{clamped}",
-                crate::domain::rfc3339(expires_at)
+                "Added user {}{how}, expires {}{clamped}",
+                added.user,
+                rfc3339(added.expires_at)
             );
         }
         Command::Remove { user } => {
             let user = Username::parse(&user).map_err(usage)?;
-            let store = open_existing(&settings).await?;
-            let outcome = store
-                .write(WriteOp::Remove { user: user.clone() })
-                .await
-                .map_err(failed)?;
-            let how = match outcome {
-                WriteOutcome::Removed { found: false } => " (it was not present)",
-                _ => "",
+            let creds = open_credentials(&settings).await?;
+            let found = creds.remove(&user, &Caller::local("cli")).await;
+            creds.store.close().await;
+            let how = if found.map_err(failed)? {
+                ""
+            } else {
+                " (it was not present)"
             };
             println!("removed user {user}{how}");
         }
         Command::Cleanup { older_than } => {
             let older_than = older_than.unwrap_or(settings.cleanup_threshold);
-            let cutoff = now().saturating_sub(i64::try_from(older_than).map_err(usage)?);
-            let store = open_existing(&settings).await?;
-            let outcome = store
-                .write(WriteOp::Cleanup { cutoff })
-                .await
-                .map_err(failed)?;
-            if let WriteOutcome::CleanedUp { removed } = outcome {
-                println!("removed {removed} users older than {older_than} seconds");
-            }
+            let creds = open_credentials(&settings).await?;
+            let removed = creds.cleanup(older_than, &Caller::local("cli")).await;
+            creds.store.close().await;
+            let removed = removed.map_err(failed)?;
+            println!("removed {removed} users older than {older_than} seconds");
         }
     }
     Ok(())
 }
 
-async fn open_existing(settings: &Settings) -> Result<Store, Failure> {
-    Store::open(settings, Create::Never).await.map_err(|e| {
+/// The credential service on the configured database, which must exist.
+async fn open_credentials(settings: &Settings) -> Result<Credentials, Failure> {
+    let store = Store::open(settings, Create::Never).await.map_err(|e| {
         if e.is_setup() {
             usage(e)
         } else {
             failed(e)
         }
-    })
+    })?;
+    Ok(Credentials::new(settings, store, Arc::new(SystemClock)))
 }
 
 /// Reads a password from standard input: everything up to the end, less one

@@ -8,8 +8,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::access::{parse_cidrs, AccessPolicy};
 use crate::domain::TtlPolicy;
-use crate::htpasswd::{HashType, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
+use crate::htpasswd::{HashType, MIN_BCRYPT_COST};
+use crate::tls::TlsFiles;
 
 /// Default address of the API: loopback only; port 5000 belongs to the registry.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5080";
@@ -17,6 +19,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:registry-rubber.sqlite";
 pub const DEFAULT_HASH_TYPE: HashType = HashType::Md5;
 pub use crate::htpasswd::DEFAULT_BCRYPT_COST;
+/// Highest bcrypt cost accepted, as Apache's `htpasswd -B -C`: each step
+/// doubles the time of every add and of every registry request Apache checks.
+pub const MAX_CONFIGURED_BCRYPT_COST: u32 = 17;
 /// Seconds, as the original tool.
 pub const DEFAULT_CLEANUP_THRESHOLD: u64 = 600;
 /// Seconds a credential lives when add names no ttl: one hour.
@@ -46,6 +51,13 @@ pub const KEYS: &[&str] = &[
     "max_lifetime",
     "sweep_interval",
     "table",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "allowed_subjects",
+    "allow_from",
+    "trusted_proxies",
+    "allow_get_mutations",
     "log_format",
     "log_level",
 ];
@@ -68,6 +80,13 @@ pub struct Settings {
     /// Seconds between sweeps of expired users; 0: no sweeper.
     pub sweep_interval: u64,
     pub table: TableName,
+    /// PEM certificate chain and key: both set, the API speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: set, every client must present a certificate it issued.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Who may call the API, and how.
+    pub access: AccessPolicy,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -90,6 +109,10 @@ impl Default for Settings {
             },
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             table: TableName(DEFAULT_TABLE.to_owned()),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            access: AccessPolicy::default(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
         }
@@ -131,6 +154,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Inconsistent(String),
+    #[error("environment variable {0} is not valid UTF-8")]
+    NotUtf8(String),
     #[error("{origin}: key `{key}`: {message}")]
     BadValue {
         key: &'static str,
@@ -139,15 +164,24 @@ pub enum ConfigError {
     },
 }
 
-/// Values set on the command line, one per key; `None` leaves the key to the
-/// lower layers.
+/// Values set on the command line: (key, value) for each flag given.
 pub type FlagValues = Vec<(&'static str, String)>;
 
 impl Settings {
     /// Builds the settings from the file (if any), the process environment,
     /// and the given flag values.
     pub fn load(file: Option<&Path>, flags: &FlagValues) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut env = Vec::new();
+        // Variables that are not UTF-8 are none of ours, unless they claim to be.
+        for (name, value) in std::env::vars_os() {
+            match (name.into_string(), value.into_string()) {
+                (Ok(name), Ok(value)) => env.push((name, value)),
+                (Ok(name), Err(_)) if name.starts_with(ENV_PREFIX) => {
+                    return Err(ConfigError::NotUtf8(name))
+                }
+                _ => {}
+            }
+        }
         Self::load_from(file, &env, flags)
     }
 
@@ -220,8 +254,32 @@ impl Settings {
         Ok(())
     }
 
-    /// Checks what no single key can: default_ttl <= max_ttl <= max_lifetime.
+    /// The TLS files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Checks what no single key can: default_ttl <= max_ttl <= max_lifetime,
+    /// and TLS keys that only make sense together.
     pub fn check_consistency(&self) -> Result<(), ConfigError> {
+        let inconsistent = |m: &str| Err(ConfigError::Inconsistent(m.to_owned()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return inconsistent(
+                "tls_cert and tls_key go together: set both for HTTPS, or neither",
+            );
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return inconsistent("tls_client_ca needs HTTPS: set tls_cert and tls_key as well");
+        }
+        if !self.access.allowed_subjects.is_empty() && self.tls_client_ca.is_none() {
+            return inconsistent(
+                "allowed_subjects needs client certificates: set tls_client_ca (and tls_cert, tls_key)",
+            );
+        }
         let t = &self.ttl;
         if t.default_ttl > t.max_ttl {
             return Err(ConfigError::Inconsistent(format!(
@@ -274,8 +332,9 @@ impl Settings {
             }
             "hash_type" => self.hash_type = value.parse().map_err(|e| bad(format!("{e}")))?,
             "bcrypt_cost" => {
-                self.bcrypt_cost = parse_in_range(value, MIN_BCRYPT_COST, MAX_BCRYPT_COST)
-                    .map_err(bad)?
+                self.bcrypt_cost =
+                    parse_in_range(value, MIN_BCRYPT_COST, MAX_CONFIGURED_BCRYPT_COST)
+                        .map_err(bad)?
             }
             "cleanup_threshold" => {
                 self.cleanup_threshold = seconds(value, 0).map_err(bad)?
@@ -285,6 +344,27 @@ impl Settings {
             "max_lifetime" => self.ttl.max_lifetime = seconds(value, 1).map_err(bad)?,
             "sweep_interval" => self.sweep_interval = seconds(value, 0).map_err(bad)?,
             "table" => self.table = TableName::parse(value).map_err(bad)?,
+            "tls_cert" => self.tls_cert = optional_path(value),
+            "tls_key" => self.tls_key = optional_path(value),
+            "tls_client_ca" => self.tls_client_ca = optional_path(value),
+            "allowed_subjects" => {
+                self.access.allowed_subjects = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?
+            }
+            "allow_from" => self.access.allow_from = parse_cidrs(value).map_err(bad)?,
+            "trusted_proxies" => self.access.trusted_proxies = parse_cidrs(value).map_err(bad)?,
+            "allow_get_mutations" => {
+                self.access.allow_get_mutations = match value.to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" | "on" => true,
+                    "false" | "no" | "0" | "off" => false,
+                    _ => return Err(bad(format!("`{value}` is not true or false"))),
+                }
+            }
             "log_format" => self.log_format = value.parse().map_err(bad)?,
             "log_level" => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| {
@@ -298,6 +378,11 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// A path, or none for an empty value (which unsets the key).
+fn optional_path(value: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(value)).filter(|_| !value.trim().is_empty())
 }
 
 /// A count of seconds from `min` up to about 136 years.
@@ -694,6 +779,31 @@ pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
         ("max_lifetime", settings.ttl.max_lifetime.to_string()),
         ("sweep_interval", settings.sweep_interval.to_string()),
         ("table", settings.table.to_string()),
+        ("tls_cert", path_text(&settings.tls_cert)),
+        ("tls_key", path_text(&settings.tls_key)),
+        ("tls_client_ca", path_text(&settings.tls_client_ca)),
+        (
+            "allowed_subjects",
+            settings
+                .access
+                .allowed_subjects
+                .iter()
+                .map(|p| {
+                    let parts: Vec<String> = [("OU", &p.org_unit), ("CN", &p.common_name)]
+                        .into_iter()
+                        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                        .collect();
+                    parts.join("+")
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("allow_from", join(&settings.access.allow_from)),
+        ("trusted_proxies", join(&settings.access.trusted_proxies)),
+        (
+            "allow_get_mutations",
+            settings.access.allow_get_mutations.to_string(),
+        ),
         (
             "log_format",
             match settings.log_format {
@@ -704,6 +814,19 @@ pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
         ),
         ("log_level", settings.log_level.clone()),
     ])
+}
+
+fn path_text(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+fn join(nets: &[ipnet::IpNet]) -> String {
+    nets.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -781,7 +904,7 @@ mod tests {
                 "md4",
                 "sha1, md5, bcrypt, sha256, sha512",
             ),
-            ("RUBBER_BCRYPT_COST", "99", "from 4 to 31"),
+            ("RUBBER_BCRYPT_COST", "18", "from 4 to 17"),
             ("RUBBER_CLEANUP_THRESHOLD", "-5", "whole number"),
             ("RUBBER_TABLE", "users; DROP TABLE x", "SQL identifier"),
             (
@@ -822,6 +945,56 @@ mod tests {
         let s =
             Settings::load_from(None, &env(&[("RUBBER_SWEEP_INTERVAL", "0")]), &vec![]).unwrap();
         assert_eq!(s.sweep_interval, 0, "0 turns the sweeper off");
+    }
+
+    #[test]
+    fn tls_and_access_keys() {
+        let load = |pairs: &[(&str, &str)]| Settings::load_from(None, &env(pairs), &vec![]);
+        let e = load(&[("RUBBER_TLS_CERT", "/c.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_cert and tls_key go together"), "{e}");
+        let e = load(&[("RUBBER_ALLOWED_SUBJECTS", "OU=ci")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_client_ca"), "{e}");
+        let s = load(&[
+            ("RUBBER_TLS_CERT", "/c.pem"),
+            ("RUBBER_TLS_KEY", "/k.pem"),
+            ("RUBBER_TLS_CLIENT_CA", "/ca.pem"),
+            (
+                "RUBBER_ALLOWED_SUBJECTS",
+                "OU=pipelines+CN=deployer, CN=admin",
+            ),
+            ("RUBBER_ALLOW_FROM", "10.0.0.0/8,127.0.0.1"),
+            ("RUBBER_TRUSTED_PROXIES", "10.0.0.1"),
+            ("RUBBER_ALLOW_GET_MUTATIONS", "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.tls_files().unwrap().client_ca,
+            Some(PathBuf::from("/ca.pem"))
+        );
+        assert_eq!(s.access.allowed_subjects.len(), 2);
+        assert_eq!(s.access.allow_from.len(), 2);
+        assert!(!s.access.allow_get_mutations);
+        let shown = describe(&s);
+        assert_eq!(
+            shown["allowed_subjects"],
+            "OU=pipelines+CN=deployer,CN=admin"
+        );
+        assert_eq!(shown["allow_from"], "10.0.0.0/8,127.0.0.1/32");
+        let e = load(&[("RUBBER_ALLOW_FROM", "10.0.0.0/99")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `allow_from`"), "{e}");
+        let e = load(&[("RUBBER_ALLOW_GET_MUTATIONS", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("true or false"), "{e}");
+        let f = toml_file("allow_from = [\"10.0.0.0/8\", \"::1\"]\n");
+        let s = Settings::load_from(Some(f.path()), &[], &vec![]).unwrap();
+        assert_eq!(s.access.allow_from.len(), 2, "TOML lists");
     }
 
     #[test]

@@ -15,5 +15,9 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };
-    runtime.block_on(cli::run(cli))
+    let code = runtime.block_on(cli::run(cli));
+    // Work still on the blocking pool (a slow hash for a request whose client
+    // left) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

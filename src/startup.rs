@@ -1,5 +1,5 @@
-//! Building the application (store, router, bound listener) apart from running
-//! it, so that tests bind port 0 and read the real port back.
+//! Building the application (store, TLS, router, bound listener) apart from
+//! running it, so that tests bind port 0 and read the real port back.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,18 +11,22 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use crate::api::{self, AppState, ClientAddr};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::credentials::Credentials;
 use crate::store::{Create, Store, StoreError};
+use crate::tls::{ClientIdentity, TlsError, TlsState};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -30,6 +34,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -42,13 +48,13 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     store: Store,
+    tls: Option<Arc<TlsState>>,
     sweeper: Option<Sweeper>,
 }
 
-/// What the background sweeper needs.
+/// The background sweeper's work and period.
 struct Sweeper {
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
+    credentials: Arc<Credentials>,
     interval: Duration,
 }
 
@@ -61,41 +67,37 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let store = Store::open(settings, Create::Never).await?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+        let tls = match settings.tls_files() {
+            Some(files) => {
+                crate::tls::install_crypto_provider();
+                Some(Arc::new(TlsState::load(files)?))
+            }
+            None => None,
+        };
+        let store = Store::open(settings, Create::DefaultOnly).await?;
+        let bind_error = |source| StartupError::Bind {
             addr: settings.listen,
             source,
-        })?;
-        let metrics = Arc::new(Metrics::default());
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let credentials = Arc::new(Credentials::new(settings, store.clone(), clock));
         let sweeper = (settings.sweep_interval > 0).then(|| Sweeper {
-            clock: Arc::clone(&clock),
-            metrics: Arc::clone(&metrics),
+            credentials: Arc::clone(&credentials),
             interval: Duration::from_secs(settings.sweep_interval),
         });
         let router = api::router(AppState {
-            store: store.clone(),
-            hash_type: settings.hash_type,
-            bcrypt_cost: settings.bcrypt_cost,
-            cleanup_threshold: settings.cleanup_threshold,
-            ttl: settings.ttl,
-            clock,
-            hashing: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
-            metrics,
+            credentials,
+            access: Arc::new(settings.access.clone()),
         });
         Ok(Self {
             listener,
             local_addr,
             router,
             store,
+            tls,
             sweeper,
         })
     }
@@ -108,6 +110,11 @@ impl Application {
         &self.store
     }
 
+    /// The TLS state, to reload it as SIGHUP does.
+    pub fn tls(&self) -> Option<Arc<TlsState>> {
+        self.tls.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and lets the
     /// requests in flight finish (each waits for its commit) before returning.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
@@ -116,17 +123,23 @@ impl Application {
             local_addr,
             router,
             store,
+            tls,
             sweeper,
         } = self;
-        let sweeping = sweeper.map(|s| {
-            tokio::spawn(crate::sweeper::run(
-                store.clone(),
-                s.clock,
-                s.metrics,
-                s.interval,
-            ))
-        });
-        tracing::info!(address = %local_addr, database = store.backend_name(), "listening");
+        let mut background = Vec::new();
+        if let Some(s) = sweeper {
+            background.push(tokio::spawn(crate::sweeper::run(s.credentials, s.interval)));
+        }
+        if let Some(tls) = &tls {
+            background.push(tokio::spawn(reload_on_sighup(Arc::clone(tls))));
+        }
+        tracing::info!(
+            address = %local_addr,
+            scheme = if tls.is_some() { "https" } else { "http" },
+            client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificate()),
+            database = store.backend_name(),
+            "listening"
+        );
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -143,24 +156,16 @@ impl Application {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let router = router.clone();
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
-                router.clone().oneshot(req.map(Body::new))
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-                }
-            });
+            tokio::spawn(handle_connection(
+                stream,
+                peer,
+                tls.clone(),
+                router.clone(),
+                graceful.watcher(),
+            ));
         }
         drop(listener);
-        if let Some(task) = sweeping {
+        for task in background {
             task.abort();
         }
         tracing::info!("shutting down: finishing requests in flight");
@@ -169,6 +174,82 @@ impl Application {
             .is_err()
         {
             tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+        store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Completes the TLS handshake when TLS is on (reading the client's
+/// certificate subject), then serves HTTP/1.1 on the connection.
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<TlsState>>,
+    router: Router,
+    watcher: Watcher,
+) {
+    let Some(tls) = tls else {
+        return serve(stream, peer, None, router, watcher).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(ClientIdentity::from_certificate)
+                .map(Arc::new);
+            serve(stream, peer, identity, router, watcher).await;
+        }
+        Ok(Err(e)) => tracing::info!(client = %peer, error = %e, "TLS handshake refused"),
+        Err(_) => tracing::info!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve<I>(
+    io: I,
+    peer: SocketAddr,
+    identity: Option<Arc<ClientIdentity>>,
+    router: Router,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        if let Some(id) = &identity {
+            req.extensions_mut().insert(Arc::clone(id));
+        }
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Reloads certificate, key and client CA on every SIGHUP. A bad new file is
+/// refused with a log line, and the files in force stay in use.
+async fn reload_on_sighup(tls: Arc<TlsState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; TLS files will not reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload refused; the files in force stay")
+            }
         }
     }
 }

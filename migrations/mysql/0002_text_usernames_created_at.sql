@@ -5,10 +5,14 @@
 -- was created, in epoch seconds. The table is altered in place, so Apache
 -- keeps reading the same table throughout.
 --
--- MySQL commits DDL by itself, so this file holds two statements, which the
--- migration runner executes one after the other: the ALTER, then the
--- backfill. Rows of the original keep working and take their creation time
--- from their epoch names (thirteen digits are milliseconds).
+-- MySQL commits DDL by itself, so this file holds three statements, which
+-- the migration runner executes one after the other, each safe to run again:
+-- rows without a password (they could never log in, and NOT NULL would refuse
+-- them) go; the ALTER; the backfill. Rows of the original keep working and
+-- take their creation time from their epoch names (thirteen digits are
+-- milliseconds).
+DELETE FROM `{table}` WHERE password IS NULL;
+
 ALTER TABLE `{table}`
     ENGINE = InnoDB,
     DEFAULT CHARACTER SET utf8mb4,

@@ -1,7 +1,8 @@
 -- Usernames become text (names are no longer only epoch integers) and each
 -- row records when it was created, in epoch seconds. Rows of the original
 -- keep working: their creation time is read from their epoch names
--- (thirteen digits are milliseconds). The table is rebuilt in place, inside
+-- (thirteen digits are milliseconds). A row without a password could never
+-- log in and is not carried over. The table is rebuilt in place, inside
 -- the migration's transaction, so Apache reading the same file never sees
 -- it missing.
 CREATE TABLE "{table}__v2" (
@@ -13,7 +14,8 @@ INSERT INTO "{table}__v2" (username, password, created_at)
     SELECT CAST(username AS TEXT),
            password,
            CASE WHEN username >= 100000000000 THEN username / 1000 ELSE username END
-    FROM "{table}";
+    FROM "{table}"
+    WHERE password IS NOT NULL;
 DROP TABLE "{table}";
 ALTER TABLE "{table}__v2" RENAME TO "{table}";
 CREATE INDEX "{table}_created_at" ON "{table}" (created_at);

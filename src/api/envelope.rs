@@ -26,6 +26,28 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action a request path names.
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            "/add" => Action::Add,
+            "/remove" | "/delete" => Action::Remove,
+            "/renew" => Action::Renew,
+            "/cleanup" => Action::Cleanup,
+            "/list" => Action::List,
+            "/healthz" => Action::Healthz,
+            "/metrics" => Action::Metrics,
+            _ => Action::Unknown,
+        }
+    }
+
+    /// Whether the action changes the users table.
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Action::Add | Action::Remove | Action::Renew | Action::Cleanup
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Action::Add => "add",
@@ -154,6 +176,8 @@ pub enum ApiError {
         "{MSG_INVALID_USER}: no such action; use /add, /remove, /delete, /renew, /cleanup or /list"
     )]
     NotFound,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("user {user} is not live: it does not exist or has expired")]
     NotLive { user: crate::domain::Username },
     #[error("database unavailable; try again shortly")]
@@ -171,6 +195,7 @@ impl ApiError {
             | ApiError::BadParameter { .. }
             | ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::NotLive { .. } => StatusCode::NOT_FOUND,

@@ -124,28 +124,68 @@ impl Params {
         Ok(())
     }
 
+    /// A JSON object, read with the same rules as a form: the first of a
+    /// repeated key wins and `null` counts as empty. Values are strings;
+    /// fields other than the password may also be whole numbers.
     fn extend_json(&mut self, input: &[u8]) -> Result<(), ApiError> {
-        let object: serde_json::Map<String, Value> = serde_json::from_slice(input)
+        let JsonPairs(pairs) = serde_json::from_slice(input)
             .map_err(|_| ApiError::Malformed("request body is not a JSON object".into()))?;
-        for (key, value) in object {
+        for (key, value) in pairs {
             let Some(&name) = KNOWN.iter().find(|k| **k == key) else {
                 continue;
             };
             let text = match value {
-                Value::Null => continue,
+                Value::Null => String::new(),
                 Value::String(s) => s,
-                // Epoch names, ttls and limits are numbers to many callers.
-                Value::Number(n) if name != "passwd" => n.to_string(),
-                _ => {
+                Value::Number(n) if name != "passwd" && n.is_u64() => n.to_string(),
+                _ if name == "user" => {
+                    return Err(ApiError::InvalidUser {
+                        detail: "user must be a JSON string or a whole number".into(),
+                    })
+                }
+                _ if name == "passwd" => {
                     return Err(ApiError::BadParameter {
                         name,
                         detail: "must be a JSON string".into(),
+                    })
+                }
+                _ => {
+                    return Err(ApiError::BadParameter {
+                        name,
+                        detail: "must be a JSON string or a whole number".into(),
                     })
                 }
             };
             self.pairs.push((name.to_owned(), text));
         }
         Ok(())
+    }
+}
+
+/// A JSON object's members in the order they were written, repeated keys
+/// included (a map would keep only the last).
+struct JsonPairs(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for JsonPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = JsonPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, Value>()? {
+                    pairs.push(pair);
+                }
+                Ok(JsonPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Members)
     }
 }
 
@@ -256,6 +296,20 @@ mod tests {
         assert_eq!(p.take("passwd").as_deref(), Some("x"));
         assert_eq!(p.get("older_than"), None);
         let mut p = Params::default();
+        p.extend_json(br#"{"user": "first", "user": "second", "ttl": null}"#)
+            .unwrap();
+        assert_eq!(p.get("user"), Some("first"), "first wins, as in forms");
+        assert_eq!(p.get("ttl"), None, "null is empty");
+        let mut p = Params::default();
+        assert!(matches!(
+            p.extend_json(br#"{"user": true}"#),
+            Err(ApiError::InvalidUser { .. })
+        ));
+        assert!(
+            p.extend_json(br#"{"user": 1e3}"#).is_err(),
+            "not a whole number"
+        );
+        assert!(p.extend_json(br#"{"ttl": -5}"#).is_err());
         assert!(p.extend_json(br#"{"passwd": 12345}"#).is_err());
         assert!(p.extend_json(b"[1,2]").is_err());
         assert!(p.extend_json(b"{").is_err());

@@ -18,10 +18,17 @@ pub struct Password(String);
 pub enum PasswordError {
     #[error("password is empty")]
     Empty,
-    #[error("password is longer than {max} bytes, the most that hash type {hash_type} honours")]
+    #[error("password is longer than {max} bytes, {}", limit_reason(*hash_type, *max))]
     TooLong { max: usize, hash_type: HashType },
     #[error("password must not contain a NUL character")]
     ContainsNul,
+}
+
+fn limit_reason(hash_type: HashType, max: usize) -> String {
+    match hash_type.max_password_bytes() {
+        Some(m) if m == max => format!("the most that hash type {hash_type} honours"),
+        _ => "the most this service accepts".to_owned(),
+    }
 }
 
 impl Password {

@@ -138,12 +138,12 @@ mod tests {
         assert_eq!(on_disk("sqlite"), on_disk("mysql"));
     }
 
-    /// MySQL files hold one DDL statement each; only the backfill that must
-    /// follow an ALTER joins it.
+    /// MySQL files hold one DDL statement each; only the DML that must go
+    /// with an ALTER joins it.
     #[test]
     fn mysql_files_split_into_their_statements() {
         let counts: Vec<usize> = MYSQL.iter().map(|m| m.statements("t").len()).collect();
-        assert_eq!(counts, [1, 2, 1, 1]);
+        assert_eq!(counts, [1, 3, 1, 1]);
         for m in MYSQL {
             let statements = m.statements("users");
             let ddl = statements
@@ -158,7 +158,7 @@ mod tests {
                 assert!(!s.contains("{table}") && !s.contains("--"), "{s}");
             }
         }
-        let backfill = &MYSQL[1].statements("users")[1];
+        let backfill = &MYSQL[1].statements("users")[2];
         assert!(backfill.starts_with("UPDATE `users`"), "{backfill}");
         assert!(
             backfill.contains("{1,19}"),

@@ -20,12 +20,12 @@ pub use mysql::{MysqlStore, ACQUIRE_TIMEOUT, CONNECT_TIMEOUT, READ_TIMEOUT, WRIT
 pub use sqlite::SqliteStore;
 
 /// Expired users removed per sweep transaction: small enough that a write
-/// queued behind one waits only milliseconds.
-pub const SWEEP_BATCH: u32 = 500;
+/// queued behind one waits only a few milliseconds.
+pub const SWEEP_BATCH: u32 = 200;
 
 /// One change to the users table, as the writer applies it. Times are epoch
 /// seconds; a user is live while `expires_at` is NULL or later than now.
-#[derive(Debug)]
+/// `Debug` leaves the hash out.
 pub enum WriteOp {
     /// Insert the user; if it exists, replace its password, creation time and
     /// expiry when `replace` is set, or answer `Conflict` when it is not.
@@ -56,6 +56,44 @@ pub enum WriteOp {
         now: i64,
         limit: u32,
     },
+    /// Change nothing; proves the writer can take the write lock and commit.
+    Ping,
+}
+
+impl std::fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteOp::Add {
+                user,
+                now,
+                expires_at,
+                replace,
+                ..
+            } => f
+                .debug_struct("Add")
+                .field("user", user)
+                .field("now", now)
+                .field("expires_at", expires_at)
+                .field("replace", replace)
+                .finish_non_exhaustive(),
+            WriteOp::Remove { user } => f.debug_struct("Remove").field("user", user).finish(),
+            WriteOp::Renew { user, now, ttl, .. } => f
+                .debug_struct("Renew")
+                .field("user", user)
+                .field("now", now)
+                .field("ttl", ttl)
+                .finish_non_exhaustive(),
+            WriteOp::Cleanup { cutoff } => {
+                f.debug_struct("Cleanup").field("cutoff", cutoff).finish()
+            }
+            WriteOp::Sweep { now, limit } => f
+                .debug_struct("Sweep")
+                .field("now", now)
+                .field("limit", limit)
+                .finish(),
+            WriteOp::Ping => f.write_str("Ping"),
+        }
+    }
 }
 
 /// What a committed [`WriteOp`] did.
@@ -83,6 +121,7 @@ pub enum WriteOutcome {
     Swept {
         removed: u64,
     },
+    Pinged,
 }
 
 /// A user as stored, for reading back.
@@ -186,11 +225,14 @@ pub(crate) fn renewed_expiry(
 /// Whether opening may create a missing database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
-    /// Create the file if it is missing (the documented default path, and
-    /// `migrate`).
+    /// Create the file if it is missing (`migrate`).
     IfMissing,
+    /// Create only the documented default file (`serve` with no
+    /// configuration); refuse any other missing path.
+    DefaultOnly,
     /// Refuse a missing file: a typo in a path must not silently start an
-    /// empty database somewhere else.
+    /// empty database somewhere else, and a command that removes a user must
+    /// not report success against a database it just made.
     Never,
 }
 // A MySQL database is never created by the service (its administrator
@@ -205,16 +247,15 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the configured database and brings its schema up to date.
-    /// The documented default SQLite file is created when missing; any other
-    /// path only when `create` says so.
+    /// Opens the configured database and brings its schema up to date,
+    /// creating a missing file only as `create` allows.
     pub async fn open(settings: &Settings, create: Create) -> Result<Store, StoreError> {
         match &settings.database {
             DatabaseUrl::Sqlite { path, is_default } => {
-                let create = if *is_default {
-                    Create::IfMissing
-                } else {
-                    create
+                let create = match create {
+                    Create::DefaultOnly if *is_default => Create::IfMissing,
+                    Create::DefaultOnly => Create::Never,
+                    other => other,
                 };
                 let store = SqliteStore::open(path.clone(), settings.table.clone(), create).await?;
                 Ok(Store::Sqlite(store))
@@ -268,6 +309,22 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.list(query).await,
             Store::Mysql(s) => s.list(query).await,
+        }
+    }
+
+    /// Commits what is queued and closes the database cleanly.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Mysql(s) => s.close().await,
+        }
+    }
+
+    /// Transactions the writer has committed since start.
+    pub fn commit_count(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.commit_count(),
+            Store::Mysql(s) => s.commit_count(),
         }
     }
 

@@ -56,9 +56,19 @@ const MAX_ATTEMPTS: u32 = 8;
 /// Longest the migration runner waits for another instance's migrations.
 const MIGRATION_LOCK_SECONDS: u32 = 60;
 
+/// Longest a health check waits for the writer to commit.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 struct Job {
     op: WriteOp,
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+/// What the writer's queue carries: a write, or the request to finish.
+enum Msg {
+    Write(Job),
+    /// Commit what is queued ahead, close the connection, stop.
+    Close(oneshot::Sender<()>),
 }
 
 /// Never `Debug`: the connect options hold the password.
@@ -69,9 +79,10 @@ pub struct MysqlStore {
 
 struct Inner {
     table: TableName,
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Msg>,
     readers: MySqlPool,
     errors: AtomicU64,
+    commits: Arc<AtomicU64>,
 }
 
 /// The connect options for a URL. No TLS: run the service and the server on
@@ -145,11 +156,13 @@ impl MysqlStore {
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             options,
             database: url.database.clone(),
             conn: Some(conn),
             sql: Statements::new(&table),
+            commits: Arc::clone(&commits),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -158,18 +171,34 @@ impl MysqlStore {
                 queue,
                 readers,
                 errors: AtomicU64::new(0),
+                commits,
             }),
         })
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let result = match self.inner.queue.send(Job { op, reply }).await {
+        let result = match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
             Err(_) => Err(StoreError::WriterGone),
         };
         self.count_error(&result);
         result
+    }
+
+    /// Lets the writer commit what is queued, then closes its connection and
+    /// the readers'. Writes after this answer `WriterGone`.
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.inner.queue.send(Msg::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        self.inner.readers.close().await;
+    }
+
+    /// Transactions the writer has committed since start.
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     pub fn error_count(&self) -> u64 {
@@ -198,14 +227,19 @@ impl MysqlStore {
         result
     }
 
+    /// Reads the users table, then has the writer commit an empty
+    /// transaction within PING_TIMEOUT: healthy means a write would succeed
+    /// now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.queue.is_closed() {
-            return Err(StoreError::WriterGone);
-        }
         let sql = format!("SELECT 1 FROM `{}` LIMIT 1", self.inner.table);
         self.read(sqlx::query(&sql).fetch_optional(&self.inner.readers))
-            .await
-            .map(drop)
+            .await?;
+        match tokio::time::timeout(PING_TIMEOUT, self.write(WriteOp::Ping)).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "the writer did not commit within {PING_TIMEOUT:?}"
+            ))),
+        }
     }
 
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
@@ -515,19 +549,32 @@ struct Writer {
     database: String,
     conn: Option<MySqlConnection>,
     sql: Statements,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Takes the first queued job, everything queued behind it up to
     /// MAX_BATCH, commits them together, answers each, repeats. Returns when
-    /// every sender is gone.
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    /// asked to close, or when every sender is gone.
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
+        let mut closing = None;
+        while closing.is_none() {
+            match rx.recv().await {
+                Some(Msg::Write(job)) => batch.push(job),
+                Some(Msg::Close(done)) => {
+                    closing = Some(done);
+                    break;
+                }
+                None => break,
+            }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(Msg::Write(job)) => batch.push(job),
+                    Ok(Msg::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -535,13 +582,37 @@ impl Writer {
             // Jobs that queued up while the server could not be reached would
             // only wait for the same answer: give it to them now.
             if let Some(err) = unreachable {
-                while let Ok(job) = rx.try_recv() {
-                    let _ = job.reply.send(Err(err.clone()));
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Write(job) => {
+                            let _ = job.reply.send(Err(err.clone()));
+                        }
+                        Msg::Close(done) => {
+                            closing = Some(done);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Writes that raced with Close find the queue closed and answer
+        // WriterGone; none is left waiting.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Write(job) => {
+                    let _ = job.reply.send(Err(StoreError::WriterGone));
+                }
+                Msg::Close(done) => {
+                    let _ = done.send(());
                 }
             }
         }
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
         }
     }
 
@@ -613,7 +684,10 @@ impl Writer {
             let result =
                 tokio::time::timeout_at(deadline, apply_in_transaction(conn, &self.sql, ops)).await;
             let TxError { error, at_commit } = match result {
-                Ok(Ok(outcomes)) => return Ok(outcomes),
+                Ok(Ok(outcomes)) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(outcomes);
+                }
                 Ok(Err(e)) => e,
                 Err(_) => {
                     // Where the transaction stood is unknown: drop the
@@ -801,6 +875,7 @@ async fn apply(
                 .await?
                 .rows_affected(),
         },
+        WriteOp::Ping => WriteOutcome::Pinged,
         WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
             removed: sqlx::query(&sql.sweep)
                 .bind(now)

@@ -27,6 +27,8 @@ const QUEUE_DEPTH: usize = 4096;
 /// How long a statement waits for a lock held by another process (the CLI,
 /// a cron job, Apache checkpointing) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a health check waits for the writer to take the write lock.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 /// Mode of a database file this service creates: readable and writable by
@@ -40,6 +42,13 @@ struct Job {
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
 }
 
+/// What the writer's queue carries: a write, or the request to finish.
+enum Msg {
+    Write(Job),
+    /// Commit what is queued ahead, close the connection, stop.
+    Close,
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -48,9 +57,11 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     table: TableName,
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Msg>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     errors: AtomicU64,
+    commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -58,10 +69,12 @@ impl SqliteStore {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_path = path.clone();
         let writer_table = table.clone();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
         // Opening, migrating and the writer loop all run on one dedicated
         // thread that owns the only write connection.
         let (ready_tx, ready_rx) = oneshot::channel();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let conn = match open_writer(&writer_path, &writer_table, create) {
@@ -74,7 +87,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                run_writer(conn, &writer_table, rx);
+                run_writer(conn, &writer_table, rx, &writer_commits);
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::WriterGone)??;
@@ -83,20 +96,40 @@ impl SqliteStore {
                 path,
                 table,
                 queue,
+                writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
                 errors: AtomicU64::new(0),
+                commits,
             }),
         })
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let result = match self.inner.queue.send(Job { op, reply }).await {
+        let result = match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
             Err(_) => Err(StoreError::WriterGone),
         };
         self.count_error(&result);
         result
+    }
+
+    /// Lets the writer commit what is queued, then closes every connection,
+    /// so that SQLite folds the WAL into the database file and removes the
+    /// -wal and -shm files. Writes after this answer `WriterGone`.
+    pub async fn close(&self) {
+        let _ = self.inner.queue.send(Msg::Close).await;
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        if let Ok(mut idle) = self.inner.readers.lock() {
+            idle.clear();
+        }
+    }
+
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     pub fn error_count(&self) -> u64 {
@@ -109,16 +142,21 @@ impl SqliteStore {
         }
     }
 
+    /// Reads the users table, then has the writer take the write lock and
+    /// commit, within PING_TIMEOUT: healthy means a write would succeed now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.queue.is_closed() {
-            return Err(StoreError::WriterGone);
-        }
         let sql = format!(
             "SELECT count(*) FROM (SELECT 1 FROM \"{}\" LIMIT 1)",
             self.inner.table
         );
         self.read(move |conn| Ok(conn.query_row(&sql, [], |_| Ok(()))?))
-            .await
+            .await?;
+        match tokio::time::timeout(PING_TIMEOUT, self.write(WriteOp::Ping)).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(StoreError::Database(format!(
+                "the writer did not commit within {PING_TIMEOUT:?}"
+            ))),
+        }
     }
 
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
@@ -223,10 +261,13 @@ impl SqliteStore {
 fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connection, StoreError> {
     if !path.exists() {
         match create {
-            Create::Never => return Err(StoreError::Missing(path.to_owned())),
+            Create::Never | Create::DefaultOnly => {
+                return Err(StoreError::Missing(path.to_owned()))
+            }
             Create::IfMissing => create_file(path)?,
         }
     }
+    warn_unless_group_accessible(path);
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -240,6 +281,23 @@ fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connect
     conn.execute_batch("PRAGMA synchronous = FULL")?;
     migrate(&mut conn, table)?;
     Ok(conn)
+}
+
+/// Apache reads the file as another user in a shared group, and in WAL mode
+/// a reader writes the -shm file: say so at start rather than at the first
+/// refused registry login.
+fn warn_unless_group_accessible(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o060 != 0o060 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "database file is not readable and writable by its group: a reader such as Apache in that group cannot use it in WAL mode (chmod 0660 and a group-writable directory fix it)"
+        );
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -290,6 +348,9 @@ pub(super) fn migrate(
     )?;
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
+    }
+    if found == known {
+        return Ok(Vec::new());
     }
     let mut applied = Vec::new();
     for m in SQLITE {
@@ -357,23 +418,57 @@ impl Statements {
 /// The writer loop: take the first queued job, everything queued behind it up
 /// to MAX_BATCH, commit them together, answer each, repeat. Returns when every
 /// sender is gone.
-fn run_writer(mut conn: Connection, table: &TableName, mut rx: mpsc::Receiver<Job>) {
+fn run_writer(
+    mut conn: Connection,
+    table: &TableName,
+    mut rx: mpsc::Receiver<Msg>,
+    commits: &AtomicU64,
+) {
     let sql = Statements::new(table);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    let mut closing = false;
+    while !closing {
+        match rx.blocking_recv() {
+            Some(Msg::Write(job)) => batch.push(job),
+            Some(Msg::Close) | None => break,
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Msg::Write(job)) => batch.push(job),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &sql, &mut batch);
+        commit_batch(&mut conn, &sql, &mut batch, commits);
+    }
+    // Writes that raced with Close find the queue closed and answer
+    // WriterGone; none is left waiting.
+    rx.close();
+    while let Ok(Msg::Write(job)) = rx.try_recv() {
+        let _ = job.reply.send(Err(StoreError::WriterGone));
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the database connection failed");
     }
 }
 
-fn commit_batch(conn: &mut Connection, sql: &Statements, batch: &mut Vec<Job>) {
-    match apply_in_transaction(conn, sql, batch.iter().map(|j| &j.op)) {
+fn commit_batch(
+    conn: &mut Connection,
+    sql: &Statements,
+    batch: &mut Vec<Job>,
+    commits: &AtomicU64,
+) {
+    let mut commit = |ops: &mut dyn Iterator<Item = &WriteOp>| {
+        let result = apply_in_transaction(conn, sql, ops);
+        if result.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    };
+    match commit(&mut batch.iter().map(|j| &j.op)) {
         Ok(outcomes) => {
             for (job, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = job.reply.send(Ok(outcome));
@@ -384,7 +479,7 @@ fn commit_batch(conn: &mut Connection, sql: &Statements, batch: &mut Vec<Job>) {
         // every job gets it at once.
         Err(e) if batch.len() > 1 && !is_global_failure(&e) => {
             for job in batch.drain(..) {
-                let result = apply_in_transaction(conn, sql, std::iter::once(&job.op))
+                let result = commit(&mut std::iter::once(&job.op))
                     .map(|mut v| v.remove(0))
                     .map_err(StoreError::from);
                 let _ = job.reply.send(result);
@@ -414,18 +509,29 @@ fn is_global_failure(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn apply_in_transaction<'a>(
+fn apply_in_transaction(
     conn: &mut Connection,
     sql: &Statements,
-    ops: impl Iterator<Item = &'a WriteOp>,
+    ops: &mut dyn Iterator<Item = &WriteOp>,
 ) -> Result<Vec<WriteOutcome>, rusqlite::Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::new();
-    for op in ops {
-        outcomes.push(apply(&tx, sql, op)?);
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::new();
+        for op in ops {
+            outcomes.push(apply(&tx, sql, op)?);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    })();
+    // A failed statement or commit is rolled back when the transaction is
+    // dropped, but that rollback's own failure is silent; left open, the
+    // transaction would make every later BEGIN fail.
+    if result.is_err() && !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "rollback after a failed write failed");
+        }
     }
-    tx.commit()?;
-    Ok(outcomes)
+    result
 }
 
 fn apply(
@@ -501,6 +607,7 @@ fn apply(
                 .prepare_cached(&sql.sweep)?
                 .execute(params![now, limit])? as u64,
         },
+        WriteOp::Ping => WriteOutcome::Pinged,
     })
 }
 
@@ -695,6 +802,12 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        // synchronous is per connection: read the writer's own setting.
+        let writer = open_writer(&path, &table(), Create::Never).unwrap();
+        let sync: i64 = writer
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
         assert!(dir.path().join("db.sqlite-wal").exists());
     }
 
@@ -764,6 +877,117 @@ mod tests {
         migrate(&mut conn, &table()).unwrap();
         let other = TableName::parse("other_users").unwrap();
         assert_eq!(migrate(&mut conn, &other).unwrap().len(), SQLITE.len());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits() {
+        let (_dir, store) = fresh().await;
+        let writes: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.write(add(&format!("u{i}"), "h", 1)).await })
+            })
+            .collect();
+        for w in writes {
+            assert_eq!(
+                w.await.unwrap().unwrap(),
+                WriteOutcome::Added { replaced: false }
+            );
+        }
+        assert_eq!(store.count().await.unwrap(), 300);
+        let commits = store.commit_count();
+        assert!(
+            (1..300).contains(&commits),
+            "{commits} commits for 300 writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_failing_write_does_not_fail_its_batch_neighbours() {
+        let (dir, store) = fresh().await;
+        let conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON users WHEN NEW.username = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+        drop(conn);
+        let writes: Vec<_> = ["a", "b", "poison", "c", "d"]
+            .into_iter()
+            .map(|name| {
+                let store = store.clone();
+                tokio::spawn(async move { (name, store.write(add(name, "h", 1)).await) })
+            })
+            .collect();
+        for w in writes {
+            let (name, result) = w.await.unwrap();
+            assert_eq!(result.is_err(), name == "poison", "{name}: {result:?}");
+        }
+        assert_eq!(store.count().await.unwrap(), 4);
+        // The writer is not left inside a transaction.
+        store.write(add("after", "h", 1)).await.unwrap();
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ping_fails_while_another_process_holds_the_write_lock() {
+        let (dir, store) = fresh().await;
+        store.ping().await.unwrap();
+        let blocker = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(store.ping().await.is_err(), "a write would block now");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        // The writer recovers on its own once the lock is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.ping().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer did not recover"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn close_commits_what_was_queued_and_removes_the_wal() {
+        let (dir, store) = fresh().await;
+        let writes: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.write(add(&format!("q{i}"), "h", 1)).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        store.close().await;
+        let mut acknowledged = 0;
+        for w in writes {
+            match w.await.unwrap() {
+                Ok(_) => acknowledged += 1,
+                Err(e) => assert!(matches!(e, StoreError::WriterGone), "{e}"),
+            }
+        }
+        assert!(
+            !dir.path().join("db.sqlite-wal").exists(),
+            "WAL folded in and removed"
+        );
+        let conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            stored, acknowledged,
+            "every acknowledged write, and only those"
+        );
+        assert!(matches!(
+            store.write(WriteOp::Ping).await,
+            Err(StoreError::WriterGone)
+        ));
+    }
+
+    #[test]
+    fn write_op_debug_leaves_the_hash_out() {
+        let shown = format!("{:?}", add("u", "$apr1$secret-hash", 1));
+        assert!(!shown.contains("secret-hash"), "{shown}");
+        assert!(shown.contains("Username(u)"), "{shown}");
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Starting the real application on port 0 with a fresh database, and
 //! talking to it over HTTP.
 //!
-//! The backend comes from the environment: with `RUBBER_TEST_MYSQL_URL` set
+//! The backend comes from the environment: with `REGISTRY_RUBBER_TEST_MYSQL_URL` set
 //! (`mysql://root@127.0.0.1:PORT`, a server, no database) each test gets a
 //! database of its own on that MySQL/MariaDB server, dropped afterwards;
 //! without it, an SQLite file of its own.
@@ -55,7 +55,9 @@ impl Write for CaptureWriter {
 }
 
 /// Names the MySQL/MariaDB server the suite runs against; unset: SQLite.
-pub const MYSQL_URL_ENV: &str = "RUBBER_TEST_MYSQL_URL";
+/// (Not a RUBBER_ name: every RUBBER_ variable is a configuration key to the
+/// binaries the tests start, which would refuse an unknown one.)
+pub const MYSQL_URL_ENV: &str = "REGISTRY_RUBBER_TEST_MYSQL_URL";
 
 /// A database of the test's own, on the backend the environment chose.
 pub enum TestDb {
@@ -191,6 +193,7 @@ pub struct TestApp {
     pub store: Store,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
+    pub tls: Option<Arc<registry_rubber::tls::TlsState>>,
 }
 
 /// The clock's starting point: an epoch time like the names pipelines use.
@@ -243,6 +246,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         .expect("application builds");
     let addr = app.local_addr();
     let store = app.store().clone();
+    let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         addr,
@@ -250,6 +254,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         store,
         clock,
         client: reqwest::Client::new(),
+        tls,
     }
 }
 

@@ -103,3 +103,37 @@ async fn each_request_is_logged_with_method_path_status_duration_and_client() {
         "start-up line with the bound address"
     );
 }
+
+#[tokio::test]
+async fn a_request_abandoned_by_its_client_is_still_logged() {
+    use tokio::io::AsyncWriteExt;
+    // A slow hash keeps the request in flight while the client goes away.
+    let app = spawn_app_with(|s| {
+        s.hash_type = HashType::Bcrypt;
+        s.bcrypt_cost = 14;
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let port = stream.local_addr().unwrap().port();
+    stream
+        .write_all(b"GET /add?user=hung-up&passwd=p HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(stream);
+    let needle = format!("client=127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let logs = captured_logs();
+        if let Some(line) = logs.lines().find(|l| l.contains(&needle)) {
+            assert!(line.contains("status=499"), "{line}");
+            assert!(line.contains("path=/add"), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line for the abandoned request"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,5 +1,5 @@
 //! The API integration suite: the real application on port 0, a fresh
-//! database per test (SQLite, or MySQL/MariaDB when RUBBER_TEST_MYSQL_URL
+//! database per test (SQLite, or MySQL/MariaDB when REGISTRY_RUBBER_TEST_MYSQL_URL
 //! names a server), driven over HTTP.
 
 #[path = "../support/mariadb.rs"]
@@ -13,4 +13,5 @@ mod helpers;
 mod lifetimes;
 mod logs;
 mod race;
+mod tls;
 mod two_instances;

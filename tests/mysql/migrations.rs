@@ -177,6 +177,7 @@ async fn the_originals_table_is_adopted_in_place() {
          ENGINE = MyISAM DEFAULT CHARSET = latin1",
         "INSERT INTO users VALUES (1423382819, '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=')",
         "INSERT INTO users VALUES (4294967295, '{SHA}x')",
+        "INSERT INTO users VALUES (1423382000, NULL)",
     ] {
         sqlx::query(statement).execute(pool(&db)).await.unwrap();
     }

@@ -1,0 +1,227 @@
+//! Who may call the API: an address allowlist (with forwarded addresses
+//! believed only from trusted proxies), an optional list of client
+//! certificate subjects, and whether mutations may use GET.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use crate::tls::ClientIdentity;
+
+/// The default allowlist: loopback only.
+pub const DEFAULT_ALLOW_FROM: &str = "127.0.0.0/8,::1/128";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessPolicy {
+    pub allow_from: Vec<IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allowed_subjects: Vec<SubjectPattern>,
+    pub allow_get_mutations: bool,
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        Self {
+            allow_from: parse_cidrs(DEFAULT_ALLOW_FROM).expect("the default allowlist parses"),
+            trusted_proxies: Vec::new(),
+            allowed_subjects: Vec::new(),
+            allow_get_mutations: true,
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// The address a request comes from: the peer's, unless the peer is a
+    /// trusted proxy, in which case X-Forwarded-For is read from the right,
+    /// past every trusted proxy, to the first address that is not one.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !contains(&self.trusted_proxies, peer) {
+            return peer;
+        }
+        let Some(header) = forwarded_for else {
+            return peer;
+        };
+        let mut client = peer;
+        for hop in header.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !contains(&self.trusted_proxies, ip) {
+                        break;
+                    }
+                }
+                // A hop that is not an address cannot be believed further.
+                Err(_) => break,
+            }
+        }
+        client
+    }
+
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        contains(&self.allow_from, canonical(ip))
+    }
+
+    /// True when no subjects are listed, or the client's certificate matches
+    /// one of them.
+    pub fn allows_subject(&self, identity: Option<&ClientIdentity>) -> bool {
+        if self.allowed_subjects.is_empty() {
+            return true;
+        }
+        identity.is_some_and(|id| self.allowed_subjects.iter().any(|p| p.matches(id)))
+    }
+}
+
+fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// An IPv4 address written in IPv6 (::ffff:a.b.c.d) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A comma-separated list of CIDRs; a bare address is a /32 or /128.
+pub fn parse_cidrs(list: &str) -> Result<Vec<IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    format!("`{s}` is not an address or CIDR such as 10.0.0.0/8 or ::1/128")
+                })
+        })
+        .collect()
+}
+
+/// Required attributes of a client certificate's subject: `CN=name`,
+/// `OU=unit`, or both joined with `+` (`OU=pipelines+CN=deployer`). A
+/// certificate matches when it carries every attribute given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectPattern {
+    pub common_name: Option<String>,
+    pub org_unit: Option<String>,
+}
+
+impl SubjectPattern {
+    pub fn matches(&self, id: &ClientIdentity) -> bool {
+        let has = |want: &Option<String>, got: &[String]| {
+            want.as_ref().is_none_or(|w| got.iter().any(|g| g == w))
+        };
+        has(&self.common_name, &id.common_names) && has(&self.org_unit, &id.org_units)
+    }
+}
+
+impl FromStr for SubjectPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut pattern = SubjectPattern {
+            common_name: None,
+            org_unit: None,
+        };
+        for part in s.split('+') {
+            let (attr, value) = part
+                .split_once('=')
+                .map(|(a, v)| (a.trim().to_ascii_uppercase(), v.trim()))
+                .filter(|(_, v)| !v.is_empty())
+                .ok_or_else(|| format!("`{s}`: write CN=name, OU=unit, or OU=unit+CN=name"))?;
+            let slot = match attr.as_str() {
+                "CN" => &mut pattern.common_name,
+                "OU" => &mut pattern.org_unit,
+                _ => return Err(format!("`{s}`: only CN and OU can be matched")),
+            };
+            if slot.replace(value.to_owned()).is_some() {
+                return Err(format!("`{s}`: {attr} is given twice"));
+            }
+        }
+        Ok(pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(proxies: &str) -> AccessPolicy {
+        AccessPolicy {
+            trusted_proxies: parse_cidrs(proxies).unwrap(),
+            ..AccessPolicy::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_default_allows_loopback_only() {
+        let p = AccessPolicy::default();
+        assert!(p.allows_ip(ip("127.0.0.1")));
+        assert!(p.allows_ip(ip("127.8.9.10")));
+        assert!(p.allows_ip(ip("::1")));
+        assert!(p.allows_ip(ip("::ffff:127.0.0.1")));
+        assert!(!p.allows_ip(ip("10.0.0.1")));
+        assert!(!p.allows_ip(ip("::2")));
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let p = policy("10.0.0.0/8");
+        let xff = Some("203.0.113.7, 10.1.1.1");
+        assert_eq!(
+            p.client_ip(ip("192.0.2.1"), xff),
+            ip("192.0.2.1"),
+            "untrusted peer"
+        );
+        assert_eq!(p.client_ip(ip("10.0.0.2"), xff), ip("203.0.113.7"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), None), ip("10.0.0.2"));
+        // A client cannot smuggle an address past the first untrusted hop.
+        assert_eq!(
+            p.client_ip(ip("10.0.0.2"), Some("127.0.0.1, 198.51.100.9")),
+            ip("198.51.100.9")
+        );
+        assert_eq!(p.client_ip(ip("10.0.0.2"), Some("garbage")), ip("10.0.0.2"));
+        assert_eq!(policy("").client_ip(ip("127.0.0.1"), xff), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn cidr_lists() {
+        let nets = parse_cidrs("10.0.0.0/8, 192.168.1.7 ,::1/128,").unwrap();
+        assert_eq!(nets.len(), 3);
+        assert_eq!(nets[1].to_string(), "192.168.1.7/32");
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(parse_cidrs("example.org").is_err());
+        assert!(parse_cidrs("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn subject_patterns() {
+        let id = ClientIdentity {
+            subject: "CN=deployer, OU=pipelines".into(),
+            common_names: vec!["deployer".into()],
+            org_units: vec!["pipelines".into()],
+        };
+        let p = |s: &str| s.parse::<SubjectPattern>().unwrap();
+        assert!(p("CN=deployer").matches(&id));
+        assert!(p("ou=pipelines").matches(&id));
+        assert!(p("OU=pipelines+CN=deployer").matches(&id));
+        assert!(!p("OU=pipelines+CN=other").matches(&id));
+        assert!(!p("OU=ops").matches(&id));
+        for bad in ["", "CN", "CN=", "O=acme", "CN=a+CN=b"] {
+            assert!(bad.parse::<SubjectPattern>().is_err(), "{bad}");
+        }
+        let mut pol = AccessPolicy::default();
+        assert!(pol.allows_subject(None), "no list: anyone");
+        pol.allowed_subjects = vec![p("OU=pipelines")];
+        assert!(pol.allows_subject(Some(&id)));
+        assert!(!pol.allows_subject(None));
+    }
+}

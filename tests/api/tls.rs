@@ -1,0 +1,586 @@
+//! The API over HTTPS: client certificates, subject and address allowlists,
+//! POST-only mode, and certificate rotation without a restart. Certificates
+//! are made here; clients are rustls and curl.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{captured_logs, spawn_app_with, TestApp};
+use registry_rubber::access::parse_cidrs;
+
+/// A certificate and its key, as PEM and DER.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Issued {
+    fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+}
+
+fn ca(name: &str) -> Issued {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert,
+        key,
+    }
+}
+
+fn issue(by: &Issued, sans: &[&str], cn: &str, ou: Option<&str>, expired: bool) -> Issued {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(ou) = ou {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, ou);
+    }
+    if expired {
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &by.cert, &by.key).unwrap();
+    Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert,
+        key,
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1, and their files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Issued,
+    server: Issued,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca = ca("registry-rubber test CA");
+        let server = issue(&ca, &["127.0.0.1"], "registry-rubber", None, false);
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            server,
+        };
+        pki.write("ca.pem", &pki.ca.cert_pem);
+        pki.write("server.pem", &pki.server.cert_pem);
+        pki.write("server.key", &pki.server.key_pem);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn client(&self, name: &str, issued: &Issued) -> (PathBuf, PathBuf) {
+        (
+            self.write(&format!("{name}.pem"), &issued.cert_pem),
+            self.write(&format!("{name}.key"), &issued.key_pem),
+        )
+    }
+}
+
+async fn spawn_tls(
+    pki: &Pki,
+    mtls: bool,
+    configure: impl FnOnce(&mut registry_rubber::config::Settings),
+) -> TestApp {
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    spawn_app_with(move |s| {
+        s.tls_cert = Some(cert);
+        s.tls_key = Some(key);
+        if mtls {
+            s.tls_client_ca = Some(ca);
+        }
+        configure(s);
+    })
+    .await
+}
+
+/// The outcome of one HTTPS request: the status and body, or why there was
+/// none, and the certificate the server showed.
+struct Reply {
+    status: Option<u16>,
+    body: String,
+    error: Option<String>,
+    server_cert: Option<CertificateDer<'static>>,
+}
+
+/// One HTTPS request with rustls, trusting `ca`, presenting `client` if given.
+async fn https(addr: SocketAddr, ca: &Issued, client: Option<&Issued>, request: &str) -> Reply {
+    registry_rubber::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der()).unwrap();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match client {
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![c.der()],
+                PrivateKeyDer::try_from(c.key.serialize_der()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut reply = Reply {
+        status: None,
+        body: String::new(),
+        error: None,
+        server_cert: None,
+    };
+    let mut stream = match connector.connect(name, tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            reply.error = Some(e.to_string());
+            return reply;
+        }
+    };
+    reply.server_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let mut out = Vec::new();
+    let sent = stream.write_all(request.as_bytes()).await;
+    let read = stream.read_to_end(&mut out).await;
+    if let Err(e) = sent.and(read) {
+        reply.error = Some(e.to_string());
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    reply.status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    reply.body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    reply
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+fn post_form(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|_| panic!("not JSON: {}", reply.body))
+}
+
+#[tokio::test]
+async fn https_serves_the_api_and_plain_http_gets_nothing() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, false, |_| {}).await;
+    let r = https(app.addr, &pki.ca, None, &get("/add?user=tls-user&passwd=p")).await;
+    assert_eq!(r.status, Some(200), "{:?} {}", r.error, r.body);
+    assert_eq!(json(&r)["msg"], "Added user tls-user");
+    assert_eq!(r.server_cert, Some(pki.server.der()));
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let (status, _, _) = app
+        .raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_ne!(status, 200);
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_a_missing_foreign_or_expired_certificate() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, true, |_| {}).await;
+    let good = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), false);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&good),
+        &get("/add?user=mtls-ok&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(200), "{:?}", r.error);
+
+    let stranger_ca = ca("another CA");
+    let foreign = issue(&stranger_ca, &[], "ci-runner", Some("pipelines"), false);
+    let expired = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), true);
+    for (what, client) in [
+        ("no certificate", None),
+        ("another CA", Some(&foreign)),
+        ("expired", Some(&expired)),
+    ] {
+        let r = https(
+            app.addr,
+            &pki.ca,
+            client,
+            &get("/add?user=mtls-refused&passwd=p"),
+        )
+        .await;
+        assert_eq!(
+            r.status, None,
+            "{what}: a refused client gets no HTTP answer"
+        );
+        assert!(r.error.is_some(), "{what}: the TLS layer refused it");
+    }
+    assert!(app.stored_hash("mtls-refused").await.is_none());
+    assert!(app.stored_hash("mtls-ok").await.is_some());
+}
+
+#[tokio::test]
+async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, true, |s| {
+        s.access.allowed_subjects = vec![
+            "OU=pipelines".parse().unwrap(),
+            "OU=ops+CN=deployer".parse().unwrap(),
+        ];
+    })
+    .await;
+    let pipeline = issue(&pki.ca, &[], "ci-runner-7", Some("pipelines"), false);
+    let deployer = issue(&pki.ca, &[], "deployer", Some("ops"), false);
+    let intern = issue(&pki.ca, &[], "intern", Some("ops"), false);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&pipeline),
+        &post_form("/add", "user=subject-ok&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(200), "{}", r.body);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&deployer),
+        &get("/remove?user=subject-ok"),
+    )
+    .await;
+    assert_eq!(r.status, Some(200), "{}", r.body);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&intern),
+        &get("/add?user=subject-no&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(403), "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["status_code"], 403);
+    assert_eq!(v["response"], "ERROR");
+    assert!(
+        v.get("passwd").is_none(),
+        "a refused client never gets a credential"
+    );
+    assert!(app.stored_hash("subject-no").await.is_none());
+    let logs = captured_logs();
+    assert!(
+        logs.lines().any(|l| l.contains("registry_rubber::audit")
+            && l.contains("subject-ok")
+            && l.contains("CN=ci-runner-7")
+            && l.contains("OU=pipelines")),
+        "the audit event names the certificate subject"
+    );
+    assert!(logs.lines().any(|l| l.contains("registry_rubber::access")
+        && l.contains("CN=intern")
+        && l.contains("status=403")));
+}
+
+#[tokio::test]
+async fn an_address_outside_allow_from_gets_403_and_changes_nothing() {
+    let app = spawn_app_with(|s| s.access.allow_from = parse_cidrs("10.0.0.0/8").unwrap()).await;
+    let a = app.get("/add?user=outsider&passwd=p").await;
+    a.assert_envelope("add", 403, "forbidden: client address not in allow_from");
+    app.get("/healthz").await.assert_error("healthz", 403);
+    assert!(app.stored_hash("outsider").await.is_none());
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let app =
+        spawn_app_with(|s| s.access.allow_from = parse_cidrs("203.0.113.0/24").unwrap()).await;
+    let forwarded = |app: &TestApp| {
+        app.client
+            .get(app.url("/add?user=fwd&passwd=p"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+    };
+    assert_eq!(
+        forwarded(&app).await.unwrap().status(),
+        403,
+        "ignored without trusted_proxies"
+    );
+    let app = spawn_app_with(|s| {
+        s.access.allow_from = parse_cidrs("203.0.113.0/24").unwrap();
+        s.access.trusted_proxies = parse_cidrs("127.0.0.1").unwrap();
+    })
+    .await;
+    assert_eq!(
+        forwarded(&app).await.unwrap().status(),
+        200,
+        "believed from a trusted proxy"
+    );
+    assert!(captured_logs()
+        .lines()
+        .any(|l| l.contains("registry_rubber::audit") && l.contains("caller=203.0.113.9")));
+}
+
+#[tokio::test]
+async fn post_only_mode_refuses_mutations_over_get() {
+    let app = spawn_app_with(|s| s.access.allow_get_mutations = false).await;
+    for path in [
+        "/add?user=u&passwd=p",
+        "/remove?user=u",
+        "/delete?user=u",
+        "/renew?user=u",
+        "/cleanup",
+    ] {
+        let action =
+            registry_rubber::api::envelope::Action::of_path(path.split('?').next().unwrap()).name();
+        let a = app.get(path).await;
+        a.assert_envelope(
+            action,
+            405,
+            "method not allowed; use POST: this service refuses changes over GET",
+        );
+    }
+    assert!(app.stored_hash("u").await.is_none());
+    app.post_form("/add", &[("user", "u"), ("passwd", "p")])
+        .await
+        .assert_envelope("add", 200, "Added user u");
+    app.get("/list").await.assert_error("list", 200);
+    app.get("/healthz").await.assert_error("healthz", 200);
+}
+
+#[tokio::test]
+async fn reload_swaps_the_certificate_and_refuses_a_bad_one() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, false, |_| {}).await;
+    let tls = app.tls.clone().unwrap();
+    let before = https(app.addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(before.server_cert, Some(pki.server.der()));
+
+    let rotated = issue(
+        &pki.ca,
+        &["127.0.0.1"],
+        "registry-rubber-rotated",
+        None,
+        false,
+    );
+    pki.write("server.pem", &rotated.cert_pem);
+    pki.write("server.key", &rotated.key_pem);
+    tls.reload().unwrap();
+    let after = https(app.addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(after.status, Some(200));
+    assert_eq!(after.server_cert, Some(rotated.der()));
+
+    // A key that does not match, or an empty file: refused, the old pair stays.
+    let other = issue(&pki.ca, &["127.0.0.1"], "x", None, false);
+    pki.write("server.key", &other.key_pem);
+    let err = tls.reload().unwrap_err().to_string();
+    assert!(err.contains("does not match"), "{err}");
+    pki.write("server.pem", "");
+    assert!(tls
+        .reload()
+        .unwrap_err()
+        .to_string()
+        .contains("no PEM certificate"));
+    let still = https(app.addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(still.server_cert, Some(rotated.der()));
+}
+
+#[test]
+fn bad_tls_files_are_refused_at_start_with_the_reason() {
+    let pki = Pki::new();
+    let other = issue(&pki.ca, &["127.0.0.1"], "x", None, false);
+    let mismatched = pki.write("other.key", &other.key_pem);
+    let empty = pki.write("empty.pem", "");
+    let missing = pki.path("missing.pem");
+    let cert = pki.path("server.pem");
+    let key = pki.path("server.key");
+    let cases: Vec<(&Path, &Path, &str)> = vec![
+        (&missing, &key, "cannot read tls_cert"),
+        (&empty, &key, "no PEM certificate"),
+        (&cert, &empty, "no PEM private key"),
+        (&cert, &mismatched, "does not match"),
+    ];
+    for (cert, key, reason) in cases {
+        let files = registry_rubber::tls::TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: None,
+        };
+        let err = registry_rubber::tls::TlsState::load(files)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn curl_with_a_client_certificate_mints_a_credential() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, true, |s| {
+        s.access.allowed_subjects = vec!["OU=pipelines".parse().unwrap()]
+    })
+    .await;
+    let client = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), false);
+    let (cert, key) = pki.client("pipeline", &client);
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["-d", "user=curl-user", "-d", "ttl=60"])
+        .arg(format!("https://{}/add", app.addr))
+        .output()
+        .await
+        .expect("curl runs (apt-get install curl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["msg"], "Added user curl-user");
+    let passwd = v["passwd"].as_str().unwrap();
+    assert!(registry_rubber::htpasswd::verify(
+        passwd,
+        &app.stored_hash("curl-user").await.unwrap()
+    ));
+    // Without the client certificate curl is refused by the TLS layer.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(pki.path("ca.pem"))
+        .arg(format!("https://{}/healthz", app.addr))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// The real binary, a real SIGHUP: a new connection sees the new certificate,
+/// and a request on a connection opened before the reload still completes.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_the_running_binary() {
+    use std::io::BufRead;
+    let pki = Pki::new();
+    let db = pki.path("users.sqlite");
+    let bin = env!("CARGO_BIN_EXE_registry-rubber");
+    let url = format!("sqlite://{}", db.display());
+    let status = std::process::Command::new(bin)
+        .args(["--database-url", &url, "migrate"])
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--database-url",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--tls-cert")
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("server.key"))
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let mut child = Kill(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        loop {
+            let line = lines_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line containing {needle}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let listening: serde_json::Value = serde_json::from_str(&wait_for("\"listening\"")).unwrap();
+    assert_eq!(listening["scheme"], "https");
+    let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
+    let before = https(addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(before.server_cert, Some(pki.server.der()));
+
+    let rotated = issue(&pki.ca, &["127.0.0.1"], "rotated", None, false);
+    pki.write("server.pem", &rotated.cert_pem);
+    pki.write("server.key", &rotated.key_pem);
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("TLS certificate, key and client CA reloaded");
+    let after = https(addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(after.status, Some(200));
+    assert_eq!(after.server_cert, Some(rotated.der()));
+
+    // A broken file on the next SIGHUP is refused and the process keeps serving.
+    pki.write("server.key", "not a key");
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("TLS reload refused");
+    let still = https(addr, &pki.ca, None, &get("/healthz")).await;
+    assert_eq!(still.status, Some(200));
+    assert_eq!(still.server_cert, Some(rotated.der()));
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+}

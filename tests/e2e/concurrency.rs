@@ -1,0 +1,207 @@
+//! Apache reads the database while the service writes it as fast as it can:
+//! a steady credential must never see a 500 (nor a 401), and every add the
+//! API acknowledged must be in the database afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::oci;
+use crate::support::{unique, Creds, Stack, StackOptions};
+
+/// How long the API is hammered.
+const HAMMER_FOR: Duration = Duration::from_secs(5);
+/// Concurrent API clients, each with its own set of names.
+const WRITERS: usize = 8;
+const NAMES_PER_WRITER: usize = 40;
+/// Threads reading through Apache with the steady credential.
+const READERS: usize = 2;
+/// Authenticated GETs of /v2/ per curl process (one kept-alive connection).
+const GETS_PER_BATCH: usize = 25;
+
+/// What a writer knows of one of its names after its last acknowledged call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    Present,
+    Absent,
+}
+
+#[derive(Default)]
+struct WriterReport {
+    /// The state of each name after its last acknowledged call.
+    expected: BTreeMap<String, Expected>,
+    acknowledged: usize,
+    /// Calls that got no OKAY answer: status and body.
+    failures: Vec<String>,
+}
+
+async fn hammer(stack: Arc<Stack>, writer: usize, until: Instant) -> WriterReport {
+    let mut rng = StdRng::seed_from_u64(writer as u64);
+    let names: Vec<String> = (0..NAMES_PER_WRITER)
+        .map(|_| unique(&format!("load{writer}-")))
+        .collect();
+    let mut report = WriterReport::default();
+    while Instant::now() < until {
+        let name = &names[rng.gen_range(0..names.len())];
+        let (path, outcome) = if rng.gen_bool(0.6) {
+            ("/add", Expected::Present)
+        } else {
+            ("/remove", Expected::Absent)
+        };
+        let (status, answer) = match outcome {
+            Expected::Present => {
+                stack
+                    .api(path, &[("user", name), ("passwd", "hammered")])
+                    .await
+            }
+            Expected::Absent => stack.api(path, &[("user", name)]).await,
+        };
+        if status == 200 && answer["response"] == "OKAY" {
+            report.expected.insert(name.clone(), outcome);
+            report.acknowledged += 1;
+        } else {
+            // The name's state is no longer known.
+            report.expected.remove(name);
+            report
+                .failures
+                .push(format!("{path} {name}: {status} {answer}"));
+        }
+    }
+    report
+}
+
+#[derive(Default)]
+struct ReaderReport {
+    inspects: usize,
+    gets: usize,
+    /// Every non-200 status of a GET, and every failed inspect.
+    failures: Vec<String>,
+}
+
+/// Repeated `skopeo inspect` and batches of authenticated GETs of /v2/
+/// through Apache with one credential that nothing touches.
+fn read_steadily(stack: &Stack, creds: Creds<'_>, repo: &str, until: Instant) -> ReaderReport {
+    let mut report = ReaderReport::default();
+    while Instant::now() < until {
+        let inspect = stack.inspect(Some(creds), repo, "v1");
+        report.inspects += 1;
+        if !inspect.succeeded() {
+            report.failures.push(inspect.to_string());
+        }
+        for status in stack.get_registry_repeatedly("/v2/", creds, GETS_PER_BATCH) {
+            report.gets += 1;
+            if status != 200 {
+                report.failures.push(format!("GET /v2/ answered {status}"));
+            }
+        }
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apache_never_fails_while_the_api_is_hammered() {
+    // {SHA} hashes cost nothing, so the writes come as fast as the store commits.
+    let stack = Arc::new(Stack::start_with(StackOptions {
+        hash_type: Some("sha1"),
+        ..StackOptions::default()
+    }));
+    let steady = unique("steady");
+    let steady_password = unique("pw-");
+    stack.add(&steady, &steady_password).await;
+    let image = oci::write_image(&stack.dir().join("layout"), "v1", "steady\n");
+    let repo = format!("e2e/{}", unique("steady"));
+    stack
+        .push(
+            Creds::new(&steady, &steady_password),
+            &image.layout,
+            "v1",
+            &repo,
+        )
+        .expect_success();
+
+    let until = Instant::now() + HAMMER_FOR;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(hammer(Arc::clone(&stack), w, until)))
+        .collect();
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let stack = Arc::clone(&stack);
+            let (steady, steady_password) = (steady.clone(), steady_password.clone());
+            let repo = repo.clone();
+            tokio::task::spawn_blocking(move || {
+                read_steadily(&stack, Creds::new(&steady, &steady_password), &repo, until)
+            })
+        })
+        .collect();
+
+    let mut expected = BTreeMap::new();
+    let mut acknowledged = 0;
+    let mut api_failures = Vec::new();
+    for writer in writers {
+        let report = writer.await.expect("a writer task panicked");
+        expected.extend(report.expected);
+        acknowledged += report.acknowledged;
+        api_failures.extend(report.failures);
+    }
+    let mut reads = ReaderReport::default();
+    for reader in readers {
+        let report = reader.await.expect("a reader panicked");
+        reads.inspects += report.inspects;
+        reads.gets += report.gets;
+        reads.failures.extend(report.failures);
+    }
+
+    assert!(
+        reads.failures.is_empty(),
+        "requests through Apache failed while the API was busy ({} of {} GETs, {} inspects):\n{}",
+        reads.failures.len(),
+        reads.gets,
+        reads.inspects,
+        reads.failures.join("\n")
+    );
+    assert!(
+        reads.inspects >= 3 && reads.gets >= 3 * GETS_PER_BATCH,
+        "too few reads to prove anything: {} inspects, {} GETs",
+        reads.inspects,
+        reads.gets
+    );
+    assert!(
+        api_failures.is_empty(),
+        "the API failed {} of {} calls:\n{}",
+        api_failures.len(),
+        acknowledged + api_failures.len(),
+        api_failures.join("\n")
+    );
+    assert!(
+        acknowledged >= 200,
+        "too few API calls to prove anything: {acknowledged}"
+    );
+
+    let stored = stack.stored_users();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|(name, state)| **state == Expected::Present && !stored.contains(*name))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged adds missing from the database: {missing:?}"
+    );
+    let resurrected: Vec<&String> = expected
+        .iter()
+        .filter(|(name, state)| **state == Expected::Absent && stored.contains(*name))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        resurrected.is_empty(),
+        "acknowledged removes still in the database: {resurrected:?}"
+    );
+    assert!(stored.contains(&steady), "the steady user is still there");
+    eprintln!(
+        "{acknowledged} API calls acknowledged; {} GETs and {} inspects through Apache, all 200",
+        reads.gets, reads.inspects
+    );
+}

@@ -1,0 +1,18 @@
+//! End-to-end tests: a real docker-registry behind a real Apache httpd started
+//! from deploy/httpd.conf.sample (only its `Define` values substituted),
+//! guarded by credentials the real registry-rubber binary mints, exercised
+//! with skopeo and curl.
+//!
+//! Run with `cargo test --test e2e` as root on a Debian host with the
+//! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, docker-registry,
+//! skopeo, openssl and curl; a missing one fails the tests with its name.
+//! Each test starts its own stack on its own ports and temporary directory,
+//! so the tests run in parallel.
+
+mod api_vhost;
+mod concurrency;
+mod credentials;
+mod hash_types;
+mod oci;
+mod sample;
+mod support;

@@ -1,0 +1,130 @@
+//! Checks of deploy/httpd.conf.sample that need no running process. The
+//! other tests start Apache from the sample itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::support::apache::{
+    assert_only_defines_differ, define_name, mtls_enabled, read_sample, render,
+};
+
+/// Names used as `${NAME}` in `text`.
+fn used_variables(text: &str) -> BTreeSet<&str> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect()
+}
+
+/// The lines that are neither blank nor comments.
+fn directives(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+#[test]
+fn every_variable_is_defined_and_every_define_is_used() {
+    let sample = read_sample();
+    let defined: BTreeSet<&str> = sample.lines().filter_map(define_name).collect();
+    // Directives, and the commented-out mutual-TLS lines as switched on.
+    let live: String = directives(&sample)
+        .map(str::to_owned)
+        .chain(sample.lines().filter_map(mtls_enabled))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let used = used_variables(&live);
+    let undefined: Vec<_> = used.difference(&defined).collect();
+    let unused: Vec<_> = defined.difference(&used).collect();
+    assert!(undefined.is_empty(), "used but not defined: {undefined:?}");
+    assert!(unused.is_empty(), "defined but never used: {unused:?}");
+}
+
+#[test]
+fn rendering_changes_only_define_values() {
+    let sample = read_sample();
+    assert_eq!(
+        render(&sample, &BTreeMap::new(), false),
+        sample,
+        "rendering with no values is the identity"
+    );
+    let values = BTreeMap::from([
+        ("RR_DB", "/tmp/a b/users.sqlite".to_owned()),
+        ("RR_HTTPS_PORT", "8443".to_owned()),
+    ]);
+    let rendered = render(&sample, &values, false);
+    assert!(rendered.contains("\nDefine RR_DB \"/tmp/a b/users.sqlite\"\n"));
+    assert!(rendered.contains("\nDefine RR_HTTPS_PORT 8443\n"));
+    assert_only_defines_differ(&sample, &rendered, false);
+}
+
+#[test]
+fn mutual_tls_is_present_but_switched_off() {
+    let sample = read_sample();
+    let marked: Vec<String> = sample.lines().filter_map(mtls_enabled).collect();
+    let has = |directive: &str| marked.iter().any(|l| l.trim_start().starts_with(directive));
+    assert!(has("SSLVerifyClient require"), "{marked:?}");
+    assert!(
+        has("SSLCACertificateFile ${RR_API_CLIENT_CA}"),
+        "{marked:?}"
+    );
+    assert!(
+        marked
+            .iter()
+            .any(|l| l.contains("Require expr") && l.contains("SSL_CLIENT_S_DN_OU")),
+        "{marked:?}"
+    );
+    assert!(
+        !directives(&sample).any(|l| l.starts_with("SSLVerifyClient")),
+        "client certificates are not required until switched on"
+    );
+}
+
+#[test]
+fn authentication_uses_the_original_columns_with_expiry_and_no_cache() {
+    let sample = read_sample();
+    let lines: Vec<&str> = directives(&sample).collect();
+    let query = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("AuthDBDUserPWQuery "))
+        .expect("an AuthDBDUserPWQuery line");
+    assert!(
+        query.starts_with("\"SELECT password FROM users WHERE username = %s AND "),
+        "the original's table and columns: {query}"
+    );
+    assert!(
+        query.contains("expires_at > unixepoch()"),
+        "expiry is enforced by the query: {query}"
+    );
+    assert_eq!(
+        query.matches('%').count(),
+        1,
+        "%s is the only % sequence: {query}"
+    );
+    assert!(lines.contains(&"AuthBasicProvider dbd"));
+    assert!(lines.contains(&"Require valid-user"));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("authn_socache") || l.starts_with("AuthnCache")),
+        "no authentication cache: a removed user would keep working until it expired"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("Require all granted")),
+        "nothing is open to everyone"
+    );
+}
+
+#[test]
+fn registry_proxy_settings_the_small_test_images_cannot_prove() {
+    let sample = read_sample();
+    let lines: Vec<&str> = directives(&sample).collect();
+    for directive in [
+        // Layers above Apache's 1 GiB default body limit.
+        "LimitRequestBody 0",
+        "ProxyPreserveHost On",
+        "RequestHeader set X-Forwarded-Proto \"https\"",
+        "ProxyRequests Off",
+    ] {
+        assert!(lines.contains(&directive), "the sample lacks `{directive}`");
+    }
+}

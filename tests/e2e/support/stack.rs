@@ -1,0 +1,491 @@
+//! One complete deployment per test: docker-registry, the registry-rubber
+//! binary and Apache configured from deploy/httpd.conf.sample, each on its
+//! own loopback ports, sharing one temporary directory that is removed when
+//! the stack drops (after every process in it has stopped).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::apache::{assert_only_defines_differ, read_sample, render, Apache, StartError};
+use super::pki::Pki;
+use super::process::{accepts, free_port, poll, ChildGuard};
+use super::tools::tools;
+
+/// How long the registry and the service get to start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts at finding free ports before giving up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// The group Apache's worker processes run as (the sample's `Group`).
+const APACHE_GROUP: &str = "www-data";
+
+/// The subject a client certificate needs when mutual TLS is on (the values
+/// the tests give RR_API_CLIENT_OU and RR_API_CLIENT_CNS).
+pub const CLIENT_OU: &str = "e2e-clients";
+pub const CLIENT_CNS: [&str; 2] = ["e2e-pipeline", "e2e-release"];
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The service's `hash_type`; `None` keeps its default.
+    pub hash_type: Option<&'static str>,
+    /// Switch on the sample's mutual-TLS lines for the API virtual host.
+    pub mtls: bool,
+    /// The API virtual host's address allowlist (RR_API_ALLOW).
+    pub api_allow: &'static str,
+    /// More environment variables for the service, such as RUBBER_SWEEP_INTERVAL.
+    pub service_env: Vec<(&'static str, &'static str)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            hash_type: None,
+            mtls: false,
+            api_allow: "127.0.0.1",
+            service_env: Vec::new(),
+        }
+    }
+}
+
+/// Fields drop in order: Apache first, the temporary directory last.
+pub struct Stack {
+    apache: Apache,
+    service: ChildGuard,
+    registry: ChildGuard,
+    pub pki: Pki,
+    /// The SQLite database file, and the URL the service and CLI are given.
+    pub db: PathBuf,
+    pub database_url: String,
+    /// The service's own address (not through Apache).
+    service_url: String,
+    /// `127.0.0.1:PORT` of Apache's HTTPS registry virtual host.
+    pub registry_host: String,
+    /// Apache's plain HTTP port (redirects) and the API virtual host's port.
+    pub http_port: u16,
+    pub api_port: u16,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        Self::start_with(StackOptions::default())
+    }
+
+    pub fn start_with(options: StackOptions) -> Self {
+        // Fail first, naming the missing packages.
+        tools();
+        let dir = tempfile::Builder::new()
+            .prefix("registry-rubber-e2e-")
+            .tempdir()
+            .expect("create a temporary directory");
+        // Apache's www-data processes must be able to reach the database
+        // below this directory.
+        set_mode(dir.path(), 0o711);
+        let pki = Pki::create(&dir.path().join("pki"));
+
+        // The sample's WAL permission rule: the directory setgid and writable
+        // by a group Apache's processes are in, as the systemd unit creates
+        // it; then the database in it, 0660 and in that group.
+        let db_dir = dir.path().join("state");
+        std::fs::create_dir(&db_dir).expect("create the database directory");
+        let gid = group_id(APACHE_GROUP);
+        chgrp(&db_dir, gid);
+        set_mode(&db_dir, 0o2770);
+        let db = db_dir.join("users.sqlite");
+        let database_url = format!("sqlite://{}", db.display());
+        let migrate = rubber_command()
+            .args(["--database-url", &database_url, "migrate"])
+            .output()
+            .expect("run registry-rubber migrate");
+        assert!(
+            migrate.status.success(),
+            "registry-rubber migrate failed: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        let created = std::fs::metadata(&db).expect("migrate created the database");
+        assert_eq!(
+            created.permissions().mode() & 0o7777,
+            0o660,
+            "registry-rubber migrate creates the database 0660"
+        );
+        chgrp(&db, gid);
+        set_mode(&db, 0o660);
+
+        let (registry, registry_port) = start_registry(dir.path());
+        let (service, service_addr) = start_service(dir.path(), &database_url, &options);
+        let (apache, ports) =
+            start_apache(dir.path(), &pki, &db, registry_port, service_addr, &options);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build an HTTP client");
+        Self {
+            apache,
+            service,
+            registry,
+            pki,
+            db,
+            database_url,
+            service_url: format!("http://{service_addr}"),
+            registry_host: format!("127.0.0.1:{}", ports.https),
+            http_port: ports.http,
+            api_port: ports.api,
+            http,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The logs of every process, for failure messages.
+    pub fn logs(&mut self) -> String {
+        let service_state = match self.service.exited() {
+            Some(status) => format!(" (exited: {status})"),
+            None => String::new(),
+        };
+        format!(
+            "--- Apache error log ---\n{}\n--- {}{service_state} ---\n{}\n--- {} ---\n{}",
+            self.apache.error_log(),
+            self.service.name(),
+            tail(&self.service.log(), 40),
+            self.registry.name(),
+            tail(&self.registry.log(), 40),
+        )
+    }
+
+    /// A call to the service's API directly; returns the status and the JSON answer.
+    pub async fn api(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let url = format!("{}{path}", self.service_url);
+        let response = self
+            .http
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        let body = response
+            .json::<Value>()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: the answer is not JSON: {e}"));
+        (status, body)
+    }
+
+    /// Adds a user through the API and returns the answer; panics unless OKAY.
+    pub async fn add(&self, user: &str, password: &str) -> Value {
+        let answer = self
+            .ok("/add", &[("user", user), ("passwd", password)])
+            .await;
+        assert_eq!(answer["user"], user, "{answer}");
+        answer
+    }
+
+    pub async fn remove(&self, user: &str) -> Value {
+        self.ok("/remove", &[("user", user)]).await
+    }
+
+    pub async fn cleanup(&self, older_than: u64) -> Value {
+        self.ok("/cleanup", &[("older_than", &older_than.to_string())])
+            .await
+    }
+
+    /// A call to the service's API directly; panics unless it answers OKAY.
+    pub async fn ok(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let (status, answer) = self.api(path, query).await;
+        assert!(
+            status == 200 && answer["response"] == "OKAY",
+            "{path} answered {status}: {answer}"
+        );
+        answer
+    }
+
+    /// Runs the registry-rubber CLI against this stack's database, with
+    /// `stdin` as standard input.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = rubber_command()
+            .args(["--database-url", &self.database_url])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the registry-rubber CLI");
+        child
+            .stdin
+            .take()
+            .expect("the CLI's standard input is piped")
+            .write_all(stdin.as_bytes())
+            .expect("write the password to the CLI");
+        child.wait_with_output().expect("wait for the CLI")
+    }
+
+    /// The stored password hash of `user`, read from the database file.
+    pub fn stored_hash(&self, user: &str) -> Option<String> {
+        let conn = self.read_db();
+        let mut stmt = conn
+            .prepare("SELECT password FROM users WHERE username = ?1")
+            .expect("prepare a SELECT on users");
+        let mut rows = stmt.query([user]).expect("query users");
+        rows.next()
+            .expect("read users")
+            .map(|row| row.get(0).expect("password is text"))
+    }
+
+    /// The stored `created_at` of `user`, in epoch seconds.
+    pub fn stored_created_at(&self, user: &str) -> Option<i64> {
+        let conn = self.read_db();
+        let mut stmt = conn
+            .prepare("SELECT created_at FROM users WHERE username = ?1")
+            .expect("prepare a SELECT on users");
+        let mut rows = stmt.query([user]).expect("query users");
+        rows.next()
+            .expect("read users")
+            .map(|row| row.get(0).expect("created_at is an integer"))
+    }
+
+    /// Every user name in the database file.
+    pub fn stored_users(&self) -> BTreeSet<String> {
+        let conn = self.read_db();
+        let mut stmt = conn
+            .prepare("SELECT username FROM users")
+            .expect("prepare a SELECT on users");
+        let names = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .expect("query users")
+            .collect::<Result<_, _>>()
+            .expect("read users");
+        names
+    }
+
+    fn read_db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db.display()))
+    }
+}
+
+impl Drop for Stack {
+    /// A failing test gets every process's log with its panic message; the
+    /// fields then stop the processes and remove the directory.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// The registry-rubber binary this package built, with no RUBBER_* variable
+/// inherited from the environment running the tests.
+pub fn rubber_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_registry-rubber"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RUBBER_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn start_registry(dir: &Path) -> (ChildGuard, u16) {
+    let storage = dir.join("registry-storage");
+    std::fs::create_dir_all(&storage).expect("create the registry's storage directory");
+    let conf = dir.join("registry.yml");
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        let yaml = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: registry-rubber-e2e\n",
+            storage.display()
+        );
+        std::fs::write(&conf, yaml).expect("write the registry configuration");
+        let mut registry = ChildGuard::spawn(
+            "docker-registry",
+            Command::new(&tools().docker_registry)
+                .arg("serve")
+                .arg(&conf),
+            &dir.join(format!("registry-{attempt}.log")),
+        );
+        let up = poll(START_TIMEOUT, || {
+            if registry.exited().is_some() {
+                return Some(false);
+            }
+            accepts(port).then_some(true)
+        });
+        match up {
+            Some(true) if registry.exited().is_none() => return (registry, port),
+            _ if attempt < PORT_ATTEMPTS && registry.log().contains("address already in use") => {}
+            _ => panic!(
+                "docker-registry did not start on port {port}:\n{}",
+                registry.log()
+            ),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+fn start_service(
+    dir: &Path,
+    database_url: &str,
+    options: &StackOptions,
+) -> (ChildGuard, SocketAddr) {
+    let mut command = rubber_command();
+    command
+        .arg("serve")
+        .env("RUBBER_LISTEN", "127.0.0.1:0")
+        .env("RUBBER_LOG_FORMAT", "json")
+        .env("RUBBER_DATABASE_URL", database_url);
+    if let Some(hash_type) = options.hash_type {
+        command.env("RUBBER_HASH_TYPE", hash_type);
+    }
+    command.envs(options.service_env.iter().copied());
+    let mut service = ChildGuard::spawn("registry-rubber", &mut command, &dir.join("service.log"));
+    let addr = poll(START_TIMEOUT, || {
+        if service.exited().is_some() {
+            return Some(None);
+        }
+        service.log().lines().find_map(listening_address).map(Some)
+    });
+    match addr {
+        Some(Some(addr)) => (service, addr),
+        _ => panic!(
+            "registry-rubber serve did not report its address:\n{}",
+            service.log()
+        ),
+    }
+}
+
+/// The address in the service's JSON `listening` log line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let event: Value = serde_json::from_str(line).ok()?;
+    let fields = if event.get("message").is_some() {
+        &event
+    } else {
+        event.get("fields")?
+    };
+    if fields["message"] != "listening" {
+        return None;
+    }
+    fields["address"].as_str()?.parse().ok()
+}
+
+struct ApachePorts {
+    http: u16,
+    https: u16,
+    api: u16,
+}
+
+fn start_apache(
+    dir: &Path,
+    pki: &Pki,
+    db: &Path,
+    registry_port: u16,
+    service: SocketAddr,
+    options: &StackOptions,
+) -> (Apache, ApachePorts) {
+    let sample = read_sample();
+    let run_dir = dir.join("httpd-run");
+    let log_dir = dir.join("httpd-logs");
+    for d in [&run_dir, &log_dir] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+    }
+    let conf = dir.join("httpd.conf");
+    let path = |p: &Path| p.display().to_string();
+    for attempt in 1..=PORT_ATTEMPTS {
+        let ports = distinct_free_ports();
+        let values: BTreeMap<&str, String> = BTreeMap::from([
+            ("RR_SERVER_ROOT", path(dir)),
+            ("RR_RUN_DIR", path(&run_dir)),
+            ("RR_LOG_DIR", path(&log_dir)),
+            ("RR_SERVER_NAME", "127.0.0.1".to_owned()),
+            ("RR_LISTEN_ADDR", "127.0.0.1".to_owned()),
+            ("RR_HTTP_PORT", ports.http.to_string()),
+            ("RR_HTTPS_PORT", ports.https.to_string()),
+            ("RR_API_PORT", ports.api.to_string()),
+            (
+                "RR_PUBLIC_URL",
+                format!("https://127.0.0.1:{}", ports.https),
+            ),
+            ("RR_TLS_CERT", path(&pki.server_cert)),
+            ("RR_TLS_KEY", path(&pki.server_key)),
+            ("RR_REGISTRY_BACKEND", format!("127.0.0.1:{registry_port}")),
+            ("RR_API_BACKEND", service.to_string()),
+            ("RR_DB", path(db)),
+            ("RR_API_ALLOW", options.api_allow.to_owned()),
+            ("RR_API_CLIENT_CA", path(&pki.ca_cert)),
+            ("RR_API_CLIENT_OU", CLIENT_OU.to_owned()),
+            (
+                "RR_API_CLIENT_CNS",
+                CLIENT_CNS.map(|cn| format!("'{cn}'")).join(", "),
+            ),
+        ]);
+        std::fs::write(&conf, render(&sample, &values, options.mtls)).expect("write httpd.conf");
+        let written = std::fs::read_to_string(&conf).expect("read httpd.conf back");
+        assert_only_defines_differ(&sample, &written, options.mtls);
+        match Apache::start(
+            &conf,
+            &run_dir.join("httpd.pid"),
+            &log_dir.join("error.log"),
+            &[ports.http, ports.https, ports.api],
+        ) {
+            Ok(apache) => return (apache, ports),
+            Err(StartError::PortTaken(_)) if attempt < PORT_ATTEMPTS => {}
+            Err(StartError::PortTaken(message) | StartError::Failed(message)) => {
+                panic!("Apache did not start from {}:\n{message}", conf.display())
+            }
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+fn distinct_free_ports() -> ApachePorts {
+    loop {
+        let (http, https, api) = (free_port(), free_port(), free_port());
+        if http != https && https != api && http != api {
+            return ApachePorts { http, https, api };
+        }
+    }
+}
+
+fn chgrp(path: &Path, gid: u32) {
+    std::os::unix::fs::chown(path, None, Some(gid))
+        .unwrap_or_else(|e| panic!("chgrp {gid} {}: {e}", path.display()));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The numeric ID of a group, from /etc/group.
+fn group_id(name: &str) -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").expect("read /etc/group");
+    groups
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name))
+                .then(|| fields.nth(1))
+                .flatten()
+                .and_then(|gid| gid.parse().ok())
+        })
+        .unwrap_or_else(|| {
+            panic!("no group {name} in /etc/group (Debian's base-passwd package creates it)")
+        })
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
