@@ -218,6 +218,36 @@ impl MariaDb {
         assert_eq!(rc, 0, "kill({}, {signal})", child.id());
     }
 
+    /// Runs SQL as root through the mariadb client on the server's socket
+    /// (the SQL goes in on standard input, never on a command line).
+    pub fn sql(&self, sql: &str) {
+        use std::io::Write;
+        let mut child = Command::new(program("mariadb"))
+            .arg("--no-defaults")
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
+            .arg("-uroot")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the mariadb client starts");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(sql.as_bytes())
+            .expect("write SQL to the mariadb client");
+        let out = child.wait_with_output().expect("the mariadb client runs");
+        assert!(
+            out.status.success(),
+            "SQL failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
