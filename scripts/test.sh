@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit tests, the API suite, and the
-# end-to-end tests against real Apache httpd, docker-registry and skopeo.
+# Runs every test: formatting, lints, unit tests, the API suite on SQLite
+# and again on a throwaway MariaDB, the MySQL backend's own tests (each with
+# MariaDB servers of its own), and the end-to-end tests against real Apache
+# httpd, docker-registry and skopeo.
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 docker-registry skopeo openssl curl sqlite3 wrk)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql mariadb-server docker-registry skopeo openssl curl sqlite3 wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,3 +36,51 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+
+# A throwaway MariaDB for the second run of the API suite: its own data
+# directory in a temporary directory, root without a password on 127.0.0.1,
+# a free high port. Stopped by its PID when this script exits, however it
+# exits.
+export PATH="$PATH:/usr/sbin:/sbin"
+mdb=$(mktemp -d)
+mdb_pid=
+stop_mariadb() {
+  if [ -n "$mdb_pid" ]; then
+    kill -TERM "$mdb_pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do
+      kill -0 "$mdb_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  rm -rf "$mdb"
+}
+trap stop_mariadb EXIT
+port=
+for _ in $(seq 1 50); do
+  candidate=$((20000 + RANDOM % 40000))
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+    port=$candidate
+    break
+  fi
+done
+[ -n "$port" ] || { echo "test.sh: no free port for MariaDB" >&2; exit 1; }
+echo "== MariaDB on 127.0.0.1:$port"
+mariadb-install-db --no-defaults --datadir="$mdb/data" --user=root \
+  --auth-root-authentication-method=normal --skip-test-db >"$mdb/install.log" 2>&1 ||
+  { cat "$mdb/install.log" >&2; exit 1; }
+mariadbd --no-defaults --datadir="$mdb/data" --socket="$mdb/sock" --port="$port" \
+  --bind-address=127.0.0.1 --user=root --pid-file="$mdb/pid" --log-error="$mdb/err.log" \
+  --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=32M &
+mdb_pid=$!
+for i in $(seq 1 600); do
+  mariadb-admin --no-defaults --socket="$mdb/sock" -uroot ping >/dev/null 2>&1 && break
+  if [ "$i" = 600 ] || ! kill -0 "$mdb_pid" 2>/dev/null; then
+    echo "test.sh: MariaDB did not start" >&2
+    cat "$mdb/err.log" >&2
+    exit 1
+  fi
+  sleep 0.05
+done
+
+echo "== cargo test --test api (MariaDB)"
+REGISTRY_RUBBER_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port" cargo test --test api

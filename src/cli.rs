@@ -19,7 +19,7 @@ use crate::credentials::Credentials;
 use crate::domain::{rfc3339, Password, Username};
 use crate::htpasswd::{self, HashType};
 use crate::startup::{shutdown_signal, Application, StartupError};
-use crate::store::{Create, Store, StoreError};
+use crate::store::{Create, Store};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -38,9 +38,12 @@ pub struct Cli {
     /// Address and port to listen on [default: 127.0.0.1:5080]
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// sqlite:///absolute/path.sqlite [default: sqlite:registry-rubber.sqlite]
+    /// sqlite:///absolute/path.sqlite or mysql://user@host:3306/database [default: sqlite:registry-rubber.sqlite]
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
+    /// File holding the MySQL/MariaDB password (one trailing newline dropped)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub database_password_file: Option<String>,
     /// sha1, md5, bcrypt, sha256 or sha512 [default: md5]
     #[arg(long, global = true, value_name = "TYPE")]
     pub hash_type: Option<String>,
@@ -132,6 +135,7 @@ impl Cli {
         let flags = [
             ("listen", &self.listen),
             ("database_url", &self.database_url),
+            ("database_password_file", &self.database_password_file),
             ("hash_type", &self.hash_type),
             ("bcrypt_cost", &self.bcrypt_cost),
             ("cleanup_threshold", &self.cleanup_threshold),
@@ -196,7 +200,10 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
         Command::Serve => {
             let app = Application::build(&settings).await.map_err(|e| match e {
-                StartupError::Tls(_) | StartupError::Store(StoreError::Missing(_)) => usage(e),
+                // A missing database or bad TLS files: 2. The database failed
+                // (unreachable, broken): 1.
+                StartupError::Tls(_) => usage(e),
+                StartupError::Store(ref s) if s.is_setup() => usage(e),
                 other => failed(other),
             })?;
             app.run_until_stopped(shutdown_signal()).await;
@@ -275,12 +282,13 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
 
 /// The credential service on the configured database, which must exist.
 async fn open_credentials(settings: &Settings) -> Result<Credentials, Failure> {
-    let store = Store::open(settings, Create::Never)
-        .await
-        .map_err(|e| match e {
-            StoreError::Missing(_) => usage(e),
-            other => failed(other),
-        })?;
+    let store = Store::open(settings, Create::Never).await.map_err(|e| {
+        if e.is_setup() {
+            usage(e)
+        } else {
+            failed(e)
+        }
+    })?;
     Ok(Credentials::new(settings, store, Arc::new(SystemClock)))
 }
 

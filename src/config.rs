@@ -42,6 +42,7 @@ pub const CONFIG_FILE_ENV: &str = "RUBBER_CONFIG";
 pub const KEYS: &[&str] = &[
     "listen",
     "database_url",
+    "database_password_file",
     "hash_type",
     "bcrypt_cost",
     "cleanup_threshold",
@@ -66,6 +67,9 @@ pub struct Settings {
     /// Address and port the API binds; port 0 picks a free one.
     pub listen: SocketAddr,
     pub database: DatabaseUrl,
+    /// File holding the MySQL/MariaDB password, read once at load time into
+    /// `database` (the URL then carries no password of its own).
+    pub database_password_file: Option<PathBuf>,
     /// Format of newly written password hashes.
     pub hash_type: HashType,
     pub bcrypt_cost: u32,
@@ -94,6 +98,7 @@ impl Default for Settings {
                 .parse()
                 .expect("DEFAULT_LISTEN is a valid address"),
             database: DatabaseUrl::default_sqlite(),
+            database_password_file: None,
             hash_type: DEFAULT_HASH_TYPE,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             cleanup_threshold: DEFAULT_CLEANUP_THRESHOLD,
@@ -207,7 +212,46 @@ impl Settings {
             settings.set(key, value, Source::Flag(flag))?;
         }
         settings.check_consistency()?;
+        settings.read_password_file()?;
         Ok(settings)
+    }
+
+    /// Puts the contents of `database_password_file` (less one trailing line
+    /// break) into the MySQL URL. The file is the only place the password is
+    /// then given: a URL that carries one too is refused as ambiguous.
+    fn read_password_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.database_password_file else {
+            return Ok(());
+        };
+        let DatabaseUrl::Mysql(url) = &mut self.database else {
+            return Err(ConfigError::Inconsistent(format!(
+                "database_password_file is set ({}) but database_url is not a mysql:// URL; remove database_password_file or use mysql://user@host:3306/database",
+                path.display()
+            )));
+        };
+        if url.password.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "database_url carries a password and database_password_file is set too; give the password in only one of them (preferably the file)".to_owned(),
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Inconsistent(format!(
+                "database_password_file {}: cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)",
+                path.display()
+            ))
+        })?;
+        let password = text
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&text);
+        if password.is_empty() {
+            return Err(ConfigError::Inconsistent(format!(
+                "database_password_file {} is empty; write the database password into it",
+                path.display()
+            )));
+        }
+        url.password = Some(Secret::new(password.to_owned()));
+        Ok(())
     }
 
     /// The TLS files, when HTTPS is configured.
@@ -275,6 +319,17 @@ impl Settings {
                 })?
             }
             "database_url" => self.database = DatabaseUrl::parse(value).map_err(bad)?,
+            "database_password_file" => {
+                self.database_password_file = match value.trim() {
+                    "" => None,
+                    path if Path::new(path).is_absolute() => Some(PathBuf::from(path)),
+                    _ => {
+                        return Err(bad(format!(
+                            "`{value}` is not an absolute path; write one such as /etc/registry-rubber/db-password"
+                        )))
+                    }
+                }
+            }
             "hash_type" => self.hash_type = value.parse().map_err(|e| bad(format!("{e}")))?,
             "bcrypt_cost" => {
                 self.bcrypt_cost =
@@ -418,6 +473,53 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite { path: PathBuf, is_default: bool },
+    Mysql(MysqlUrl),
+}
+
+/// Where a MySQL or MariaDB server is and whom to log in as. Printing it
+/// (`Display` and `Debug`) never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MysqlUrl {
+    /// `mysql` or `mariadb`, as written.
+    pub scheme: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub database: String,
+}
+
+/// The port MySQL and MariaDB listen on unless told otherwise.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+
+/// A secret from the configuration. `Debug` and `Display` show only that
+/// there is one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What stands for a password wherever one would be printed.
+pub const REDACTED: &str = "***";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
 }
 
 impl DatabaseUrl {
@@ -432,7 +534,8 @@ impl DatabaseUrl {
         }
     }
 
-    /// `sqlite:///absolute/path.sqlite` or `sqlite:relative/path.sqlite`.
+    /// `sqlite:///absolute/path.sqlite`, `sqlite:relative/path.sqlite`, or
+    /// `mysql://user:password@host:port/database` (`mariadb://` alike).
     pub fn parse(url: &str) -> Result<Self, String> {
         if url == DEFAULT_DATABASE_URL {
             return Ok(Self::default_sqlite());
@@ -462,14 +565,105 @@ impl DatabaseUrl {
                 is_default: false,
             });
         }
-        if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            return Err(
-                "this build has no MySQL/MariaDB backend; use sqlite:///absolute/path.sqlite"
-                    .to_owned(),
-            );
+        for scheme in ["mysql", "mariadb"] {
+            if let Some(rest) = url.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) {
+                return MysqlUrl::parse(scheme, rest).map(DatabaseUrl::Mysql);
+            }
         }
-        Err("unknown database URL scheme; write sqlite:///absolute/path.sqlite".to_owned())
+        Err(
+            "unknown database URL scheme; write sqlite:///absolute/path.sqlite or mysql://user:password@host:3306/database"
+                .to_owned(),
+        )
     }
+}
+
+/// The form every MySQL URL error shows as the fix.
+const MYSQL_URL_FORM: &str = "mysql://user:password@host:3306/database";
+
+impl MysqlUrl {
+    /// Parses what follows `scheme://`. Errors never repeat the URL, which
+    /// may hold a password.
+    fn parse(scheme: &'static str, rest: &str) -> Result<Self, String> {
+        let bad = |what: &str| format!("the {scheme}:// URL {what}; write {MYSQL_URL_FORM}");
+        if rest.contains(['?', '#']) {
+            return Err(bad("takes no options (nothing after ? or #)"));
+        }
+        // The password may hold '@' or '/' percent-encoded only, so the last
+        // '@' before the path ends the credentials.
+        let (authority, database) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("names no database"))?;
+        let (credentials, hostport) = authority
+            .rsplit_once('@')
+            .ok_or_else(|| bad("names no user"))?;
+        let (user, password) = match credentials.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (credentials, None),
+        };
+        let user = decode(user)
+            .ok_or_else(|| bad("has a user name that is not valid percent-encoded UTF-8"))?;
+        if user.is_empty() {
+            return Err(bad("names no user"));
+        }
+        let password = match password {
+            None | Some("") => None,
+            Some(p) => Some(Secret::new(decode(p).ok_or_else(|| {
+                bad("has a password that is not valid percent-encoded UTF-8")
+            })?)),
+        };
+        let (host, port) =
+            split_host_port(hostport).ok_or_else(|| bad("has a bad host or port"))?;
+        if host.is_empty() {
+            return Err(bad("names no host"));
+        }
+        let database = decode(database).unwrap_or_default();
+        let database_ok = !database.is_empty()
+            && database.len() <= 64
+            && database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'$');
+        if !database_ok {
+            return Err(bad(
+                "needs a database name of 1 to 64 letters, digits, '_', '-' or '$'",
+            ));
+        }
+        Ok(MysqlUrl {
+            scheme,
+            host,
+            port: port.unwrap_or(DEFAULT_MYSQL_PORT),
+            user,
+            password,
+            database,
+        })
+    }
+}
+
+fn decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0)?),
+    };
+    Some((host.to_owned(), port))
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -479,11 +673,37 @@ impl fmt::Display for DatabaseUrl {
                 write!(f, "sqlite://{}", path.display())
             }
             DatabaseUrl::Sqlite { path, .. } => write!(f, "sqlite:{}", path.display()),
+            DatabaseUrl::Mysql(url) => fmt::Display::fmt(url, f),
         }
     }
 }
 
 impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for MysqlUrl {
+    /// The URL with the password, if any, shown as `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let encode = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        write!(f, "{}://{}", self.scheme, encode(&self.user))?;
+        if self.password.is_some() {
+            write!(f, ":{REDACTED}")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "@[{}]", self.host)?;
+        } else {
+            write!(f, "@{}", self.host)?;
+        }
+        write!(f, ":{}/{}", self.port, self.database)
+    }
+}
+
+impl fmt::Debug for MysqlUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
@@ -537,11 +757,20 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// A listing of every key and its value, for `check-config`. Holds no secret.
+/// A listing of every key and its value, for `check-config`. Holds no
+/// secret: a database password shows as `***`.
 pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("listen", settings.listen.to_string()),
         ("database_url", settings.database.to_string()),
+        (
+            "database_password_file",
+            settings
+                .database_password_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
         ("hash_type", settings.hash_type.to_string()),
         ("bcrypt_cost", settings.bcrypt_cost.to_string()),
         ("cleanup_threshold", settings.cleanup_threshold.to_string()),
@@ -802,6 +1031,144 @@ mod tests {
                 .to_string(),
             "sqlite:///var/x.sqlite"
         );
+    }
+
+    #[test]
+    fn mysql_urls() {
+        let DatabaseUrl::Mysql(u) =
+            DatabaseUrl::parse("mysql://rubber:s3cr%40t@db.example:3307/registry").unwrap()
+        else {
+            panic!("not mysql")
+        };
+        assert_eq!(
+            (
+                u.scheme,
+                u.host.as_str(),
+                u.port,
+                u.user.as_str(),
+                u.database.as_str()
+            ),
+            ("mysql", "db.example", 3307, "rubber", "registry")
+        );
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("s3cr@t"));
+        let DatabaseUrl::Mysql(u) = DatabaseUrl::parse("mariadb://root@[::1]/rr").unwrap() else {
+            panic!("not mysql")
+        };
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.password.is_none()),
+            ("mariadb", "::1", DEFAULT_MYSQL_PORT, true)
+        );
+        assert_eq!(u.to_string(), "mariadb://root@[::1]:3306/rr");
+        for (bad, why) in [
+            ("mysql://host:3306/db", "no user"),
+            ("mysql://u:Pw-Leak-1@host:3306", "no database"),
+            ("mysql://u:Pw-Leak-1@host:3306/", "database name"),
+            ("mysql://u:Pw-Leak-1@host:99999/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@:3306/db", "no host"),
+            ("mysql://u:Pw-Leak-1@host/db?ssl=1", "no options"),
+            ("mysql://u:Pw-Leak-1@host/d b", "database name"),
+        ] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(
+                err.contains("mysql://user:password@host:3306/database"),
+                "{err}"
+            );
+            assert!(!err.contains("Pw-Leak-1"), "the password leaked: {err}");
+        }
+    }
+
+    #[test]
+    fn a_database_password_never_prints() {
+        let url = DatabaseUrl::parse("mysql://rubber:Pw-Leak-2@127.0.0.1:3306/rr").unwrap();
+        assert_eq!(url.to_string(), "mysql://rubber:***@127.0.0.1:3306/rr");
+        assert!(!format!("{url:?}").contains("Pw-Leak-2"));
+        let s = Settings::load_from(
+            None,
+            &env(&[(
+                "RUBBER_DATABASE_URL",
+                "mysql://rubber:Pw-Leak-2@127.0.0.1:3306/rr",
+            )]),
+            &vec![],
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("Pw-Leak-2"), "{s:?}");
+        let shown = format!("{:?}", describe(&s));
+        assert!(
+            !shown.contains("Pw-Leak-2") && shown.contains("rubber:***@"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_password_file_fills_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "Pw-From-File\n").unwrap();
+        let file_s = file.to_str().unwrap();
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("RUBBER_DATABASE_URL", "mysql://rubber@127.0.0.1/rr"),
+                ("RUBBER_DATABASE_PASSWORD_FILE", file_s),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        let DatabaseUrl::Mysql(u) = &s.database else {
+            panic!("not mysql")
+        };
+        assert_eq!(
+            u.password.as_ref().map(Secret::expose),
+            Some("Pw-From-File"),
+            "one trailing newline is dropped"
+        );
+        assert!(!format!("{s:?}").contains("Pw-From-File"));
+        std::fs::write(&file, "two\n\n").unwrap();
+        let s = Settings::load_from(
+            None,
+            &env(&[
+                ("RUBBER_DATABASE_URL", "mysql://rubber@127.0.0.1/rr"),
+                ("RUBBER_DATABASE_PASSWORD_FILE", file_s),
+            ]),
+            &vec![],
+        )
+        .unwrap();
+        let DatabaseUrl::Mysql(u) = &s.database else {
+            panic!("not mysql")
+        };
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("two\n"));
+
+        let refused = |url: &str, path: &str| {
+            Settings::load_from(
+                None,
+                &env(&[
+                    ("RUBBER_DATABASE_URL", url),
+                    ("RUBBER_DATABASE_PASSWORD_FILE", path),
+                ]),
+                &vec![],
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = refused("mysql://rubber:Pw-Leak-3@127.0.0.1/rr", file_s);
+        assert!(
+            e.contains("only one of them") && !e.contains("Pw-Leak-3"),
+            "{e}"
+        );
+        let e = refused("sqlite:///tmp/x.sqlite", file_s);
+        assert!(e.contains("not a mysql:// URL"), "{e}");
+        let missing = dir.path().join("missing");
+        let e = refused("mysql://rubber@127.0.0.1/rr", missing.to_str().unwrap());
+        assert!(e.contains("cannot read it"), "{e}");
+        let e = refused("mysql://rubber@127.0.0.1/rr", "relative/pw");
+        assert!(
+            e.contains("key `database_password_file`") && e.contains("absolute"),
+            "{e}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let e = refused("mysql://rubber@127.0.0.1/rr", file_s);
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]

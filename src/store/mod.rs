@@ -2,8 +2,13 @@
 //! queue drained by a single writer, which commits whatever has queued up in
 //! one transaction (group commit) and answers each request only after that
 //! transaction is durable. Reads go straight to the database.
+//!
+//! Two backends, chosen by the database URL's scheme: SQLite (one file on
+//! the service's host) and MySQL/MariaDB (one database shared by several
+//! service instances and several Apaches).
 
 pub mod migrations;
+mod mysql;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -11,6 +16,7 @@ use std::path::PathBuf;
 use crate::config::{DatabaseUrl, Settings};
 use crate::domain::Username;
 
+pub use mysql::{MysqlStore, ACQUIRE_TIMEOUT, CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_DEADLINE};
 pub use sqlite::SqliteStore;
 
 /// Expired users removed per sweep transaction: small enough that a write
@@ -164,8 +170,14 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("cannot create database file {path}: {message}")]
     Create { path: PathBuf, message: String },
+    #[error(
+        "database `{0}` does not exist on the MySQL/MariaDB server; create it (CREATE DATABASE `{0}`) and grant the service's account on it (see README, MySQL and MariaDB), or correct database_url"
+    )]
+    UnknownDatabase(String),
     #[error("database error: {0}")]
     Database(String),
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
     #[error("the database schema has version {found}, newer than the {known} this build knows; upgrade registry-rubber")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("the database writer has stopped")]
@@ -176,6 +188,38 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Database(e.to_string())
     }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl StoreError {
+    /// Whether the fix is in the configuration or the set-up (a missing
+    /// database), rather than a failure of the database itself.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Missing(_) | StoreError::UnknownDatabase(_)
+        )
+    }
+}
+
+/// The expiry a renewal gives: `now + ttl`, held to `created_at +
+/// max_lifetime`, and never earlier than `current`. Also says whether the
+/// lifetime limit held it back.
+pub(crate) fn renewed_expiry(
+    now: i64,
+    ttl: u64,
+    created_at: i64,
+    max_lifetime: u64,
+    current: i64,
+) -> (i64, bool) {
+    let wanted = now.saturating_add(ttl as i64);
+    let ceiling = created_at.saturating_add(max_lifetime as i64);
+    (wanted.min(ceiling).max(current), wanted > ceiling)
 }
 
 /// Whether opening may create a missing database file.
@@ -191,11 +235,15 @@ pub enum Create {
     /// not report success against a database it just made.
     Never,
 }
+// A MySQL database is never created by the service (its administrator
+// creates it and grants the service's account on it); its tables are, at
+// every open, whatever `Create` says.
 
 /// The store behind every door; cheap to clone.
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Mysql(MysqlStore),
 }
 
 impl Store {
@@ -212,12 +260,17 @@ impl Store {
                 let store = SqliteStore::open(path.clone(), settings.table.clone(), create).await?;
                 Ok(Store::Sqlite(store))
             }
+            DatabaseUrl::Mysql(url) => {
+                let store = MysqlStore::open(url, settings.table.clone()).await?;
+                Ok(Store::Mysql(store))
+            }
         }
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match self {
             Store::Sqlite(s) => s.write(op).await,
+            Store::Mysql(s) => s.write(op).await,
         }
     }
 
@@ -226,18 +279,21 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
+            Store::Mysql(s) => s.ping().await,
         }
     }
 
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
         match self {
             Store::Sqlite(s) => s.get(user).await,
+            Store::Mysql(s) => s.get(user).await,
         }
     }
 
     pub async fn count(&self) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count().await,
+            Store::Mysql(s) => s.count().await,
         }
     }
 
@@ -245,12 +301,14 @@ impl Store {
     pub async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.count_live(now).await,
+            Store::Mysql(s) => s.count_live(now).await,
         }
     }
 
     pub async fn list(&self, query: ListQuery) -> Result<Vec<ListedUser>, StoreError> {
         match self {
             Store::Sqlite(s) => s.list(query).await,
+            Store::Mysql(s) => s.list(query).await,
         }
     }
 
@@ -258,6 +316,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Mysql(s) => s.close().await,
         }
     }
 
@@ -265,6 +324,7 @@ impl Store {
     pub fn commit_count(&self) -> u64 {
         match self {
             Store::Sqlite(s) => s.commit_count(),
+            Store::Mysql(s) => s.commit_count(),
         }
     }
 
@@ -272,12 +332,14 @@ impl Store {
     pub fn error_count(&self) -> u64 {
         match self {
             Store::Sqlite(s) => s.error_count(),
+            Store::Mysql(s) => s.error_count(),
         }
     }
 
     pub fn backend_name(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
+            Store::Mysql(_) => "mysql",
         }
     }
 }

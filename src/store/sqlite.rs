@@ -13,7 +13,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{Migration, SQLITE};
-use super::{Create, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::{
+    renewed_expiry, Create, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome,
+};
 use crate::config::TableName;
 use crate::domain::Username;
 
@@ -651,21 +653,6 @@ fn apply(
         },
         WriteOp::Ping => WriteOutcome::Pinged,
     })
-}
-
-/// The expiry a renewal gives: `now + ttl`, held to `created_at +
-/// max_lifetime`, and never earlier than `current`. Also says whether the
-/// lifetime limit held it back.
-fn renewed_expiry(
-    now: i64,
-    ttl: u64,
-    created_at: i64,
-    max_lifetime: u64,
-    current: i64,
-) -> (i64, bool) {
-    let wanted = now.saturating_add(ttl as i64);
-    let ceiling = created_at.saturating_add(max_lifetime as i64);
-    (wanted.min(ceiling).max(current), wanted > ceiling)
 }
 
 #[cfg(test)]

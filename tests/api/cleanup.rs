@@ -12,8 +12,8 @@ async fn cleanup_removes_only_users_older_than_the_threshold() {
     let a = app.get("/cleanup").await;
     a.assert_envelope("cleanup", 200, "removed 1 users older than 600 seconds");
     assert_eq!(a.body["removed"], 1);
-    assert_eq!(app.stored_hash("old"), None);
-    assert!(app.stored_hash("young").is_some());
+    assert_eq!(app.stored_hash("old").await, None);
+    assert!(app.stored_hash("young").await.is_some());
 }
 
 #[tokio::test]
@@ -46,11 +46,11 @@ async fn older_than_overrides_the_threshold_on_get_and_post() {
         200,
         "removed 1 users older than 20 seconds",
     );
-    assert_eq!(app.row_count(), 1);
+    assert_eq!(app.row_count().await, 1);
     app.post_form("/cleanup", &[("older_than", "5")])
         .await
         .assert_envelope("cleanup", 200, "removed 1 users older than 5 seconds");
-    assert_eq!(app.row_count(), 0);
+    assert_eq!(app.row_count().await, 0);
 }
 
 #[tokio::test]
@@ -80,7 +80,7 @@ async fn a_bad_older_than_is_refused_and_removes_nothing() {
             "{a:?}"
         );
     }
-    assert_eq!(app.row_count(), 1);
+    assert_eq!(app.row_count().await, 1);
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use registry_rubber::htpasswd;
 
+use crate::helpers::TestDb;
+
 const BIN: &str = env!("CARGO_BIN_EXE_registry-rubber");
 
 /// Runs the binary with only the given RUBBER_* variables set.
@@ -36,15 +38,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A working directory and a database of the test's own, on the backend the
+/// environment chose.
 struct Env {
     dir: tempfile::TempDir,
+    db: TestDb,
     url: String,
 }
 
-fn env() -> Env {
+async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/users.sqlite", dir.path().display());
-    Env { dir, url }
+    let db = TestDb::fresh().await;
+    let url = db.url_text();
+    Env { dir, db, url }
 }
 
 impl Env {
@@ -57,14 +63,8 @@ impl Env {
         )
     }
 
-    fn hash_of(&self, user: &str) -> Option<String> {
-        let conn = rusqlite::Connection::open(self.dir.path().join("users.sqlite")).unwrap();
-        conn.query_row(
-            "SELECT password FROM users WHERE username = ?1",
-            [user],
-            |r| r.get(0),
-        )
-        .ok()
+    async fn hash_of(&self, user: &str) -> Option<String> {
+        self.db.stored_hash(user).await
     }
 }
 
@@ -88,9 +88,9 @@ fn help_is_there_for_every_subcommand() {
     assert!(text(&out.stdout).contains("Exit codes"));
 }
 
-#[test]
-fn migrate_then_add_remove_cleanup() {
-    let e = env();
+#[tokio::test]
+async fn migrate_then_add_remove_cleanup() {
+    let e = env().await;
     let out = e.run(&["migrate"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
@@ -104,7 +104,7 @@ fn migrate_then_add_remove_cleanup() {
         "{}",
         text(&out.stdout)
     );
-    let hash = e.hash_of("1423382819").unwrap();
+    let hash = e.hash_of("1423382819").await.unwrap();
     assert!(hash.starts_with("$apr1$"));
     assert!(
         htpasswd::verify("cli-pässword", &hash),
@@ -114,7 +114,7 @@ fn migrate_then_add_remove_cleanup() {
     let out = e.run(&["remove", "1423382819"], None);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim(), "removed user 1423382819");
-    assert_eq!(e.hash_of("1423382819"), None);
+    assert_eq!(e.hash_of("1423382819").await, None);
     let out = e.run(&["remove", "1423382819"], None);
     assert!(out.status.success(), "remove is idempotent");
     assert!(text(&out.stdout).contains("not present"));
@@ -123,7 +123,7 @@ fn migrate_then_add_remove_cleanup() {
     e.run(&["add", "b"], Some("x"));
     let out = e.run(&["cleanup", "--older-than", "3600"], None);
     assert!(out.status.success());
-    assert!(e.hash_of("a").is_some(), "young users stay");
+    assert!(e.hash_of("a").await.is_some(), "young users stay");
     let out2 = e.run(&["cleanup", "--older-than", "0"], None);
     assert!(out2.status.success());
     // Users created within the current second are not older than 0 seconds;
@@ -135,9 +135,9 @@ fn migrate_then_add_remove_cleanup() {
     );
 }
 
-#[test]
-fn bad_input_exits_2_and_changes_nothing() {
-    let e = env();
+#[tokio::test]
+async fn bad_input_exits_2_and_changes_nothing() {
+    let e = env().await;
     e.run(&["migrate"], None);
     for (args, stdin) in [
         (vec!["add", "a:b"], Some("x")),
@@ -159,41 +159,78 @@ fn bad_input_exits_2_and_changes_nothing() {
         );
         assert!(!text(&out.stderr).is_empty());
     }
-    assert_eq!(e.hash_of("u"), None);
+    assert_eq!(e.hash_of("u").await, None);
     // Unknown flags are usage errors too.
     assert_eq!(e.run(&["add", "--nope", "u"], None).status.code(), Some(2));
 }
 
-#[test]
-fn a_missing_database_is_not_created_by_a_typo() {
-    let e = env();
+#[tokio::test]
+async fn a_missing_database_is_not_created_by_a_typo() {
+    let e = env().await;
+    // A database that is not there: a file never created, or a database the
+    // server does not have.
+    let (url, fix) = match &e.db {
+        TestDb::Sqlite { .. } => (e.url.clone(), "migrate"),
+        TestDb::Mysql(db) => (format!("{}_typo", db.url()), "CREATE DATABASE"),
+    };
     for args in [vec!["serve"], vec!["remove", "u"]] {
-        let out = e.run(&args, None);
+        let out = run(&args, &[("RUBBER_DATABASE_URL", &url)], None, e.dir.path());
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = text(&out.stderr);
+        assert!(err.contains("does not exist") && err.contains(fix), "{err}");
+    }
+    match &e.db {
+        TestDb::Sqlite { path, .. } => assert!(!path.exists()),
+        TestDb::Mysql(db) => {
+            let found: Option<String> = sqlx::query_scalar(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name = ?",
+            )
+            .bind(format!("{}_typo", db.name))
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(found, None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_broken_database_exits_1() {
+    let e = env().await;
+    // A file that is no database, or a server that does not answer.
+    let url = match &e.db {
+        TestDb::Sqlite { path, .. } => {
+            std::fs::write(path, b"this is not a database at all, not even close").unwrap();
+            e.url.clone()
+        }
+        TestDb::Mysql(_) => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("mysql://root:Cli-Dsn-Secret-5a1@127.0.0.1:{port}/nowhere")
+        }
+    };
+    for args in [vec!["remove", "u"], vec!["serve"], vec!["migrate"]] {
+        let out = run(&args, &[("RUBBER_DATABASE_URL", &url)], None, e.dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert!(
-            err.contains("does not exist") && err.contains("migrate"),
-            "{err}"
+            !all.contains("Cli-Dsn-Secret-5a1"),
+            "the password leaked: {all}"
         );
     }
-    assert!(!e.dir.path().join("users.sqlite").exists());
 }
 
-#[test]
-fn a_broken_database_exits_1() {
-    let e = env();
-    std::fs::write(
-        e.dir.path().join("users.sqlite"),
-        b"this is not a database at all, not even close",
-    )
-    .unwrap();
-    let out = e.run(&["remove", "u"], None);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-}
-
-#[test]
-fn hash_prints_a_hash_of_standard_input() {
-    let e = env();
+#[tokio::test]
+async fn hash_prints_a_hash_of_standard_input() {
+    let e = env().await;
     for kind in ["sha1", "md5", "sha256", "sha512", "SHA1", "MD5"] {
         let out = e.run(&["hash", "--type", kind], Some("hash-me\n"));
         assert!(out.status.success(), "{kind}");
@@ -259,6 +296,66 @@ fn check_config_validates_and_reports() {
         shown.contains("hash_type = \"sha512\""),
         "flag beats env: {shown}"
     );
+}
+
+#[test]
+fn check_config_never_shows_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["check-config"],
+        &[(
+            "RUBBER_DATABASE_URL",
+            "mysql://rubber:Check-Dsn-Secret-77@db.internal:3306/registry",
+        )],
+        None,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("database_url = \"mysql://rubber:***@db.internal:3306/registry\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("Check-Dsn-Secret-77"), "{shown}");
+
+    let file = dir.path().join("db-password");
+    std::fs::write(&file, "File-Dsn-Secret-88\n").unwrap();
+    let out = run(
+        &[
+            "--database-password-file",
+            file.to_str().unwrap(),
+            "check-config",
+        ],
+        &[("RUBBER_DATABASE_URL", "mariadb://rubber@127.0.0.1/registry")],
+        None,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("database_url = \"mariadb://rubber:***@127.0.0.1:3306/registry\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("database_password_file = \"{}\"", file.display())),
+        "{shown}"
+    );
+    assert!(!shown.contains("File-Dsn-Secret-88"), "{shown}");
+
+    // A bad URL is refused without repeating the password.
+    let out = run(
+        &["check-config"],
+        &[(
+            "RUBBER_DATABASE_URL",
+            "mysql://rubber:Bad-Dsn-Secret-99@db:notaport/x",
+        )],
+        None,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("database_url"), "{err}");
+    assert!(!err.contains("Bad-Dsn-Secret-99"), "{err}");
 }
 
 #[test]

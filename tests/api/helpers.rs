@@ -1,5 +1,10 @@
-//! Starting the real application on port 0 with a fresh SQLite file, and
+//! Starting the real application on port 0 with a fresh database, and
 //! talking to it over HTTP.
+//!
+//! The backend comes from the environment: with `REGISTRY_RUBBER_TEST_MYSQL_URL` set
+//! (`mysql://root@127.0.0.1:PORT`, a server, no database) each test gets a
+//! database of its own on that MySQL/MariaDB server, dropped afterwards;
+//! without it, an SQLite file of its own.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,6 +18,8 @@ use registry_rubber::startup::Application;
 use registry_rubber::store::{Create, Store};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use crate::mariadb::TestDatabase;
 
 /// Every log line the application writes during the test run.
 pub fn captured_logs() -> String {
@@ -47,16 +54,146 @@ impl Write for CaptureWriter {
     }
 }
 
-/// A running application with its own database file and clock.
+/// Names the MySQL/MariaDB server the suite runs against; unset: SQLite.
+/// (Not a RUBBER_ name: every RUBBER_ variable is a configuration key to the
+/// binaries the tests start, which would refuse an unknown one.)
+pub const MYSQL_URL_ENV: &str = "REGISTRY_RUBBER_TEST_MYSQL_URL";
+
+/// A database of the test's own, on the backend the environment chose.
+pub enum TestDb {
+    Sqlite {
+        /// Holds the file; removed with it.
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Mysql(TestDatabase),
+}
+
+impl TestDb {
+    pub async fn fresh() -> TestDb {
+        match std::env::var(MYSQL_URL_ENV) {
+            Ok(server) if !server.is_empty() => TestDb::Mysql(TestDatabase::create(&server).await),
+            _ => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let path = dir.path().join("users.sqlite");
+                TestDb::Sqlite { _dir: dir, path }
+            }
+        }
+    }
+
+    /// Which backend, as /healthz names it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite { .. } => "sqlite",
+            TestDb::Mysql(_) => "mysql",
+        }
+    }
+
+    /// The `database_url` of this database.
+    pub fn url_text(&self) -> String {
+        match self {
+            TestDb::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            TestDb::Mysql(db) => db.url(),
+        }
+    }
+
+    pub fn url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url_text()).expect("a valid database URL")
+    }
+
+    /// The stored hash of `user`, read straight from the database on a
+    /// connection of the test's own, as Apache reads it.
+    pub async fn stored_hash(&self, user: &str) -> Option<String> {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(
+                    "SELECT password FROM users WHERE username = ?1",
+                    [user],
+                    |r| r.get(0),
+                )
+                .ok()
+            }
+            TestDb::Mysql(db) => {
+                sqlx::query_scalar("SELECT password FROM users WHERE username = ?")
+                    .bind(user)
+                    .fetch_optional(&db.pool)
+                    .await
+                    .expect("read the users table")
+            }
+        }
+    }
+
+    /// The stored expiry of `user`, who must exist.
+    pub async fn expires_of(&self, user: &str) -> Option<i64> {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(
+                    "SELECT expires_at FROM users WHERE username = ?1",
+                    [user],
+                    |r| r.get(0),
+                )
+                .unwrap()
+            }
+            TestDb::Mysql(db) => {
+                sqlx::query_scalar("SELECT expires_at FROM users WHERE username = ?")
+                    .bind(user)
+                    .fetch_one(&db.pool)
+                    .await
+                    .expect("the user exists")
+            }
+        }
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+                    .unwrap()
+            }
+            TestDb::Mysql(db) => sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                .fetch_one(&db.pool)
+                .await
+                .expect("count the users table"),
+        }
+    }
+
+    /// Takes the users table away behind the service's back.
+    pub async fn drop_users_table(&self) {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch("DROP TABLE users").unwrap();
+            }
+            TestDb::Mysql(db) => {
+                sqlx::query("DROP TABLE users")
+                    .execute(&db.pool)
+                    .await
+                    .expect("DROP TABLE users");
+            }
+        }
+    }
+
+    /// What the database says about a missing table, as it reaches the log.
+    pub fn missing_table_message(&self) -> &'static str {
+        match self {
+            TestDb::Sqlite { .. } => "no such table",
+            TestDb::Mysql(_) => "doesn't exist",
+        }
+    }
+}
+
+/// A running application with its own database and clock.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub db_path: PathBuf,
+    pub db: Arc<TestDb>,
     #[allow(dead_code)]
     pub store: Store,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
     pub tls: Option<Arc<registry_rubber::tls::TlsState>>,
-    _dir: tempfile::TempDir,
 }
 
 /// The clock's starting point: an epoch time like the names pipelines use.
@@ -66,34 +203,42 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let db_path = dir.path().join("users.sqlite");
-    let mut settings = Settings {
+/// The settings a test application starts from: port 0, `db`, the cheapest
+/// hash.
+pub fn test_settings(db: &TestDb) -> Settings {
+    Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseUrl::Sqlite {
-            path: db_path.clone(),
-            is_default: false,
-        },
+        database: db.url(),
         hash_type: HashType::Sha1,
         bcrypt_cost: 4,
         ..Settings::default()
-    };
-    configure(&mut settings);
-    spawn_with_settings(settings, dir, db_path).await
+    }
 }
 
-pub async fn spawn_with_settings(
-    settings: Settings,
-    dir: tempfile::TempDir,
-    db_path: PathBuf,
-) -> TestApp {
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = Arc::new(TestDb::fresh().await);
+    let mut settings = test_settings(&db);
+    configure(&mut settings);
+    spawn_with_settings(settings, db).await
+}
+
+/// Another application on the same database as `first`, with its own
+/// writer, clock and port: a second service instance.
+#[allow(dead_code)]
+pub async fn spawn_second_app(first: &TestApp) -> TestApp {
+    let settings = test_settings(&first.db);
+    spawn_with_settings(settings, Arc::clone(&first.db)).await
+}
+
+pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp {
     log_buffer();
     // As `registry-rubber migrate` does before the first `serve`.
-    if !db_path.exists() {
-        Store::open(&settings, Create::IfMissing)
-            .await
-            .expect("create the database");
+    if let TestDb::Sqlite { path, .. } = &*db {
+        if !path.exists() {
+            Store::open(&settings, Create::IfMissing)
+                .await
+                .expect("create the database");
+        }
     }
     let clock = Arc::new(ManualClock::new(T0));
     let app = Application::build_with_clock(&settings, clock.clone())
@@ -105,12 +250,11 @@ pub async fn spawn_with_settings(
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         addr,
-        db_path,
+        db,
         store,
         clock,
         client: reqwest::Client::new(),
         tls,
-        _dir: dir,
     }
 }
 
@@ -222,21 +366,13 @@ impl TestApp {
             .await
     }
 
-    /// The stored hash of `user`, read straight from the database file.
-    pub fn stored_hash(&self, user: &str) -> Option<String> {
-        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
-        conn.query_row(
-            "SELECT password FROM users WHERE username = ?1",
-            [user],
-            |r| r.get(0),
-        )
-        .ok()
+    /// The stored hash of `user`, read straight from the database.
+    pub async fn stored_hash(&self, user: &str) -> Option<String> {
+        self.db.stored_hash(user).await
     }
 
-    pub fn row_count(&self) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
-        conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-            .unwrap()
+    pub async fn row_count(&self) -> i64 {
+        self.db.row_count().await
     }
 }
 

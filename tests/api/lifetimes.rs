@@ -8,14 +8,8 @@ use serde_json::json;
 use crate::helpers::{captured_logs, spawn_app, spawn_app_with, T0};
 use registry_rubber::domain::TtlPolicy;
 
-fn expires_of(app: &crate::helpers::TestApp, user: &str) -> Option<i64> {
-    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    conn.query_row(
-        "SELECT expires_at FROM users WHERE username = ?1",
-        [user],
-        |r| r.get(0),
-    )
-    .unwrap()
+async fn expires_of(app: &crate::helpers::TestApp, user: &str) -> Option<i64> {
+    app.db.expires_of(user).await
 }
 
 #[tokio::test]
@@ -28,7 +22,7 @@ async fn add_answers_user_and_expiry_and_takes_the_default_ttl() {
     assert_eq!(a.body["expires"], "2023-11-14T23:13:20Z");
     assert_eq!(a.body["ttl"], 3600);
     assert_eq!(a.body["ttl_clamped"], false);
-    assert_eq!(expires_of(&app, "u"), Some(T0 + 3600));
+    assert_eq!(expires_of(&app, "u").await, Some(T0 + 3600));
 }
 
 #[tokio::test]
@@ -46,7 +40,7 @@ async fn a_ttl_is_honoured_and_one_above_the_cap_is_clamped_and_says_so() {
         (a.body["ttl"].as_u64(), a.body["ttl_clamped"].as_bool()),
         (Some(30), Some(false))
     );
-    assert_eq!(expires_of(&app, "short"), Some(T0 + 30));
+    assert_eq!(expires_of(&app, "short").await, Some(T0 + 30));
     let a = app
         .post_json(
             "/add",
@@ -58,13 +52,13 @@ async fn a_ttl_is_honoured_and_one_above_the_cap_is_clamped_and_says_so() {
         (a.body["ttl"].as_u64(), a.body["ttl_clamped"].as_bool()),
         (Some(600), Some(true))
     );
-    assert_eq!(expires_of(&app, "long"), Some(T0 + 600));
+    assert_eq!(expires_of(&app, "long").await, Some(T0 + 600));
     for bad in ["0", "-5", "soon", "1.5"] {
         let a = app.get(&format!("/add?user=bad&passwd=p&ttl={bad}")).await;
         a.assert_error("add", 400);
         assert!(a.body["msg"].as_str().unwrap().contains("ttl"), "{a:?}");
     }
-    assert_eq!(app.stored_hash("bad"), None);
+    assert_eq!(app.stored_hash("bad").await, None);
 }
 
 #[tokio::test]
@@ -82,12 +76,12 @@ async fn add_without_user_names_one_unique_and_epoch_based() {
         let passwd = a.body["passwd"].as_str().unwrap();
         assert!(registry_rubber::htpasswd::verify(
             passwd,
-            &app.stored_hash(&user).unwrap()
+            &app.stored_hash(&user).await.unwrap()
         ));
         names.insert(user);
     }
     assert_eq!(names.len(), 50, "unique within one second");
-    assert_eq!(app.row_count(), 50);
+    assert_eq!(app.row_count().await, 50);
 }
 
 #[tokio::test]
@@ -123,7 +117,7 @@ async fn renew_extends_within_the_lifetime_limit() {
     a.assert_envelope("renew", 200, "renewed user job");
     assert_eq!(a.body["expires_at"], T0 + 250);
     assert_eq!(a.body["lifetime_limited"], false);
-    assert_eq!(expires_of(&app, "job"), Some(T0 + 250));
+    assert_eq!(expires_of(&app, "job").await, Some(T0 + 250));
     app.clock.advance(190);
     let a = app
         .post_form("/renew", &[("user", "job"), ("ttl", "1000")])
@@ -188,14 +182,14 @@ async fn the_sweeper_deletes_expired_users_by_itself() {
     app.get("/add?user=lives&passwd=p&ttl=500").await;
     app.clock.advance(5);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.stored_hash("dies").is_some() {
+    while app.stored_hash("dies").await.is_some() {
         assert!(
             Instant::now() < deadline,
             "the sweeper did not remove the expired user"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(app.stored_hash("lives").is_some());
+    assert!(app.stored_hash("lives").await.is_some());
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -237,7 +231,7 @@ async fn sweeping_many_expired_users_goes_in_batches_and_spares_the_live() {
     app.clock.advance(1);
     let removed = creds.sweep_expired().await.unwrap();
     assert_eq!(removed, 1200);
-    assert_eq!(app.row_count(), 1);
+    assert_eq!(app.row_count().await, 1);
 }
 
 #[tokio::test]
@@ -303,10 +297,7 @@ async fn metrics_count_what_happened() {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
     // A database failure is counted.
-    rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .execute_batch("DROP TABLE users")
-        .unwrap();
+    app.db.drop_users_table().await;
     app.add("m3", "p").await.assert_error("add", 503);
     let text = app
         .client

@@ -29,10 +29,10 @@ async fn no_password_or_hash_reaches_the_logs() {
     app.post_form("/add?user=log-4", &[("passwd", secrets[4])])
         .await
         .assert_error("add", 200);
-    let hashes: Vec<String> = ["log-1", "log-2", "log-3", "log-4"]
-        .iter()
-        .map(|u| app.stored_hash(u).unwrap())
-        .collect();
+    let mut hashes = Vec::new();
+    for user in ["log-1", "log-2", "log-3", "log-4"] {
+        hashes.push(app.stored_hash(user).await.unwrap());
+    }
 
     // Refused requests that carry a password.
     let refused = [

@@ -1,5 +1,9 @@
 //! The API integration suite: the real application on port 0, a fresh
-//! SQLite file per test, driven over HTTP.
+//! database per test (SQLite, or MySQL/MariaDB when REGISTRY_RUBBER_TEST_MYSQL_URL
+//! names a server), driven over HTTP.
+
+#[path = "../support/mariadb.rs"]
+mod mariadb;
 
 mod cleanup;
 mod cli;
@@ -10,3 +14,4 @@ mod lifetimes;
 mod logs;
 mod race;
 mod tls;
+mod two_instances;

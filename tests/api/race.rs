@@ -55,13 +55,14 @@ async fn storm(hash_type: HashType) {
     for (user, password) in &acknowledged {
         let hash = app
             .stored_hash(user)
+            .await
             .unwrap_or_else(|| panic!("acknowledged user {user} is missing"));
         assert!(htpasswd::verify(password, &hash), "{user}");
     }
     let sent = passwords_sent.lock().await;
     let mut shared_present = 0;
     for (name, passwords) in sent.iter() {
-        if let Some(hash) = app.stored_hash(name) {
+        if let Some(hash) = app.stored_hash(name).await {
             shared_present += 1;
             assert!(
                 passwords.iter().any(|p| htpasswd::verify(p, &hash)),
@@ -70,7 +71,7 @@ async fn storm(hash_type: HashType) {
         }
     }
     assert_eq!(
-        app.row_count() as usize,
+        app.row_count().await as usize,
         acknowledged.len() + shared_present,
         "no row beyond the acknowledged ones"
     );
@@ -98,5 +99,5 @@ async fn concurrent_writes_share_commits_and_all_land() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(app.row_count(), 200);
+    assert_eq!(app.row_count().await, 200);
 }

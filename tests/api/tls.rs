@@ -251,8 +251,8 @@ async fn mutual_tls_refuses_a_missing_foreign_or_expired_certificate() {
         );
         assert!(r.error.is_some(), "{what}: the TLS layer refused it");
     }
-    assert!(app.stored_hash("mtls-refused").is_none());
-    assert!(app.stored_hash("mtls-ok").is_some());
+    assert!(app.stored_hash("mtls-refused").await.is_none());
+    assert!(app.stored_hash("mtls-ok").await.is_some());
 }
 
 #[tokio::test]
@@ -299,7 +299,7 @@ async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
         v.get("passwd").is_none(),
         "a refused client never gets a credential"
     );
-    assert!(app.stored_hash("subject-no").is_none());
+    assert!(app.stored_hash("subject-no").await.is_none());
     let logs = captured_logs();
     assert!(
         logs.lines().any(|l| l.contains("registry_rubber::audit")
@@ -319,7 +319,7 @@ async fn an_address_outside_allow_from_gets_403_and_changes_nothing() {
     let a = app.get("/add?user=outsider&passwd=p").await;
     a.assert_envelope("add", 403, "forbidden: client address not in allow_from");
     app.get("/healthz").await.assert_error("healthz", 403);
-    assert!(app.stored_hash("outsider").is_none());
+    assert!(app.stored_hash("outsider").await.is_none());
 }
 
 #[tokio::test]
@@ -371,7 +371,7 @@ async fn post_only_mode_refuses_mutations_over_get() {
             "method not allowed; use POST: this service refuses changes over GET",
         );
     }
-    assert!(app.stored_hash("u").is_none());
+    assert!(app.stored_hash("u").await.is_none());
     app.post_form("/add", &[("user", "u"), ("passwd", "p")])
         .await
         .assert_envelope("add", 200, "Added user u");
@@ -476,7 +476,7 @@ async fn curl_with_a_client_certificate_mints_a_credential() {
     let passwd = v["passwd"].as_str().unwrap();
     assert!(registry_rubber::htpasswd::verify(
         passwd,
-        &app.stored_hash("curl-user").unwrap()
+        &app.stored_hash("curl-user").await.unwrap()
     ));
     // Without the client certificate curl is refused by the TLS layer.
     let out = tokio::process::Command::new("curl")

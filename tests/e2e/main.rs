@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
 //! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, docker-registry,
-//! skopeo, openssl and curl; a missing one fails the tests with its name.
+//! skopeo, openssl and curl (and, for the MySQL stack, mariadb-server and
+//! libaprutil1-dbd-mysql); a missing one fails the tests with its name.
 //! Each test starts its own stack on its own ports and temporary directory,
 //! so the tests run in parallel.
 
@@ -13,6 +14,9 @@ mod api_vhost;
 mod concurrency;
 mod credentials;
 mod hash_types;
+#[path = "../support/mariadb.rs"]
+mod mariadb;
+mod mysql;
 mod oci;
 mod sample;
 mod support;

@@ -92,9 +92,26 @@ fn authentication_uses_the_original_columns_with_expiry_and_no_cache() {
         "the original's table and columns: {query}"
     );
     assert!(
-        query.contains("expires_at > unixepoch()"),
+        query.contains("expires_at > ${RR_DBD_NOW})"),
         "expiry is enforced by the query: {query}"
     );
+    // Whose current time: SQLite's by default; the MySQL values are written
+    // in the comment above them, as the README gives them.
+    for define in [
+        "Define RR_DBD_DRIVER sqlite3",
+        "Define RR_DBD_PARAMS \"${RR_DB}\"",
+        "Define RR_DBD_NOW unixepoch()",
+    ] {
+        assert!(sample.lines().any(|l| l == define), "{define}");
+    }
+    for commented in [
+        "#     Define RR_DBD_DRIVER mysql",
+        "#     Define RR_DBD_NOW UNIX_TIMESTAMP()",
+    ] {
+        assert!(sample.lines().any(|l| l == commented), "{commented}");
+    }
+    assert!(lines.contains(&"DBDriver ${RR_DBD_DRIVER}"));
+    assert!(lines.contains(&"DBDParams \"${RR_DBD_PARAMS}\""));
     assert_eq!(
         query.matches('%').count(),
         1,

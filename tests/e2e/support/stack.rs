@@ -17,6 +17,7 @@ use super::apache::{assert_only_defines_differ, read_sample, render, Apache, Sta
 use super::pki::Pki;
 use super::process::{accepts, free_port, poll, ChildGuard};
 use super::tools::tools;
+use crate::mariadb::MariaDb;
 
 /// How long the registry and the service get to start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -41,6 +42,10 @@ pub struct StackOptions {
     pub api_allow: &'static str,
     /// More environment variables for the service, such as RUBBER_SWEEP_INTERVAL.
     pub service_env: Vec<(&'static str, &'static str)>,
+    /// Keep the users in a MariaDB server of the stack's own, read by Apache
+    /// with DBDriver mysql through a read-only account, and run a second
+    /// service instance on the same database.
+    pub mysql: bool,
 }
 
 impl Default for StackOptions {
@@ -50,6 +55,7 @@ impl Default for StackOptions {
             mtls: false,
             api_allow: "127.0.0.1",
             service_env: Vec::new(),
+            mysql: false,
         }
     }
 }
@@ -58,13 +64,22 @@ impl Default for StackOptions {
 pub struct Stack {
     apache: Apache,
     service: ChildGuard,
+    /// The second service instance, on the same database (MySQL only).
+    second: Option<ChildGuard>,
     registry: ChildGuard,
+    /// The database server (MySQL only), stopped after the services.
+    mariadb: Option<MariaDb>,
     pub pki: Pki,
     /// The SQLite database file, and the URL the service and CLI are given.
     pub db: PathBuf,
     pub database_url: String,
+    /// Environment the service and the CLI need besides the URL (the
+    /// database password file).
+    database_env: Vec<(&'static str, String)>,
     /// The service's own address (not through Apache).
     service_url: String,
+    /// The second instance's own address.
+    second_url: Option<String>,
     /// `127.0.0.1:PORT` of Apache's HTTPS registry virtual host.
     pub registry_host: String,
     /// Apache's plain HTTP port (redirects) and the API virtual host's port.
@@ -91,38 +106,37 @@ impl Stack {
         set_mode(dir.path(), 0o711);
         let pki = Pki::create(&dir.path().join("pki"));
 
-        // The sample's WAL permission rule: the directory setgid and writable
-        // by a group Apache's processes are in, as the systemd unit creates
-        // it; then the database in it, 0660 and in that group.
-        let db_dir = dir.path().join("state");
-        std::fs::create_dir(&db_dir).expect("create the database directory");
-        let gid = group_id(APACHE_GROUP);
-        chgrp(&db_dir, gid);
-        set_mode(&db_dir, 0o2770);
-        let db = db_dir.join("users.sqlite");
-        let database_url = format!("sqlite://{}", db.display());
-        let migrate = rubber_command()
-            .args(["--database-url", &database_url, "migrate"])
-            .output()
-            .expect("run registry-rubber migrate");
-        assert!(
-            migrate.status.success(),
-            "registry-rubber migrate failed: {}",
-            String::from_utf8_lossy(&migrate.stderr)
-        );
-        let created = std::fs::metadata(&db).expect("migrate created the database");
-        assert_eq!(
-            created.permissions().mode() & 0o7777,
-            0o660,
-            "registry-rubber migrate creates the database 0660"
-        );
-        chgrp(&db, gid);
-        set_mode(&db, 0o660);
+        let (db, database_url, database_env, mariadb, dbd) = if options.mysql {
+            mysql_database(dir.path())
+        } else {
+            (sqlite_database(dir.path()), None, Vec::new(), None, None)
+        };
+        let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", db.display()));
 
         let (registry, registry_port) = start_registry(dir.path());
-        let (service, service_addr) = start_service(dir.path(), &database_url, &options);
-        let (apache, ports) =
-            start_apache(dir.path(), &pki, &db, registry_port, service_addr, &options);
+        let (service, service_addr) = start_service(
+            dir.path(),
+            "service",
+            &database_url,
+            &database_env,
+            &options,
+        );
+        let (second, second_url) = if options.mysql {
+            let (second, addr) =
+                start_service(dir.path(), "second", &database_url, &database_env, &options);
+            (Some(second), Some(format!("http://{addr}")))
+        } else {
+            (None, None)
+        };
+        let (apache, ports) = start_apache(
+            dir.path(),
+            &pki,
+            &db,
+            dbd,
+            registry_port,
+            service_addr,
+            &options,
+        );
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -130,11 +144,15 @@ impl Stack {
         Self {
             apache,
             service,
+            second,
             registry,
+            mariadb,
             pki,
             db,
             database_url,
+            database_env,
             service_url: format!("http://{service_addr}"),
+            second_url,
             registry_host: format!("127.0.0.1:{}", ports.https),
             http_port: ports.http,
             api_port: ports.api,
@@ -153,8 +171,19 @@ impl Stack {
             Some(status) => format!(" (exited: {status})"),
             None => String::new(),
         };
+        let second = match &self.second {
+            Some(second) => format!("\n--- second instance ---\n{}", tail(&second.log(), 40)),
+            None => String::new(),
+        };
+        let mariadb = match &self.mariadb {
+            Some(server) => format!(
+                "\n--- MariaDB error log ---\n{}",
+                tail(&server.error_log(), 40)
+            ),
+            None => String::new(),
+        };
         format!(
-            "--- Apache error log ---\n{}\n--- {}{service_state} ---\n{}\n--- {} ---\n{}",
+            "--- Apache error log ---\n{}\n--- {}{service_state} ---\n{}\n--- {} ---\n{}{second}{mariadb}",
             self.apache.error_log(),
             self.service.name(),
             tail(&self.service.log(), 40),
@@ -165,7 +194,26 @@ impl Stack {
 
     /// A call to the service's API directly; returns the status and the JSON answer.
     pub async fn api(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let url = format!("{}{path}", self.service_url);
+        self.api_at(&self.service_url, path, query).await
+    }
+
+    /// A call to the second instance's API (MySQL stacks only); panics
+    /// unless it answers OKAY.
+    pub async fn second_ok(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let base = self
+            .second_url
+            .as_deref()
+            .expect("a second instance runs on MySQL stacks only");
+        let (status, answer) = self.api_at(base, path, query).await;
+        assert!(
+            status == 200 && answer["response"] == "OKAY",
+            "{path} on the second instance answered {status}: {answer}"
+        );
+        answer
+    }
+
+    async fn api_at(&self, base: &str, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        let url = format!("{base}{path}");
         let response = self
             .http
             .get(&url)
@@ -214,6 +262,7 @@ impl Stack {
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = rubber_command()
             .args(["--database-url", &self.database_url])
+            .envs(self.database_env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -268,6 +317,10 @@ impl Stack {
     }
 
     fn read_db(&self) -> rusqlite::Connection {
+        assert!(
+            self.mariadb.is_none(),
+            "this stack keeps its users in MariaDB: read them through the API"
+        );
         rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db.display()))
     }
@@ -336,7 +389,9 @@ fn start_registry(dir: &Path) -> (ChildGuard, u16) {
 
 fn start_service(
     dir: &Path,
+    name: &str,
     database_url: &str,
+    database_env: &[(&'static str, String)],
     options: &StackOptions,
 ) -> (ChildGuard, SocketAddr) {
     let mut command = rubber_command();
@@ -344,12 +399,17 @@ fn start_service(
         .arg("serve")
         .env("RUBBER_LISTEN", "127.0.0.1:0")
         .env("RUBBER_LOG_FORMAT", "json")
-        .env("RUBBER_DATABASE_URL", database_url);
+        .env("RUBBER_DATABASE_URL", database_url)
+        .envs(database_env.iter().map(|(k, v)| (*k, v.as_str())));
     if let Some(hash_type) = options.hash_type {
         command.env("RUBBER_HASH_TYPE", hash_type);
     }
     command.envs(options.service_env.iter().copied());
-    let mut service = ChildGuard::spawn("registry-rubber", &mut command, &dir.join("service.log"));
+    let mut service = ChildGuard::spawn(
+        "registry-rubber",
+        &mut command,
+        &dir.join(format!("{name}.log")),
+    );
     let addr = poll(START_TIMEOUT, || {
         if service.exited().is_some() {
             return Some(None);
@@ -385,10 +445,15 @@ struct ApachePorts {
     api: u16,
 }
 
+/// DBDriver, DBDParams and the current-time SQL Apache uses, when they are
+/// not the sample's SQLite defaults.
+type Dbd = Option<(&'static str, String, &'static str)>;
+
 fn start_apache(
     dir: &Path,
     pki: &Pki,
     db: &Path,
+    dbd: Dbd,
     registry_port: u16,
     service: SocketAddr,
     options: &StackOptions,
@@ -403,7 +468,7 @@ fn start_apache(
     let path = |p: &Path| p.display().to_string();
     for attempt in 1..=PORT_ATTEMPTS {
         let ports = distinct_free_ports();
-        let values: BTreeMap<&str, String> = BTreeMap::from([
+        let mut values: BTreeMap<&str, String> = BTreeMap::from([
             ("RR_SERVER_ROOT", path(dir)),
             ("RR_RUN_DIR", path(&run_dir)),
             ("RR_LOG_DIR", path(&log_dir)),
@@ -429,6 +494,11 @@ fn start_apache(
                 CLIENT_CNS.map(|cn| format!("'{cn}'")).join(", "),
             ),
         ]);
+        if let Some((driver, params, now)) = &dbd {
+            values.insert("RR_DBD_DRIVER", (*driver).to_owned());
+            values.insert("RR_DBD_PARAMS", params.clone());
+            values.insert("RR_DBD_NOW", (*now).to_owned());
+        }
         std::fs::write(&conf, render(&sample, &values, options.mtls)).expect("write httpd.conf");
         let written = std::fs::read_to_string(&conf).expect("read httpd.conf back");
         assert_only_defines_differ(&sample, &written, options.mtls);
@@ -446,6 +516,120 @@ fn start_apache(
         }
     }
     unreachable!("the last attempt returns or panics")
+}
+
+/// The SQLite database as the sample's WAL permission rule wants it: the
+/// directory setgid and writable by a group Apache's processes are in, as the
+/// systemd unit creates it; then the database in it, 0660 and in that group.
+fn sqlite_database(dir: &Path) -> PathBuf {
+    let db_dir = dir.join("state");
+    std::fs::create_dir(&db_dir).expect("create the database directory");
+    let gid = group_id(APACHE_GROUP);
+    chgrp(&db_dir, gid);
+    set_mode(&db_dir, 0o2770);
+    let db = db_dir.join("users.sqlite");
+    let database_url = format!("sqlite://{}", db.display());
+    let migrate = rubber_command()
+        .args(["--database-url", &database_url, "migrate"])
+        .output()
+        .expect("run registry-rubber migrate");
+    assert!(
+        migrate.status.success(),
+        "registry-rubber migrate failed: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let created = std::fs::metadata(&db).expect("migrate created the database");
+    assert_eq!(
+        created.permissions().mode() & 0o7777,
+        0o660,
+        "registry-rubber migrate creates the database 0660"
+    );
+    chgrp(&db, gid);
+    set_mode(&db, 0o660);
+    db
+}
+
+/// What a MySQL stack's database is: no file, a URL, the password file's
+/// variable, the server, and Apache's DBD values.
+type MysqlDatabase = (
+    PathBuf,
+    Option<String>,
+    Vec<(&'static str, String)>,
+    Option<MariaDb>,
+    Dbd,
+);
+
+/// A MariaDB server of the stack's own with the README's set-up: a database,
+/// the service's account (password in a file) with the grants it documents,
+/// the schema made by `registry-rubber migrate`, and Apache's read-only
+/// account on the users table.
+fn mysql_database(dir: &Path) -> MysqlDatabase {
+    const SERVICE_PASSWORD: &str = "e2e-service-pw-4c1d";
+    const APACHE_PASSWORD: &str = "e2e-apache-pw-9b7e";
+    assert!(
+        tools_has_apr_mysql_driver(),
+        "the APR MySQL driver apr_dbd_mysql is missing (Debian package libaprutil1-dbd-mysql)"
+    );
+    let server = MariaDb::start();
+    server.sql(&format!(
+        "CREATE DATABASE registry_rubber;
+         CREATE USER 'registry_rubber'@'127.0.0.1' IDENTIFIED BY '{SERVICE_PASSWORD}';
+         GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON registry_rubber.* TO 'registry_rubber'@'127.0.0.1';
+         CREATE USER 'registry_apache'@'127.0.0.1' IDENTIFIED BY '{APACHE_PASSWORD}';"
+    ));
+    let password_file = dir.join("database-password");
+    std::fs::write(&password_file, format!("{SERVICE_PASSWORD}\n"))
+        .expect("write the database password file");
+    set_mode(&password_file, 0o400);
+    let url = format!(
+        "mysql://registry_rubber@127.0.0.1:{}/registry_rubber",
+        server.port()
+    );
+    let env = vec![(
+        "RUBBER_DATABASE_PASSWORD_FILE",
+        password_file.display().to_string(),
+    )];
+    let migrate = rubber_command()
+        .args(["--database-url", &url, "migrate"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run registry-rubber migrate");
+    assert!(
+        migrate.status.success(),
+        "registry-rubber migrate failed: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    // A table grant needs the table: after migrate.
+    server.sql("GRANT SELECT ON registry_rubber.users TO 'registry_apache'@'127.0.0.1';");
+    let dbd = (
+        "mysql",
+        format!(
+            "host=127.0.0.1 port={} user=registry_apache pass={APACHE_PASSWORD} dbname=registry_rubber",
+            server.port()
+        ),
+        "UNIX_TIMESTAMP()",
+    );
+    (
+        dir.join("no-sqlite-file"),
+        Some(url),
+        env,
+        Some(server),
+        Some(dbd),
+    )
+}
+
+/// Whether `/usr/lib/<triplet>/apr-util-1/apr_dbd_mysql*.so` exists.
+fn tools_has_apr_mysql_driver() -> bool {
+    let Ok(entries) = std::fs::read_dir("/usr/lib") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read_dir(entry.path().join("apr-util-1")).is_ok_and(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().starts_with("apr_dbd_mysql"))
+        })
+    })
 }
 
 fn distinct_free_ports() -> ApachePorts {

@@ -1,0 +1,914 @@
+//! MySQL/MariaDB backend: one writer task that owns one connection and
+//! drains the write queue into group commits (one InnoDB transaction per
+//! batch, each job answered only after COMMIT), and a small pool of reader
+//! connections.
+//!
+//! Several service instances may share one database: each has its own
+//! writer, and InnoDB's row locks keep their transactions apart. A batch that
+//! loses a deadlock or a lock wait is rolled back and run again, a bounded
+//! number of times.
+//!
+//! Every wait on the server is bounded, so that during an outage a request
+//! fails within seconds instead of hanging: opening a connection
+//! ([`CONNECT_TIMEOUT`]), taking a reader from the pool
+//! ([`ACQUIRE_TIMEOUT`]), a read ([`READ_TIMEOUT`]), and a batch of writes
+//! with its retries ([`WRITE_DEADLINE`]). A lost connection is opened again
+//! on the next request, so the service recovers by itself when the server
+//! is back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+    MySqlRow, MySqlSslMode,
+};
+use sqlx::{Connection, Executor, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::migrations::{Migration, MYSQL};
+use super::{renewed_expiry, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
+use crate::config::{MysqlUrl, TableName};
+use crate::domain::Username;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Queued writes beyond which callers wait for room (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+/// Reader connections kept at most.
+const MAX_READERS: u32 = 4;
+/// Longest wait for a new connection to be established and logged in.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a reader connection from the pool, connecting included.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a read may take, waiting for a connection included.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a batch of writes may take, connecting and retries included.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Seconds a statement of the writer waits for a row lock held by another
+/// instance before failing (and the batch being retried).
+const LOCK_WAIT_SECONDS: u32 = 2;
+/// Times a batch is run when it loses a deadlock, a lock wait, or a
+/// connection before its COMMIT was sent (within [`WRITE_DEADLINE`]).
+const MAX_ATTEMPTS: u32 = 8;
+/// Longest the migration runner waits for another instance's migrations.
+const MIGRATION_LOCK_SECONDS: u32 = 60;
+
+/// Longest a health check waits for the writer to commit.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+/// What the writer's queue carries: a write, or the request to finish.
+enum Msg {
+    Write(Job),
+    /// Commit what is queued ahead, close the connection, stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Never `Debug`: the connect options hold the password.
+#[derive(Clone)]
+pub struct MysqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: TableName,
+    queue: mpsc::Sender<Msg>,
+    readers: MySqlPool,
+    errors: AtomicU64,
+    commits: Arc<AtomicU64>,
+}
+
+/// The connect options for a URL. No TLS: run the service and the server on
+/// one host or a trusted network.
+fn connect_options(url: &MysqlUrl) -> MySqlConnectOptions {
+    let mut options = MySqlConnectOptions::new()
+        .host(&url.host)
+        .port(url.port)
+        .username(&url.user)
+        .database(&url.database)
+        .ssl_mode(MySqlSslMode::Disabled)
+        .charset("utf8mb4");
+    if let Some(password) = &url.password {
+        options = options.password(password.expose());
+    }
+    options
+}
+
+/// Opens one connection, bounded by [`CONNECT_TIMEOUT`], and prepares its
+/// session for writing: READ COMMITTED (no gap locks between instances), a
+/// short lock wait, and strict mode (a value too long for its column is an
+/// error, never silently cut).
+async fn connect(
+    options: &MySqlConnectOptions,
+    database: &str,
+) -> Result<MySqlConnection, StoreError> {
+    let mut conn =
+        match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(options)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) if error_number(&e) == Some(ER_BAD_DB_ERROR) => {
+                return Err(StoreError::UnknownDatabase(database.to_owned()))
+            }
+            Ok(Err(e)) => return Err(StoreError::Unreachable(e.to_string())),
+            Err(_) => {
+                return Err(StoreError::Unreachable(format!(
+                    "no connection within {CONNECT_TIMEOUT:?}"
+                )))
+            }
+        };
+    let setup = async {
+        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        conn.execute(&*format!(
+            "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS},
+                 SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES')"
+        ))
+        .await?;
+        Ok::<_, sqlx::Error>(())
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+        Ok(Ok(())) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
+        Err(_) => Err(StoreError::Unreachable(format!(
+            "no answer within {CONNECT_TIMEOUT:?}"
+        ))),
+    }
+}
+
+impl MysqlStore {
+    /// Connects, brings the schema up to date, and starts the writer. The
+    /// database itself must exist; its tables are created here.
+    pub async fn open(url: &MysqlUrl, table: TableName) -> Result<Self, StoreError> {
+        let options = connect_options(url);
+        let mut conn = connect(&options, &url.database).await?;
+        migrate(&mut conn, &table).await?;
+        let readers = MySqlPoolOptions::new()
+            .max_connections(MAX_READERS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            options,
+            database: url.database.clone(),
+            conn: Some(conn),
+            sql: Statements::new(&table),
+            commits: Arc::clone(&commits),
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                table,
+                queue,
+                readers,
+                errors: AtomicU64::new(0),
+                commits,
+            }),
+        })
+    }
+
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let result = match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
+            Err(_) => Err(StoreError::WriterGone),
+        };
+        self.count_error(&result);
+        result
+    }
+
+    /// Lets the writer commit what is queued, then closes its connection and
+    /// the readers'. Writes after this answer `WriterGone`.
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.inner.queue.send(Msg::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        self.inner.readers.close().await;
+    }
+
+    /// Transactions the writer has committed since start.
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    fn count_error<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bounds a read by [`READ_TIMEOUT`] and counts its failure.
+    async fn read<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Database(e.to_string())),
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "no answer within {READ_TIMEOUT:?}"
+            ))),
+        };
+        self.count_error(&result);
+        result
+    }
+
+    /// Reads the users table, then has the writer commit an empty
+    /// transaction within PING_TIMEOUT: healthy means a write would succeed
+    /// now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let sql = format!("SELECT 1 FROM `{}` LIMIT 1", self.inner.table);
+        self.read(sqlx::query(&sql).fetch_optional(&self.inner.readers))
+            .await?;
+        match tokio::time::timeout(PING_TIMEOUT, self.write(WriteOp::Ping)).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "the writer did not commit within {PING_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!(
+            "SELECT username, password, created_at, expires_at FROM `{}` WHERE username = ?",
+            self.inner.table
+        );
+        let read = async {
+            let row = sqlx::query(&sql)
+                .bind(user.as_str())
+                .fetch_optional(&self.inner.readers)
+                .await?;
+            row.map(|r| {
+                Ok(UserRow {
+                    username: text(&r, 0)?,
+                    password_hash: text(&r, 1)?,
+                    created_at: r.try_get(2)?,
+                    expires_at: r.try_get(3)?,
+                })
+            })
+            .transpose()
+        };
+        self.read(read).await
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM `{}`", self.inner.table);
+        let n: i64 = self
+            .read(sqlx::query_scalar(&sql).fetch_one(&self.inner.readers))
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM `{}` WHERE expires_at IS NULL OR expires_at > ?",
+            self.inner.table
+        );
+        let n: i64 = self
+            .read(
+                sqlx::query_scalar(&sql)
+                    .bind(now)
+                    .fetch_one(&self.inner.readers),
+            )
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub async fn list(&self, q: ListQuery) -> Result<Vec<ListedUser>, StoreError> {
+        // Every character a name may hold sorts below U+007F in ascii_bin,
+        // so the names with a prefix are exactly those in
+        // [prefix, prefix + U+007F).
+        let sql = format!(
+            "SELECT username, created_at, expires_at FROM `{}`
+             WHERE username >= ? AND username < ? AND username > ?
+               AND (expires_at IS NULL OR expires_at > ?)
+             ORDER BY username LIMIT ?",
+            self.inner.table
+        );
+        let upper = format!("{}\u{7f}", q.prefix);
+        let after = q.after.clone().unwrap_or_default();
+        let read = async {
+            let rows = sqlx::query(&sql)
+                .bind(&q.prefix)
+                .bind(&upper)
+                .bind(&after)
+                .bind(q.now)
+                .bind(q.limit)
+                .fetch_all(&self.inner.readers)
+                .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(ListedUser {
+                        username: text(&r, 0)?,
+                        created_at: r.try_get(1)?,
+                        expires_at: r.try_get(2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        self.read(read).await
+    }
+}
+
+/// A text column as a string. The server flags columns with a binary
+/// collation (`username` is ascii_bin) as binary, which sqlx will not decode
+/// as text, so this takes the bytes and checks they are UTF-8.
+fn text(row: &MySqlRow, index: usize) -> Result<String, sqlx::Error> {
+    let bytes: Vec<u8> = row.try_get(index)?;
+    String::from_utf8(bytes).map_err(|e| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// Applies every migration this build knows and the database has not seen.
+/// A server-wide lock keeps two instances starting at once from migrating
+/// the same table together. Each migration's statements run one by one (MySQL
+/// commits DDL by itself), and its record is written after the last one.
+pub(super) async fn migrate(
+    conn: &mut MySqlConnection,
+    table: &TableName,
+) -> Result<Vec<Migration>, StoreError> {
+    let fail = |e: sqlx::Error| StoreError::Database(e.to_string());
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS rubber_migrations (
+             tbl        VARCHAR(64)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+             version    BIGINT       NOT NULL,
+             name       VARCHAR(255) NOT NULL,
+             applied_at BIGINT       NOT NULL,
+             PRIMARY KEY (tbl, version)
+         ) ENGINE = InnoDB DEFAULT CHARACTER SET utf8mb4",
+    )
+    .await
+    .map_err(fail)?;
+    // Lock names are at most 64 characters; a digest of database and table
+    // fits and keeps other databases on the same server out of the way.
+    let lock: String =
+        sqlx::query_scalar("SELECT CONCAT('registry-rubber.', SHA1(CONCAT(DATABASE(), '.', ?)))")
+            .bind(table.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(fail)?;
+    let got: Option<i32> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&lock)
+        .bind(MIGRATION_LOCK_SECONDS)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(fail)?;
+    if got != Some(1) {
+        return Err(StoreError::Database(format!(
+            "another instance has been migrating table {table} for {MIGRATION_LOCK_SECONDS} s; try again once it is done"
+        )));
+    }
+    let result = apply_migrations(conn, table).await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(&lock)
+        .execute(&mut *conn)
+        .await;
+    let applied = result?;
+    released.map_err(fail)?;
+    Ok(applied)
+}
+
+async fn apply_migrations(
+    conn: &mut MySqlConnection,
+    table: &TableName,
+) -> Result<Vec<Migration>, StoreError> {
+    let fail = |e: sqlx::Error| StoreError::Database(e.to_string());
+    let known = MYSQL.last().map_or(0, |m| m.version);
+    let found: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM rubber_migrations WHERE tbl = ?",
+    )
+    .bind(table.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(fail)?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    let mut applied = Vec::new();
+    for m in MYSQL {
+        let done: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM rubber_migrations WHERE tbl = ? AND version = ?",
+        )
+        .bind(table.as_str())
+        .bind(m.version)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(fail)?;
+        if done.is_some() {
+            continue;
+        }
+        let statements = m.statements(table.as_str());
+        for (i, statement) in statements.iter().enumerate() {
+            conn.execute(statement.as_str()).await.map_err(|e| {
+                StoreError::Database(format!(
+                    "migration {} failed at statement {} of {}: {e}{}",
+                    m.file_name(),
+                    i + 1,
+                    statements.len(),
+                    if i > 0 {
+                        "; the statements before it are committed: finish this migration by hand, then record it in rubber_migrations"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+        }
+        sqlx::query(
+            "INSERT INTO rubber_migrations (tbl, version, name, applied_at) VALUES (?, ?, ?, UNIX_TIMESTAMP())",
+        )
+        .bind(table.as_str())
+        .bind(m.version)
+        .bind(m.name)
+        .execute(&mut *conn)
+        .await
+        .map_err(fail)?;
+        applied.push(*m);
+    }
+    Ok(applied)
+}
+
+/// The statements the writer runs, with the table name filled in once.
+struct Statements {
+    insert: String,
+    update: String,
+    upsert: String,
+    remove: String,
+    lookup: String,
+    set_expiry: String,
+    cleanup: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(table: &TableName) -> Self {
+        Self {
+            insert: format!(
+                "INSERT INTO `{table}` (username, password, created_at, expires_at) VALUES (?, ?, ?, ?)"
+            ),
+            // The connection reports rows matched, not rows changed
+            // (sqlx sets CLIENT_FOUND_ROWS), so 1 means the user exists.
+            update: format!(
+                "UPDATE `{table}` SET password = ?, created_at = ?, expires_at = ? WHERE username = ?"
+            ),
+            upsert: format!(
+                "INSERT INTO `{table}` (username, password, created_at, expires_at) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE password = VALUES(password),
+                     created_at = VALUES(created_at), expires_at = VALUES(expires_at)"
+            ),
+            remove: format!("DELETE FROM `{table}` WHERE username = ?"),
+            lookup: format!(
+                "SELECT created_at, expires_at FROM `{table}` WHERE username = ? FOR UPDATE"
+            ),
+            set_expiry: format!("UPDATE `{table}` SET expires_at = ? WHERE username = ?"),
+            cleanup: format!("DELETE FROM `{table}` WHERE created_at < ?"),
+            sweep: format!(
+                "DELETE FROM `{table}` WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
+            ),
+        }
+    }
+}
+
+/// The server's error numbers the writer treats specially.
+const ER_BAD_DB_ERROR: u16 = 1049;
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// What a failed statement means for the batch it was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Lost a deadlock or a lock wait: InnoDB rolled back, run it again.
+    Contention,
+    /// The connection is gone or unusable: open a new one.
+    Connection,
+    /// The server refuses every write alike (read-only, full, denied): no
+    /// job would fare better alone.
+    Global,
+    /// Tied to one statement: the other jobs of the batch may succeed alone.
+    Statement,
+}
+
+fn classify(e: &sqlx::Error) -> Failure {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Failure::Connection,
+        sqlx::Error::Database(_) => match error_number(e) {
+            Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => Failure::Contention,
+            // Server shutdown, connection killed, idle disconnect.
+            Some(1053 | 1927 | 4031) => Failure::Connection,
+            // Read-only server or transaction, table or disk full, access
+            // denied.
+            Some(1290 | 1792 | 1114 | 1021 | 1142 | 1044 | 1045) => Failure::Global,
+            _ => Failure::Statement,
+        },
+        _ => Failure::Statement,
+    }
+}
+
+/// Why a batch's transaction failed, and whether COMMIT had been sent: a
+/// connection lost during COMMIT leaves the outcome unknown, so that batch
+/// must not be run again.
+struct TxError {
+    error: sqlx::Error,
+    at_commit: bool,
+}
+
+/// The writer: owns the only write connection of this instance, opened again
+/// whenever it is lost.
+struct Writer {
+    options: MySqlConnectOptions,
+    database: String,
+    conn: Option<MySqlConnection>,
+    sql: Statements,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Takes the first queued job, everything queued behind it up to
+    /// MAX_BATCH, commits them together, answers each, repeats. Returns when
+    /// asked to close, or when every sender is gone.
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closing = None;
+        while closing.is_none() {
+            match rx.recv().await {
+                Some(Msg::Write(job)) => batch.push(job),
+                Some(Msg::Close(done)) => {
+                    closing = Some(done);
+                    break;
+                }
+                None => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Msg::Write(job)) => batch.push(job),
+                    Ok(Msg::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let unreachable = self.commit_batch(&mut batch).await;
+            // Jobs that queued up while the server could not be reached would
+            // only wait for the same answer: give it to them now.
+            if let Some(err) = unreachable {
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Write(job) => {
+                            let _ = job.reply.send(Err(err.clone()));
+                        }
+                        Msg::Close(done) => {
+                            closing = Some(done);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // Writes that raced with Close find the queue closed and answer
+        // WriterGone; none is left waiting.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Write(job) => {
+                    let _ = job.reply.send(Err(StoreError::WriterGone));
+                }
+                Msg::Close(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    /// Commits the batch and answers every job. Returns the error when the
+    /// server could not be reached at all.
+    async fn commit_batch(&mut self, batch: &mut Vec<Job>) -> Option<StoreError> {
+        let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+        let result = self.run_with_retries(&ops).await;
+        drop(ops);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                None
+            }
+            // A failure tied to one statement must not fail its neighbours:
+            // run each job alone.
+            Err((Failure::Statement, _)) if batch.len() > 1 => {
+                for job in batch.drain(..) {
+                    let result = self
+                        .run_with_retries(&[&job.op])
+                        .await
+                        .map(|mut v| v.remove(0))
+                        .map_err(|(_, e)| e);
+                    let _ = job.reply.send(result);
+                }
+                None
+            }
+            Err((failure, err)) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+                (failure == Failure::Connection && self.conn.is_none()).then_some(err)
+            }
+        }
+    }
+
+    /// Runs `ops` in one transaction until it commits, a failure that would
+    /// only repeat occurs, or [`WRITE_DEADLINE`] passes.
+    async fn run_with_retries(
+        &mut self,
+        ops: &[&WriteOp],
+    ) -> Result<Vec<WriteOutcome>, (Failure, StoreError)> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conn = match self.conn.take() {
+                Some(conn) => conn,
+                None => {
+                    match tokio::time::timeout_at(deadline, connect(&self.options, &self.database))
+                        .await
+                    {
+                        Ok(Ok(conn)) => conn,
+                        Ok(Err(e)) => return Err((Failure::Connection, e)),
+                        Err(_) => {
+                            return Err((
+                                Failure::Connection,
+                                StoreError::Unreachable(format!(
+                                    "no connection within {WRITE_DEADLINE:?}"
+                                )),
+                            ))
+                        }
+                    }
+                }
+            };
+            let conn = self.conn.insert(conn);
+            let result =
+                tokio::time::timeout_at(deadline, apply_in_transaction(conn, &self.sql, ops)).await;
+            let TxError { error, at_commit } = match result {
+                Ok(Ok(outcomes)) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(outcomes);
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    // Where the transaction stood is unknown: drop the
+                    // connection (the server rolls back what was not
+                    // committed) and do not run the batch again.
+                    self.conn = None;
+                    return Err((
+                        Failure::Connection,
+                        StoreError::Unreachable(format!(
+                            "the batch did not complete within {WRITE_DEADLINE:?}"
+                        )),
+                    ));
+                }
+            };
+            let failure = classify(&error);
+            if failure == Failure::Connection {
+                self.conn = None;
+            }
+            let again = match failure {
+                Failure::Contention => true,
+                Failure::Connection => !at_commit,
+                Failure::Global | Failure::Statement => false,
+            };
+            if !again || attempt >= MAX_ATTEMPTS || Instant::now() >= deadline {
+                let err = if at_commit && failure == Failure::Connection {
+                    StoreError::Database(format!(
+                        "the connection was lost during COMMIT; the outcome is unknown: {error}"
+                    ))
+                } else {
+                    StoreError::Database(error.to_string())
+                };
+                return Err((failure, err));
+            }
+            if failure == Failure::Contention {
+                tracing::debug!(attempt, error = %error, "write batch lost a lock; running it again");
+                tokio::time::sleep(backoff(attempt)).await;
+            } else {
+                tracing::info!(attempt, error = %error, "write connection lost; reconnecting");
+            }
+        }
+    }
+}
+
+/// A short, randomized pause before running a batch again, so that two
+/// instances that deadlocked do not collide the same way twice.
+fn backoff(attempt: u32) -> Duration {
+    use rand::Rng;
+    let base = 5u64 << attempt.min(5);
+    Duration::from_millis(rand::thread_rng().gen_range(base / 2..=base))
+}
+
+async fn apply_in_transaction(
+    conn: &mut MySqlConnection,
+    sql: &Statements,
+    ops: &[&WriteOp],
+) -> Result<Vec<WriteOutcome>, TxError> {
+    let before = |error| TxError {
+        error,
+        at_commit: false,
+    };
+    let mut tx = conn.begin().await.map_err(before)?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        outcomes.push(apply(&mut tx, sql, op).await.map_err(before)?);
+    }
+    tx.commit().await.map_err(|error| TxError {
+        error,
+        at_commit: true,
+    })?;
+    Ok(outcomes)
+}
+
+async fn apply(
+    conn: &mut MySqlConnection,
+    sql: &Statements,
+    op: &WriteOp,
+) -> Result<WriteOutcome, sqlx::Error> {
+    Ok(match op {
+        WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            replace: true,
+        } => {
+            // UPDATE first: it locks an existing row exclusively at once, so
+            // instances replacing the same user wait for each other instead
+            // of deadlocking.
+            let matched = sqlx::query(&sql.update)
+                .bind(hash)
+                .bind(now)
+                .bind(expires_at)
+                .bind(user.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if matched > 0 {
+                WriteOutcome::Added { replaced: true }
+            } else {
+                // New, unless another instance inserted it since: then it is
+                // replaced (2 rows affected). Only a row already holding
+                // exactly these values reads as inserted (1).
+                let affected = sqlx::query(&sql.upsert)
+                    .bind(user.as_str())
+                    .bind(hash)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                WriteOutcome::Added {
+                    replaced: affected > 1,
+                }
+            }
+        }
+        WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            replace: false,
+        } => {
+            let inserted = sqlx::query(&sql.insert)
+                .bind(user.as_str())
+                .bind(hash)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await;
+            match inserted {
+                Ok(_) => WriteOutcome::Added { replaced: false },
+                // Only the statement was rolled back; the transaction goes on.
+                Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => WriteOutcome::Conflict,
+                Err(e) => return Err(e),
+            }
+        }
+        WriteOp::Remove { user } => WriteOutcome::Removed {
+            found: sqlx::query(&sql.remove)
+                .bind(user.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                > 0,
+        },
+        WriteOp::Renew {
+            user,
+            now,
+            ttl,
+            max_lifetime,
+        } => {
+            let found = sqlx::query(&sql.lookup)
+                .bind(user.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+            let found: Option<(i64, Option<i64>)> = match found {
+                Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+                None => None,
+            };
+            match found {
+                None => WriteOutcome::NotLive,
+                Some((_, Some(expires_at))) if expires_at <= *now => WriteOutcome::NotLive,
+                Some((_, None)) => WriteOutcome::Renewed {
+                    expires_at: None,
+                    limited: false,
+                },
+                Some((created_at, Some(current))) => {
+                    let (new, limited) =
+                        renewed_expiry(*now, *ttl, created_at, *max_lifetime, current);
+                    sqlx::query(&sql.set_expiry)
+                        .bind(new)
+                        .bind(user.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    WriteOutcome::Renewed {
+                        expires_at: Some(new),
+                        limited,
+                    }
+                }
+            }
+        }
+        WriteOp::Cleanup { cutoff } => WriteOutcome::CleanedUp {
+            removed: sqlx::query(&sql.cleanup)
+                .bind(cutoff)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        },
+        WriteOp::Ping => WriteOutcome::Pinged,
+        WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
+            removed: sqlx::query(&sql.sweep)
+                .bind(now)
+                .bind(limit)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified() {
+        assert_eq!(
+            classify(&sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))),
+            Failure::Connection
+        );
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Connection);
+        assert_eq!(classify(&sqlx::Error::RowNotFound), Failure::Statement);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_short() {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let pause = backoff(attempt);
+            assert!(pause >= Duration::from_millis(5), "{pause:?}");
+            assert!(pause <= Duration::from_millis(160), "{pause:?}");
+        }
+    }
+}
