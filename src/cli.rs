@@ -47,7 +47,7 @@ pub struct Cli {
     /// sha1, md5, bcrypt, sha256 or sha512 [default: md5]
     #[arg(long, global = true, value_name = "TYPE")]
     pub hash_type: Option<String>,
-    /// bcrypt cost, 4 to 31 [default: 10]
+    /// bcrypt cost, 4 to 17 [default: 10]
     #[arg(long, global = true, value_name = "COST")]
     pub bcrypt_cost: Option<String>,
     /// Default age in seconds beyond which cleanup removes users [default: 600]
