@@ -14,14 +14,14 @@ use crate::config::Settings;
 use crate::domain::{Granted, Password, TtlPolicy, Username};
 use crate::htpasswd::{self, HashType};
 use crate::metrics::{inc, Metrics};
-use crate::store::{Store, StoreError, WriteOp, WriteOutcome, SWEEP_BATCH};
+use crate::store::{Store, StoreError, WriteOp, WriteOutcome, DELETE_BATCH};
 
 /// Attempts at a fresh generated name before giving up (a clash needs two
 /// adds in one millisecond drawing the same six random characters).
 const NAME_ATTEMPTS: usize = 5;
-/// Pause between two sweep batches, so that the writer commits the adds
-/// queued meanwhile in transactions of their own.
-const SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// Pause between two delete batches (sweep, cleanup), so that the writer
+/// commits the adds queued meanwhile in transactions of their own.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -229,70 +229,77 @@ impl Credentials {
         }
     }
 
-    /// Removes every user created more than `older_than` seconds ago.
+    /// Removes every user created more than `older_than` seconds ago, in
+    /// batches of DELETE_BATCH, one transaction each; returns how many.
     pub async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
         let cutoff = self
             .clock
             .now()
             .saturating_sub(i64::try_from(older_than).unwrap_or(i64::MAX));
-        let outcome = self.store.write(WriteOp::Cleanup { cutoff }).await;
-        let removed = match outcome {
-            Ok(WriteOutcome::CleanedUp { removed }) => Some(removed),
-            _ => None,
-        };
+        let (removed, result) = self
+            .delete_in_batches(|| WriteOp::Cleanup {
+                cutoff,
+                limit: DELETE_BATCH,
+            })
+            .await;
         Event {
             action: "cleanup",
-            result: if removed.is_some() { "ok" } else { "error" },
-            removed,
+            result: if result.is_ok() { "ok" } else { "error" },
+            removed: Some(removed),
             caller: Some(caller),
             ..Event::default()
         }
         .emit();
-        let Some(removed) = removed else {
-            return Err(unexpected("cleanup", outcome));
-        };
         self.metrics
             .cleaned_up
             .fetch_add(removed, Ordering::Relaxed);
-        Ok(removed)
+        result.map(|()| removed)
     }
 
     /// Removes every user whose expiry has passed, in batches of
-    /// SWEEP_BATCH, one transaction each; returns how many.
+    /// DELETE_BATCH, one transaction each; returns how many.
     pub async fn sweep_expired(&self) -> Result<u64, CredentialError> {
         let now = self.clock.now();
-        let mut total = 0;
-        let result = loop {
-            let outcome = self
-                .store
-                .write(WriteOp::Sweep {
-                    now,
-                    limit: SWEEP_BATCH,
-                })
-                .await;
-            match outcome {
-                Ok(WriteOutcome::Swept { removed }) => {
-                    total += removed;
-                    if removed < u64::from(SWEEP_BATCH) {
-                        break Ok(total);
-                    }
-                    tokio::time::sleep(SWEEP_PAUSE).await;
-                }
-                other => break Err(unexpected("sweep", other)),
-            }
-        };
-        if total > 0 || result.is_err() {
-            self.metrics.expired.fetch_add(total, Ordering::Relaxed);
+        let (removed, result) = self
+            .delete_in_batches(|| WriteOp::Sweep {
+                now,
+                limit: DELETE_BATCH,
+            })
+            .await;
+        self.metrics.expired.fetch_add(removed, Ordering::Relaxed);
+        if removed > 0 || result.is_err() {
             Event {
                 action: "sweep",
                 result: if result.is_ok() { "ok" } else { "error" },
-                removed: Some(total),
+                removed: Some(removed),
                 caller: Some(&Caller::local("sweeper")),
                 ..Event::default()
             }
             .emit();
         }
-        result
+        result.map(|()| removed)
+    }
+
+    /// Runs the bounded delete `op` until a batch removes fewer than
+    /// DELETE_BATCH rows, pausing between batches. Returns the rows removed
+    /// (committed, even when a later batch fails) and how it ended.
+    async fn delete_in_batches(
+        &self,
+        op: impl Fn() -> WriteOp,
+    ) -> (u64, Result<(), CredentialError>) {
+        let mut total = 0;
+        loop {
+            match self.store.write(op()).await {
+                Ok(WriteOutcome::Swept { removed } | WriteOutcome::CleanedUp { removed }) => {
+                    total += removed;
+                    if removed < u64::from(DELETE_BATCH) {
+                        return (total, Ok(()));
+                    }
+                    tokio::time::sleep(BATCH_PAUSE).await;
+                }
+                other => return (total, Err(unexpected("delete", other))),
+            }
+        }
     }
 
     /// Hashes `password` in the configured format: on the blocking pool, one

@@ -6,11 +6,12 @@
 -- keeps reading the same table throughout.
 --
 -- MySQL commits DDL by itself, so this file holds three statements, which
--- the migration runner executes one after the other, each safe to run again:
--- rows without a password (they could never log in, and NOT NULL would refuse
--- them) go; the ALTER; the backfill. Rows of the original keep working and
--- take their creation time from their epoch names (thirteen digits are
--- milliseconds).
+-- the migration runner executes one after the other: rows without a password
+-- (they could never log in, and NOT NULL would refuse them) go; the ALTER;
+-- the backfill. The DELETE and the backfill can run again; the ALTER cannot,
+-- so a run cut short between statements is finished by hand (README). Rows
+-- of the original keep working and take their creation time from their
+-- epoch names (thirteen digits are milliseconds), never later than now.
 DELETE FROM `{table}` WHERE password IS NULL;
 
 ALTER TABLE `{table}`
@@ -22,8 +23,8 @@ ALTER TABLE `{table}`
     ADD INDEX by_created_at (created_at);
 
 UPDATE `{table}`
-    SET created_at = CASE
+    SET created_at = LEAST(UNIX_TIMESTAMP(), CASE
         WHEN CAST(username AS UNSIGNED) >= 100000000000 THEN CAST(username AS UNSIGNED) DIV 1000
         ELSE CAST(username AS UNSIGNED)
-    END
+    END)
     WHERE created_at = 0 AND username REGEXP '^[0-9]{1,19}$';

@@ -1,7 +1,9 @@
 -- Usernames become text (names are no longer only epoch integers) and each
 -- row records when it was created, in epoch seconds. Rows of the original
 -- keep working: their creation time is read from their epoch names
--- (thirteen digits are milliseconds). A row without a password could never
+-- (thirteen digits are milliseconds), never later than now, so that a name
+-- from the future (such as 4294967295, what a MySQL int(10) unsigned column
+-- stored for a millisecond name) cannot escape cleanup. A row without a password could never
 -- log in and is not carried over. The table is rebuilt in place, inside
 -- the migration's transaction, so Apache reading the same file never sees
 -- it missing.
@@ -13,7 +15,7 @@ CREATE TABLE "{table}__v2" (
 INSERT INTO "{table}__v2" (username, password, created_at)
     SELECT CAST(username AS TEXT),
            password,
-           CASE WHEN username >= 100000000000 THEN username / 1000 ELSE username END
+           min(unixepoch(), CASE WHEN username >= 100000000000 THEN username / 1000 ELSE username END)
     FROM "{table}"
     WHERE password IS NOT NULL;
 DROP TABLE "{table}";

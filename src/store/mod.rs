@@ -19,9 +19,10 @@ use crate::domain::Username;
 pub use mysql::{MysqlStore, ACQUIRE_TIMEOUT, CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_DEADLINE};
 pub use sqlite::SqliteStore;
 
-/// Expired users removed per sweep transaction: small enough that a write
-/// queued behind one waits only a few milliseconds.
-pub const SWEEP_BATCH: u32 = 200;
+/// Users removed per transaction by the sweeper and by cleanup: small
+/// enough that a write queued behind one waits only a few milliseconds, and
+/// that a large backlog never becomes one long transaction.
+pub const DELETE_BATCH: u32 = 200;
 
 /// One change to the users table, as the writer applies it. Times are epoch
 /// seconds; a user is live while `expires_at` is NULL or later than now.
@@ -47,9 +48,10 @@ pub enum WriteOp {
         ttl: u64,
         max_lifetime: u64,
     },
-    /// Remove every user created before `cutoff`.
+    /// Remove at most `limit` users created before `cutoff`.
     Cleanup {
         cutoff: i64,
+        limit: u32,
     },
     /// Remove at most `limit` users whose expiry is at or before `now`.
     Sweep {
@@ -83,9 +85,11 @@ impl std::fmt::Debug for WriteOp {
                 .field("now", now)
                 .field("ttl", ttl)
                 .finish_non_exhaustive(),
-            WriteOp::Cleanup { cutoff } => {
-                f.debug_struct("Cleanup").field("cutoff", cutoff).finish()
-            }
+            WriteOp::Cleanup { cutoff, limit } => f
+                .debug_struct("Cleanup")
+                .field("cutoff", cutoff)
+                .field("limit", limit)
+                .finish(),
             WriteOp::Sweep { now, limit } => f
                 .debug_struct("Sweep")
                 .field("now", now)

@@ -47,12 +47,17 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a batch of writes may take, connecting and retries included.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest a caller waits for its write: one batch ahead of it, its own, and
+/// a reconnect.
+const WRITE_WAIT: Duration = Duration::from_secs(12);
 /// Seconds a statement of the writer waits for a row lock held by another
 /// instance before failing (and the batch being retried).
 const LOCK_WAIT_SECONDS: u32 = 2;
 /// Times a batch is run when it loses a deadlock, a lock wait, or a
 /// connection before its COMMIT was sent (within [`WRITE_DEADLINE`]).
 const MAX_ATTEMPTS: u32 = 8;
+/// Longest a migration's DDL waits for the table's metadata lock.
+const MIGRATION_DDL_WAIT_SECONDS: u32 = 5;
 /// Longest the migration runner waits for another instance's migrations.
 const MIGRATION_LOCK_SECONDS: u32 = 60;
 
@@ -176,12 +181,24 @@ impl MysqlStore {
         })
     }
 
+    /// Queues `op` and waits for its commit, at most WRITE_WAIT: a caller
+    /// gets its 503 in bounded time even when the writer is stuck behind a
+    /// server that stopped answering.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let result = match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
-            Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
-            Err(_) => Err(StoreError::WriterGone),
+        let queued = async {
+            match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
+                Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
+                Err(_) => Err(StoreError::WriterGone),
+            }
         };
+        let result = tokio::time::timeout(WRITE_WAIT, queued)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database(format!(
+                    "no answer from the writer within {WRITE_WAIT:?}"
+                )))
+            });
         self.count_error(&result);
         result
     }
@@ -374,7 +391,23 @@ pub(super) async fn migrate(
             "another instance has been migrating table {table} for {MIGRATION_LOCK_SECONDS} s; try again once it is done"
         )));
     }
-    let result = apply_migrations(conn, table).await;
+    // DDL waits for every open transaction on the table to end, and every
+    // reader (Apache's logins) queues behind it: give up after a few seconds
+    // rather than hold them all (the server's default wait is a day or more).
+    sqlx::query(&format!(
+        "SET SESSION lock_wait_timeout = {MIGRATION_DDL_WAIT_SECONDS}"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let result = apply_migrations(conn, table).await.map_err(|e| match e {
+        StoreError::Database(m) if m.contains("Lock wait timeout") => {
+            StoreError::Database(format!(
+            "{m}: another session holds a transaction open on table {table}; end it and start again"
+        ))
+        }
+        other => other,
+    });
     let released = sqlx::query("SELECT RELEASE_LOCK(?)")
         .bind(&lock)
         .execute(&mut *conn)
@@ -476,7 +509,9 @@ impl Statements {
                 "SELECT created_at, expires_at FROM `{table}` WHERE username = ? FOR UPDATE"
             ),
             set_expiry: format!("UPDATE `{table}` SET expires_at = ? WHERE username = ?"),
-            cleanup: format!("DELETE FROM `{table}` WHERE created_at < ?"),
+            cleanup: format!(
+                "DELETE FROM `{table}` WHERE created_at < ? ORDER BY created_at LIMIT ?"
+            ),
             sweep: format!(
                 "DELETE FROM `{table}` WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
             ),
@@ -868,9 +903,10 @@ async fn apply(
                 }
             }
         }
-        WriteOp::Cleanup { cutoff } => WriteOutcome::CleanedUp {
+        WriteOp::Cleanup { cutoff, limit } => WriteOutcome::CleanedUp {
             removed: sqlx::query(&sql.cleanup)
                 .bind(cutoff)
+                .bind(limit)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected(),

@@ -447,7 +447,10 @@ impl Statements {
                 "SELECT created_at, expires_at FROM \"{table}\" WHERE username = ?1"
             ),
             set_expiry: format!("UPDATE \"{table}\" SET expires_at = ?2 WHERE username = ?1"),
-            cleanup: format!("DELETE FROM \"{table}\" WHERE created_at < ?1"),
+            cleanup: format!(
+                "DELETE FROM \"{table}\" WHERE rowid IN
+                 (SELECT rowid FROM \"{table}\" WHERE created_at < ?1 LIMIT ?2)"
+            ),
             sweep: format!(
                 "DELETE FROM \"{table}\" WHERE rowid IN
                  (SELECT rowid FROM \"{table}\" WHERE expires_at <= ?1 LIMIT ?2)"
@@ -643,8 +646,10 @@ fn apply(
                 }
             }
         }
-        WriteOp::Cleanup { cutoff } => WriteOutcome::CleanedUp {
-            removed: conn.prepare_cached(&sql.cleanup)?.execute([cutoff])? as u64,
+        WriteOp::Cleanup { cutoff, limit } => WriteOutcome::CleanedUp {
+            removed: conn
+                .prepare_cached(&sql.cleanup)?
+                .execute(params![cutoff, limit])? as u64,
         },
         WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
             removed: conn
@@ -1044,7 +1049,10 @@ mod tests {
         let (a, b, c) = tokio::join!(
             store.write(add("a", "h1", 10)),
             store.write(add("a", "h2", 20)),
-            store.write(WriteOp::Cleanup { cutoff: 15 }),
+            store.write(WriteOp::Cleanup {
+                cutoff: 15,
+                limit: 10
+            }),
         );
         assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
         assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });

@@ -94,3 +94,17 @@ async fn cleanup_needs_no_user_and_ignores_one() {
         "removed 1 users older than 600 seconds",
     );
 }
+
+#[tokio::test]
+async fn a_large_backlog_is_cleaned_up_in_batches_to_the_last_row() {
+    let app = spawn_app().await;
+    // More than two batches of old users.
+    for i in 0..450 {
+        app.add(&format!("backlog-{i}"), "x").await;
+    }
+    app.clock.advance(601);
+    app.add("young", "x").await;
+    let a = app.get("/cleanup").await;
+    a.assert_envelope("cleanup", 200, "removed 450 users older than 600 seconds");
+    assert_eq!(app.row_count().await, 1);
+}

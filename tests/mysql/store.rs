@@ -158,7 +158,10 @@ async fn the_store_behaves_as_on_sqlite() {
     );
     assert_eq!(
         store
-            .write(WriteOp::Cleanup { cutoff: 1001 })
+            .write(WriteOp::Cleanup {
+                cutoff: 1001,
+                limit: 1000,
+            })
             .await
             .unwrap(),
         WriteOutcome::CleanedUp { removed: 1 }
@@ -210,7 +213,10 @@ async fn a_batch_commits_every_job_in_order_and_isolates_a_failing_one() {
     let (a, b, c) = tokio::join!(
         store.write(add("a", "h1", 10)),
         store.write(add("a", "h2", 20)),
-        store.write(WriteOp::Cleanup { cutoff: 15 }),
+        store.write(WriteOp::Cleanup {
+            cutoff: 15,
+            limit: 10,
+        }),
     );
     assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
     assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });
