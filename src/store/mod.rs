@@ -9,6 +9,7 @@
 
 pub mod migrations;
 mod mysql;
+mod queue;
 mod sqlite;
 
 use std::path::PathBuf;

@@ -25,18 +25,17 @@ use sqlx::mysql::{
     MySqlRow, MySqlSslMode,
 };
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::migrations::{Migration, MYSQL};
+use super::queue::{Job, Msg, WriteQueue};
 use super::{renewed_expiry, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
 use crate::config::{MysqlUrl, TableName};
 use crate::domain::Username;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// Queued writes beyond which callers wait for room (backpressure).
-const QUEUE_DEPTH: usize = 4096;
 /// Reader connections kept at most.
 const MAX_READERS: u32 = 4;
 /// Longest wait for a new connection to be established and logged in.
@@ -64,18 +63,6 @@ const MIGRATION_LOCK_SECONDS: u32 = 60;
 /// Longest a health check waits for the writer to commit.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
-}
-
-/// What the writer's queue carries: a write, or the request to finish.
-enum Msg {
-    Write(Job),
-    /// Commit what is queued ahead, close the connection, stop.
-    Close(oneshot::Sender<()>),
-}
-
 /// Never `Debug`: the connect options hold the password.
 #[derive(Clone)]
 pub struct MysqlStore {
@@ -84,10 +71,8 @@ pub struct MysqlStore {
 
 struct Inner {
     table: TableName,
-    queue: mpsc::Sender<Msg>,
+    queue: WriteQueue,
     readers: MySqlPool,
-    errors: AtomicU64,
-    commits: Arc<AtomicU64>,
 }
 
 /// The connect options for a URL. No TLS: run the service and the server on
@@ -160,14 +145,13 @@ impl MysqlStore {
             .idle_timeout(Some(Duration::from_secs(60)))
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
-        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let commits = Arc::new(AtomicU64::new(0));
+        let (queue, rx, commits) = WriteQueue::new();
         let writer = Writer {
             options,
             database: url.database.clone(),
             conn: Some(conn),
             sql: Statements::new(&table),
-            commits: Arc::clone(&commits),
+            commits,
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -175,8 +159,6 @@ impl MysqlStore {
                 table,
                 queue,
                 readers,
-                errors: AtomicU64::new(0),
-                commits,
             }),
         })
     }
@@ -185,47 +167,23 @@ impl MysqlStore {
     /// gets its 503 in bounded time even when the writer is stuck behind a
     /// server that stopped answering.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let queued = async {
-            match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
-                Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
-                Err(_) => Err(StoreError::WriterGone),
-            }
-        };
-        let result = tokio::time::timeout(WRITE_WAIT, queued)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Database(format!(
-                    "no answer from the writer within {WRITE_WAIT:?}"
-                )))
-            });
-        self.count_error(&result);
-        result
+        self.inner.queue.write(op, Some(WRITE_WAIT)).await
     }
 
     /// Lets the writer commit what is queued, then closes its connection and
     /// the readers'. Writes after this answer `WriterGone`.
     pub async fn close(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.inner.queue.send(Msg::Close(done)).await.is_ok() {
-            let _ = finished.await;
-        }
+        self.inner.queue.close().await;
         self.inner.readers.close().await;
     }
 
     /// Transactions the writer has committed since start.
     pub fn commit_count(&self) -> u64 {
-        self.inner.commits.load(Ordering::Relaxed)
+        self.inner.queue.commit_count()
     }
 
     pub fn error_count(&self) -> u64 {
-        self.inner.errors.load(Ordering::Relaxed)
-    }
-
-    fn count_error<T>(&self, result: &Result<T, StoreError>) {
-        if result.is_err() {
-            self.inner.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner.queue.error_count()
     }
 
     /// Bounds a read by [`READ_TIMEOUT`] and counts its failure.
@@ -240,7 +198,7 @@ impl MysqlStore {
                 "no answer within {READ_TIMEOUT:?}"
             ))),
         };
-        self.count_error(&result);
+        self.inner.queue.count(&result);
         result
     }
 

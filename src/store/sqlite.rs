@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{Migration, SQLITE};
+use super::queue::{Job, Msg, WriteQueue};
 use super::{
     renewed_expiry, Create, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome,
 };
@@ -22,8 +23,6 @@ use crate::domain::Username;
 /// Most writes committed in one transaction. Larger batches gain little: the
 /// commit's fsync is paid once either way.
 const MAX_BATCH: usize = 512;
-/// Queued writes beyond which callers wait for room (backpressure).
-const QUEUE_DEPTH: usize = 4096;
 /// How long a statement waits for a lock held by another process (the CLI,
 /// a cron job, Apache checkpointing) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,18 +38,6 @@ const MAX_IDLE_READERS: usize = 8;
 /// database file's mode).
 const FILE_MODE: u32 = 0o660;
 
-struct Job {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
-}
-
-/// What the writer's queue carries: a write, or the request to finish.
-enum Msg {
-    Write(Job),
-    /// Commit what is queued ahead, close the connection, stop.
-    Close,
-}
-
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -59,25 +46,20 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     table: TableName,
-    queue: mpsc::Sender<Msg>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue: WriteQueue,
     checkpointer: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
-    errors: AtomicU64,
-    commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
     pub async fn open(path: PathBuf, table: TableName, create: Create) -> Result<Self, StoreError> {
-        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (queue, rx, commits) = WriteQueue::new();
         let writer_path = path.clone();
         let writer_table = table.clone();
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer_commits = Arc::clone(&commits);
         // Opening, migrating and the writer loop all run on one dedicated
         // thread that owns the only write connection.
         let (ready_tx, ready_rx) = oneshot::channel();
-        let writer = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let conn = match open_writer(&writer_path, &writer_table, create) {
@@ -90,7 +72,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                run_writer(conn, &writer_table, rx, &writer_commits);
+                run_writer(conn, &writer_table, rx, &commits);
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::WriterGone)??;
@@ -109,23 +91,14 @@ impl SqliteStore {
                 path,
                 table,
                 queue,
-                writer: Mutex::new(Some(writer)),
                 checkpointer: Mutex::new(Some((stop, checkpointer))),
                 readers: Mutex::new(Vec::new()),
-                errors: AtomicU64::new(0),
-                commits,
             }),
         })
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let result = match self.inner.queue.send(Msg::Write(Job { op, reply })).await {
-            Ok(()) => answer.await.unwrap_or(Err(StoreError::WriterGone)),
-            Err(_) => Err(StoreError::WriterGone),
-        };
-        self.count_error(&result);
-        result
+        self.inner.queue.write(op, None).await
     }
 
     /// Lets the writer commit what is queued, then closes every connection,
@@ -142,28 +115,18 @@ impl SqliteStore {
             stop.store(true, Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        let _ = self.inner.queue.send(Msg::Close).await;
-        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        self.inner.queue.close().await;
         if let Ok(mut idle) = self.inner.readers.lock() {
             idle.clear();
         }
     }
 
     pub fn commit_count(&self) -> u64 {
-        self.inner.commits.load(Ordering::Relaxed)
+        self.inner.queue.commit_count()
     }
 
     pub fn error_count(&self) -> u64 {
-        self.inner.errors.load(Ordering::Relaxed)
-    }
-
-    fn count_error<T>(&self, result: &Result<T, StoreError>) {
-        if result.is_err() {
-            self.inner.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner.queue.error_count()
     }
 
     /// Reads the users table, then has the writer take the write lock and
@@ -253,7 +216,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let result = self.read_pooled(f).await;
-        self.count_error(&result);
+        self.inner.queue.count(&result);
         result
     }
 
@@ -470,17 +433,21 @@ fn run_writer(
 ) {
     let sql = Statements::new(table);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut closing = false;
-    while !closing {
+    let mut closed_by = None;
+    while closed_by.is_none() {
         match rx.blocking_recv() {
             Some(Msg::Write(job)) => batch.push(job),
-            Some(Msg::Close) | None => break,
+            Some(Msg::Close(done)) => {
+                closed_by = Some(done);
+                break;
+            }
+            None => break,
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Write(job)) => batch.push(job),
-                Ok(Msg::Close) => {
-                    closing = true;
+                Ok(Msg::Close(done)) => {
+                    closed_by = Some(done);
                     break;
                 }
                 Err(_) => break,
@@ -496,6 +463,9 @@ fn run_writer(
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the database connection failed");
+    }
+    if let Some(done) = closed_by {
+        let _ = done.send(());
     }
 }
 
