@@ -9,6 +9,7 @@
 
 pub mod migrations;
 mod mysql;
+pub mod policy;
 mod queue;
 mod sqlite;
 
@@ -139,6 +140,13 @@ pub struct UserRow {
     pub expires_at: Option<i64>,
 }
 
+impl UserRow {
+    /// Whether the credential works at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        policy::is_live(self.expires_at, now)
+    }
+}
+
 impl std::fmt::Debug for UserRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserRow")
@@ -210,21 +218,6 @@ impl StoreError {
             StoreError::Missing(_) | StoreError::UnknownDatabase(_)
         )
     }
-}
-
-/// The expiry a renewal gives: `now + ttl`, held to `created_at +
-/// max_lifetime`, and never earlier than `current`. Also says whether the
-/// lifetime limit held it back.
-pub(crate) fn renewed_expiry(
-    now: i64,
-    ttl: u64,
-    created_at: i64,
-    max_lifetime: u64,
-    current: i64,
-) -> (i64, bool) {
-    let wanted = now.saturating_add(ttl as i64);
-    let ceiling = created_at.saturating_add(max_lifetime as i64);
-    (wanted.min(ceiling).max(current), wanted > ceiling)
 }
 
 /// Whether opening may create a missing database file.
@@ -330,6 +323,23 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.commit_count(),
             Store::Mysql(s) => s.commit_count(),
+        }
+    }
+
+    /// Batches that failed on one write and were committed again one write
+    /// at a time, so that the others still went through.
+    pub fn split_count(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.split_count(),
+            Store::Mysql(s) => s.split_count(),
+        }
+    }
+
+    /// Writes waiting for the writer.
+    pub fn queued(&self) -> usize {
+        match self {
+            Store::Sqlite(s) => s.queued(),
+            Store::Mysql(s) => s.queued(),
         }
     }
 

@@ -16,7 +16,6 @@
 //! on the next request, so the service recovers by itself when the server
 //! is back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +24,17 @@ use sqlx::mysql::{
     MySqlRow, MySqlSslMode,
 };
 use sqlx::{Connection, Executor, Row};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::migrations::{Migration, MYSQL};
-use super::queue::{Job, Msg, WriteQueue};
-use super::{renewed_expiry, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::policy::{
+    self, expired_condition, live_condition, Backend, Failed, NewRow, Reach, RowOps,
+};
+use super::queue::WriteQueue;
+use super::{ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
 use crate::config::{MysqlUrl, TableName};
 use crate::domain::Username;
 
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 512;
 /// Reader connections kept at most.
 const MAX_READERS: u32 = 4;
 /// Longest wait for a new connection to be established and logged in.
@@ -145,15 +144,14 @@ impl MysqlStore {
             .idle_timeout(Some(Duration::from_secs(60)))
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
-        let (queue, rx, commits) = WriteQueue::new();
+        let (queue, rx, counts) = WriteQueue::new();
         let writer = Writer {
             options,
             database: url.database.clone(),
             conn: Some(conn),
             sql: Statements::new(&table),
-            commits,
         };
-        tokio::spawn(writer.run(rx));
+        tokio::spawn(async move { policy::run_writer(writer, rx, &counts).await });
         Ok(Self {
             inner: Arc::new(Inner {
                 table,
@@ -180,6 +178,14 @@ impl MysqlStore {
     /// Transactions the writer has committed since start.
     pub fn commit_count(&self) -> u64 {
         self.inner.queue.commit_count()
+    }
+
+    pub fn split_count(&self) -> u64 {
+        self.inner.queue.split_count()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.inner.queue.queued()
     }
 
     pub fn error_count(&self) -> u64 {
@@ -250,8 +256,9 @@ impl MysqlStore {
 
     pub async fn count_live(&self, now: i64) -> Result<u64, StoreError> {
         let sql = format!(
-            "SELECT COUNT(*) FROM `{}` WHERE expires_at IS NULL OR expires_at > ?",
-            self.inner.table
+            "SELECT COUNT(*) FROM `{}` WHERE {}",
+            self.inner.table,
+            live_condition("?")
         );
         let n: i64 = self
             .read(
@@ -269,10 +276,10 @@ impl MysqlStore {
         // [prefix, prefix + U+007F).
         let sql = format!(
             "SELECT username, created_at, expires_at FROM `{}`
-             WHERE username >= ? AND username < ? AND username > ?
-               AND (expires_at IS NULL OR expires_at > ?)
+             WHERE username >= ? AND username < ? AND username > ? AND {}
              ORDER BY username LIMIT ?",
-            self.inner.table
+            self.inner.table,
+            live_condition("?")
         );
         let upper = format!("{}\u{7f}", q.prefix);
         let after = q.after.clone().unwrap_or_default();
@@ -471,7 +478,8 @@ impl Statements {
                 "DELETE FROM `{table}` WHERE created_at < ? ORDER BY created_at LIMIT ?"
             ),
             sweep: format!(
-                "DELETE FROM `{table}` WHERE expires_at <= ? ORDER BY expires_at LIMIT ?"
+                "DELETE FROM `{table}` WHERE {} ORDER BY expires_at LIMIT ?",
+                expired_condition("?")
             ),
         }
     }
@@ -542,108 +550,30 @@ struct Writer {
     database: String,
     conn: Option<MySqlConnection>,
     sql: Statements,
-    commits: Arc<AtomicU64>,
 }
 
-impl Writer {
-    /// Takes the first queued job, everything queued behind it up to
-    /// MAX_BATCH, commits them together, answers each, repeats. Returns when
-    /// asked to close, or when every sender is gone.
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut closing = None;
-        while closing.is_none() {
-            match rx.recv().await {
-                Some(Msg::Write(job)) => batch.push(job),
-                Some(Msg::Close(done)) => {
-                    closing = Some(done);
-                    break;
-                }
-                None => break,
-            }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Msg::Write(job)) => batch.push(job),
-                    Ok(Msg::Close(done)) => {
-                        closing = Some(done);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let unreachable = self.commit_batch(&mut batch).await;
-            // Jobs that queued up while the server could not be reached would
-            // only wait for the same answer: give it to them now.
-            if let Some(err) = unreachable {
-                while let Ok(msg) = rx.try_recv() {
-                    match msg {
-                        Msg::Write(job) => {
-                            let _ = job.reply.send(Err(err.clone()));
-                        }
-                        Msg::Close(done) => {
-                            closing = Some(done);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        // Writes that raced with Close find the queue closed and answer
-        // WriterGone; none is left waiting.
-        rx.close();
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Write(job) => {
-                    let _ = job.reply.send(Err(StoreError::WriterGone));
-                }
-                Msg::Close(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
+impl Backend for Writer {
+    async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed> {
+        self.run_with_retries(ops)
+            .await
+            .map_err(|(failure, error)| Failed {
+                reach: match failure {
+                    Failure::Statement => Reach::Statement,
+                    Failure::Connection if self.conn.is_none() => Reach::Unreachable,
+                    Failure::Contention | Failure::Connection | Failure::Global => Reach::Batch,
+                },
+                error,
+            })
+    }
+
+    async fn close(mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
         }
-        if let Some(done) = closing {
-            let _ = done.send(());
-        }
     }
+}
 
-    /// Commits the batch and answers every job. Returns the error when the
-    /// server could not be reached at all.
-    async fn commit_batch(&mut self, batch: &mut Vec<Job>) -> Option<StoreError> {
-        let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
-        let result = self.run_with_retries(&ops).await;
-        drop(ops);
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-                None
-            }
-            // A failure tied to one statement must not fail its neighbours:
-            // run each job alone.
-            Err((Failure::Statement, _)) if batch.len() > 1 => {
-                for job in batch.drain(..) {
-                    let result = self
-                        .run_with_retries(&[&job.op])
-                        .await
-                        .map(|mut v| v.remove(0))
-                        .map_err(|(_, e)| e);
-                    let _ = job.reply.send(result);
-                }
-                None
-            }
-            Err((failure, err)) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(err.clone()));
-                }
-                (failure == Failure::Connection && self.conn.is_none()).then_some(err)
-            }
-        }
-    }
-
+impl Writer {
     /// Runs `ops` in one transaction until it commits, a failure that would
     /// only repeat occurs, or [`WRITE_DEADLINE`] passes.
     async fn run_with_retries(
@@ -677,10 +607,7 @@ impl Writer {
             let result =
                 tokio::time::timeout_at(deadline, apply_in_transaction(conn, &self.sql, ops)).await;
             let TxError { error, at_commit } = match result {
-                Ok(Ok(outcomes)) => {
-                    self.commits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(outcomes);
-                }
+                Ok(Ok(outcomes)) => return Ok(outcomes),
                 Ok(Err(e)) => e,
                 Err(_) => {
                     // Where the transaction stood is unknown: drop the
@@ -742,9 +669,10 @@ async fn apply_in_transaction(
         at_commit: false,
     };
     let mut tx = conn.begin().await.map_err(before)?;
+    let mut rows = Rows { conn: &mut tx, sql };
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
-        outcomes.push(apply(&mut tx, sql, op).await.map_err(before)?);
+        outcomes.push(policy::apply(&mut rows, op).await.map_err(before)?);
     }
     tx.commit().await.map_err(|error| TxError {
         error,
@@ -753,132 +681,109 @@ async fn apply_in_transaction(
     Ok(outcomes)
 }
 
-async fn apply(
-    conn: &mut MySqlConnection,
-    sql: &Statements,
-    op: &WriteOp,
-) -> Result<WriteOutcome, sqlx::Error> {
-    Ok(match op {
-        WriteOp::Add {
-            user,
-            hash,
-            now,
-            expires_at,
-            replace: true,
-        } => {
-            // UPDATE first: it locks an existing row exclusively at once, so
-            // instances replacing the same user wait for each other instead
-            // of deadlocking.
-            let matched = sqlx::query(&sql.update)
-                .bind(hash)
-                .bind(now)
-                .bind(expires_at)
-                .bind(user.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            if matched > 0 {
-                WriteOutcome::Added { replaced: true }
-            } else {
-                // New, unless another instance inserted it since: then it is
-                // replaced (2 rows affected). Only a row already holding
-                // exactly these values reads as inserted (1).
-                let affected = sqlx::query(&sql.upsert)
-                    .bind(user.as_str())
-                    .bind(hash)
-                    .bind(now)
-                    .bind(expires_at)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                WriteOutcome::Added {
-                    replaced: affected > 1,
-                }
-            }
+/// The row operations on the writer's open transaction.
+struct Rows<'a> {
+    conn: &'a mut MySqlConnection,
+    sql: &'a Statements,
+}
+
+impl RowOps for Rows<'_> {
+    type Error = sqlx::Error;
+
+    async fn insert_new(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
+        let inserted = sqlx::query(&self.sql.insert)
+            .bind(row.user.as_str())
+            .bind(row.hash)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .execute(&mut *self.conn)
+            .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            // Only the statement was rolled back; the transaction goes on.
+            Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => Ok(false),
+            Err(e) => Err(e),
         }
-        WriteOp::Add {
-            user,
-            hash,
-            now,
-            expires_at,
-            replace: false,
-        } => {
-            let inserted = sqlx::query(&sql.insert)
-                .bind(user.as_str())
-                .bind(hash)
-                .bind(now)
-                .bind(expires_at)
-                .execute(&mut *conn)
-                .await;
-            match inserted {
-                Ok(_) => WriteOutcome::Added { replaced: false },
-                // Only the statement was rolled back; the transaction goes on.
-                Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => WriteOutcome::Conflict,
-                Err(e) => return Err(e),
-            }
+    }
+
+    /// UPDATE first: it locks an existing row exclusively at once, so
+    /// instances replacing the same user wait for each other instead of
+    /// deadlocking.
+    async fn upsert(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
+        let matched = sqlx::query(&self.sql.update)
+            .bind(row.hash)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .bind(row.user.as_str())
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected();
+        if matched > 0 {
+            return Ok(true);
         }
-        WriteOp::Remove { user } => WriteOutcome::Removed {
-            found: sqlx::query(&sql.remove)
-                .bind(user.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                > 0,
-        },
-        WriteOp::Renew {
-            user,
-            now,
-            ttl,
-            max_lifetime,
-        } => {
-            let found = sqlx::query(&sql.lookup)
-                .bind(user.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-            let found: Option<(i64, Option<i64>)> = match found {
-                Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-                None => None,
-            };
-            match found {
-                None => WriteOutcome::NotLive,
-                Some((_, Some(expires_at))) if expires_at <= *now => WriteOutcome::NotLive,
-                Some((_, None)) => WriteOutcome::Renewed {
-                    expires_at: None,
-                    limited: false,
-                },
-                Some((created_at, Some(current))) => {
-                    let (new, limited) =
-                        renewed_expiry(*now, *ttl, created_at, *max_lifetime, current);
-                    sqlx::query(&sql.set_expiry)
-                        .bind(new)
-                        .bind(user.as_str())
-                        .execute(&mut *conn)
-                        .await?;
-                    WriteOutcome::Renewed {
-                        expires_at: Some(new),
-                        limited,
-                    }
-                }
-            }
-        }
-        WriteOp::Cleanup { cutoff, limit } => WriteOutcome::CleanedUp {
-            removed: sqlx::query(&sql.cleanup)
-                .bind(cutoff)
-                .bind(limit)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        },
-        WriteOp::Ping => WriteOutcome::Pinged,
-        WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
-            removed: sqlx::query(&sql.sweep)
-                .bind(now)
-                .bind(limit)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        },
-    })
+        // New, unless another instance inserted it since: then it is
+        // replaced (2 rows affected). Only a row already holding exactly
+        // these values reads as inserted (1).
+        let affected = sqlx::query(&self.sql.upsert)
+            .bind(row.user.as_str())
+            .bind(row.hash)
+            .bind(row.created_at)
+            .bind(row.expires_at)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected();
+        Ok(affected > 1)
+    }
+
+    async fn delete(&mut self, user: &Username) -> Result<bool, Self::Error> {
+        Ok(sqlx::query(&self.sql.remove)
+            .bind(user.as_str())
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    /// SELECT ... FOR UPDATE: the row stays locked until the commit.
+    async fn lifetime(
+        &mut self,
+        user: &Username,
+    ) -> Result<Option<(i64, Option<i64>)>, Self::Error> {
+        let found = sqlx::query(&self.sql.lookup)
+            .bind(user.as_str())
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        found
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+
+    async fn set_expiry(&mut self, user: &Username, expires_at: i64) -> Result<(), Self::Error> {
+        sqlx::query(&self.sql.set_expiry)
+            .bind(expires_at)
+            .bind(user.as_str())
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_created_before(&mut self, cutoff: i64, limit: u32) -> Result<u64, Self::Error> {
+        Ok(sqlx::query(&self.sql.cleanup)
+            .bind(cutoff)
+            .bind(limit)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected())
+    }
+
+    async fn delete_expired(&mut self, now: i64, limit: u32) -> Result<u64, Self::Error> {
+        Ok(sqlx::query(&self.sql.sweep)
+            .bind(now)
+            .bind(limit)
+            .execute(&mut *self.conn)
+            .await?
+            .rows_affected())
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The write queue both backends share: callers queue a [`WriteOp`] and wait
 //! for its answer, which the backend's single writer sends only after the
 //! transaction holding it has committed. It also keeps the counts both
-//! backends report: failed operations and committed transactions.
+//! backends report: failed operations, and the writer's commits and split
+//! batches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::policy::WriterCounts;
 use super::{StoreError, WriteOp, WriteOutcome};
 
 /// Queued writes beyond which callers wait for room (backpressure).
@@ -30,21 +32,21 @@ pub(super) enum Msg {
 pub(super) struct WriteQueue {
     sender: mpsc::Sender<Msg>,
     errors: AtomicU64,
-    commits: Arc<AtomicU64>,
+    writer: Arc<WriterCounts>,
 }
 
 impl WriteQueue {
-    /// The queue, the receiver its writer drains, and the counter the
-    /// writer adds its commits to.
-    pub fn new() -> (Self, mpsc::Receiver<Msg>, Arc<AtomicU64>) {
+    /// The queue, the receiver its writer drains, and the counts the writer
+    /// keeps.
+    pub fn new() -> (Self, mpsc::Receiver<Msg>, Arc<WriterCounts>) {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Arc::new(WriterCounts::default());
         let queue = Self {
             sender,
             errors: AtomicU64::new(0),
-            commits: Arc::clone(&commits),
+            writer: Arc::clone(&writer),
         };
-        (queue, receiver, commits)
+        (queue, receiver, writer)
     }
 
     /// Queues `op` and waits for its commit, for at most `limit` if given.
@@ -96,6 +98,15 @@ impl WriteQueue {
     }
 
     pub fn commit_count(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.writer.commits.load(Ordering::Relaxed)
+    }
+
+    pub fn split_count(&self) -> u64 {
+        self.writer.splits.load(Ordering::Relaxed)
+    }
+
+    /// Writes queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
     }
 }

@@ -176,11 +176,83 @@ impl TestDb {
         }
     }
 
+    /// Makes every insert of the user `poison` fail inside the database, as
+    /// a statement's own failure (a trigger raising an error).
+    pub async fn install_poison_trigger(&self) {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch(
+                    "CREATE TRIGGER poison BEFORE INSERT ON users WHEN NEW.username = 'poison'
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                )
+                .unwrap();
+            }
+            TestDb::Mysql(db) => {
+                sqlx::query(
+                    "CREATE TRIGGER poison BEFORE INSERT ON users FOR EACH ROW
+                     BEGIN
+                       IF NEW.username = 'poison' THEN
+                         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused';
+                       END IF;
+                     END",
+                )
+                .execute(&db.pool)
+                .await
+                .expect("CREATE TRIGGER poison");
+            }
+        }
+    }
+
+    /// Takes the users table's write lock on a connection of the test's own
+    /// and holds it until the returned guard's `release`: the service's
+    /// writer waits behind it, and writes queue up meanwhile.
+    pub async fn hold_write_lock(&self) -> WriteLock {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                WriteLock::Sqlite(conn)
+            }
+            TestDb::Mysql(db) => {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::MySqlConnection::connect(&db.url())
+                    .await
+                    .expect("connect");
+                sqlx::query("LOCK TABLES users WRITE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("LOCK TABLES users WRITE");
+                WriteLock::Mysql(conn)
+            }
+        }
+    }
+
     /// What the database says about a missing table, as it reaches the log.
     pub fn missing_table_message(&self) -> &'static str {
         match self {
             TestDb::Sqlite { .. } => "no such table",
             TestDb::Mysql(_) => "doesn't exist",
+        }
+    }
+}
+
+/// A write lock on the users table, held by the test.
+pub enum WriteLock {
+    Sqlite(rusqlite::Connection),
+    Mysql(sqlx::MySqlConnection),
+}
+
+impl WriteLock {
+    pub async fn release(self) {
+        match self {
+            WriteLock::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+            WriteLock::Mysql(mut conn) => {
+                sqlx::query("UNLOCK TABLES")
+                    .execute(&mut conn)
+                    .await
+                    .expect("UNLOCK TABLES");
+            }
         }
     }
 }

@@ -13,5 +13,6 @@ mod helpers;
 mod lifetimes;
 mod logs;
 mod race;
+mod store_contract;
 mod tls;
 mod two_instances;

@@ -14,7 +14,6 @@ mod helpers;
 mod migrations;
 mod outage;
 mod secrets;
-mod store;
 
 use std::sync::Arc;
 

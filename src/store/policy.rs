@@ -1,0 +1,385 @@
+//! What the store means, written once for both backends: when a user is
+//! live, how each [`WriteOp`] is carried out in terms of a few row
+//! operations, and how a batch of writes is committed and isolated when one
+//! of them fails. A backend supplies only its SQL ([`RowOps`]) and its
+//! connection handling ([`Backend`]); the single writer loop that drains the
+//! queue ([`run_writer`]) is the same for both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::queue::{Job, Msg};
+use super::{StoreError, WriteOp, WriteOutcome};
+use crate::domain::Username;
+
+/// Most writes committed in one transaction. Larger batches gain little: the
+/// commit's durable write is paid once either way.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// Whether a user whose expiry is `expires_at` (None: never, as rows of the
+/// original tool) still works at `now`. The credential stops working at its
+/// expiry second. [`live_condition`] is the same rule in SQL.
+pub fn is_live(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.is_none_or(|e| e > now)
+}
+
+/// The SQL condition [`is_live`] states, with the current time bound to the
+/// placeholder `now` (`?` or `?4`). Apache's query in the deploy samples
+/// states the same rule with the database's own clock.
+pub(super) fn live_condition(now: &str) -> String {
+    format!("(expires_at IS NULL OR expires_at > {now})")
+}
+
+/// The SQL condition for a row the sweeper removes: the negation of
+/// [`live_condition`] among rows that expire at all.
+pub(super) fn expired_condition(now: &str) -> String {
+    format!("expires_at <= {now}")
+}
+
+/// The columns of a row being written.
+#[derive(Clone, Copy)]
+pub(super) struct NewRow<'a> {
+    pub user: &'a Username,
+    pub hash: &'a str,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The row operations a backend provides inside an open transaction, each
+/// one SQL statement or two. Everything they mean is decided in [`apply`].
+#[allow(async_fn_in_trait)]
+pub(super) trait RowOps {
+    type Error;
+    /// Inserts the row; false, changing nothing, when the name is taken.
+    async fn insert_new(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error>;
+    /// Inserts the row, or replaces the password, creation time and expiry
+    /// of the user of that name; true when it replaced one.
+    async fn upsert(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error>;
+    /// Deletes the user; true when it existed.
+    async fn delete(&mut self, user: &Username) -> Result<bool, Self::Error>;
+    /// The user's creation time and expiry, locked against other writers
+    /// until the transaction ends.
+    async fn lifetime(
+        &mut self,
+        user: &Username,
+    ) -> Result<Option<(i64, Option<i64>)>, Self::Error>;
+    async fn set_expiry(&mut self, user: &Username, expires_at: i64) -> Result<(), Self::Error>;
+    /// Deletes at most `limit` users created before `cutoff`.
+    async fn delete_created_before(&mut self, cutoff: i64, limit: u32) -> Result<u64, Self::Error>;
+    /// Deletes at most `limit` users expired at `now`.
+    async fn delete_expired(&mut self, now: i64, limit: u32) -> Result<u64, Self::Error>;
+}
+
+/// Carries out one write inside the backend's open transaction.
+pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<WriteOutcome, R::Error> {
+    Ok(match op {
+        WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            replace,
+        } => {
+            let row = NewRow {
+                user,
+                hash,
+                created_at: *now,
+                expires_at: *expires_at,
+            };
+            if *replace {
+                WriteOutcome::Added {
+                    replaced: rows.upsert(row).await?,
+                }
+            } else if rows.insert_new(row).await? {
+                WriteOutcome::Added { replaced: false }
+            } else {
+                WriteOutcome::Conflict
+            }
+        }
+        WriteOp::Remove { user } => WriteOutcome::Removed {
+            found: rows.delete(user).await?,
+        },
+        WriteOp::Renew {
+            user,
+            now,
+            ttl,
+            max_lifetime,
+        } => match plan_renew(rows.lifetime(user).await?, *now, *ttl, *max_lifetime) {
+            RenewPlan::NotLive => WriteOutcome::NotLive,
+            RenewPlan::NeverExpires => WriteOutcome::Renewed {
+                expires_at: None,
+                limited: false,
+            },
+            RenewPlan::Extend {
+                expires_at,
+                limited,
+            } => {
+                rows.set_expiry(user, expires_at).await?;
+                WriteOutcome::Renewed {
+                    expires_at: Some(expires_at),
+                    limited,
+                }
+            }
+        },
+        WriteOp::Cleanup { cutoff, limit } => WriteOutcome::CleanedUp {
+            removed: rows.delete_created_before(*cutoff, *limit).await?,
+        },
+        WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
+            removed: rows.delete_expired(*now, *limit).await?,
+        },
+        WriteOp::Ping => WriteOutcome::Pinged,
+    })
+}
+
+/// What a renewal does to a user found with `lifetime` (creation, expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RenewPlan {
+    /// No such user, or it has expired: a renewal never revives.
+    NotLive,
+    /// A row of the original tool, which never expires: nothing to do.
+    NeverExpires,
+    /// Set the expiry, and say whether max_lifetime held it back.
+    Extend { expires_at: i64, limited: bool },
+}
+
+/// The expiry a renewal gives: `now + ttl`, held to `created_at +
+/// max_lifetime`, and never earlier than it already is.
+pub(super) fn plan_renew(
+    lifetime: Option<(i64, Option<i64>)>,
+    now: i64,
+    ttl: u64,
+    max_lifetime: u64,
+) -> RenewPlan {
+    match lifetime {
+        None => RenewPlan::NotLive,
+        Some((_, expires_at)) if !is_live(expires_at, now) => RenewPlan::NotLive,
+        Some((_, None)) => RenewPlan::NeverExpires,
+        Some((created_at, Some(current))) => {
+            let wanted = now.saturating_add(ttl as i64);
+            let ceiling = created_at.saturating_add(max_lifetime as i64);
+            RenewPlan::Extend {
+                expires_at: wanted.min(ceiling).max(current),
+                limited: wanted > ceiling,
+            }
+        }
+    }
+}
+
+/// How far a failed transaction's cause reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// One statement's own fault: the other writes of the batch may succeed
+    /// alone.
+    Statement,
+    /// Every write would fail alike now (locked, read-only, full, denied).
+    Batch,
+    /// The database cannot be reached at all: the writes queued behind the
+    /// batch would only wait for the same answer.
+    Unreachable,
+}
+
+/// A transaction that did not commit, and how far its cause reaches.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub reach: Reach,
+    pub error: StoreError,
+}
+
+/// A backend's connection handling: commit a batch of writes in one
+/// transaction (retrying what its database makes worth retrying), and close.
+#[allow(async_fn_in_trait)]
+pub(super) trait Backend {
+    /// Runs `ops` in order in one transaction and commits it; the outcomes
+    /// come in the same order. On failure nothing of the batch is committed.
+    async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed>;
+    /// Closes the write connection.
+    async fn close(self);
+}
+
+/// What the writer counts, shared with the queue for /metrics.
+#[derive(Debug, Default)]
+pub(super) struct WriterCounts {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Batches that failed on one write and were run again one write at a
+    /// time.
+    pub splits: AtomicU64,
+}
+
+/// The single writer: takes the first queued write and everything queued
+/// behind it up to [`MAX_BATCH`], commits them together, answers each once
+/// the commit is durable, and repeats. Returns when asked to close (after
+/// committing what was queued ahead of the request) or when every sender is
+/// gone; writes that race with the close are answered `WriterGone`.
+pub(super) async fn run_writer<B: Backend>(
+    mut backend: B,
+    mut rx: mpsc::Receiver<Msg>,
+    counts: &WriterCounts,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closing = None;
+    while closing.is_none() {
+        match rx.recv().await {
+            Some(Msg::Write(job)) => batch.push(job),
+            Some(Msg::Close(done)) => {
+                closing = Some(done);
+                break;
+            }
+            None => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Write(job)) => batch.push(job),
+                Ok(Msg::Close(done)) => {
+                    closing = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(err) = commit_batch(&mut backend, &mut batch, counts).await {
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Write(job) => {
+                        let _ = job.reply.send(Err(err.clone()));
+                    }
+                    Msg::Close(done) => {
+                        closing = Some(done);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Write(job) => {
+                let _ = job.reply.send(Err(StoreError::WriterGone));
+            }
+            Msg::Close(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+    backend.close().await;
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// Commits `batch` and answers every job in it. A failure tied to one
+/// statement must not fail its neighbours: the batch is then run again one
+/// job at a time, each in its own transaction. Returns the error when the
+/// database cannot be reached at all.
+async fn commit_batch<B: Backend>(
+    backend: &mut B,
+    batch: &mut Vec<Job>,
+    counts: &WriterCounts,
+) -> Option<StoreError> {
+    let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+    let result = backend.commit(&ops).await;
+    drop(ops);
+    match result {
+        Ok(outcomes) => {
+            counts.commits.fetch_add(1, Ordering::Relaxed);
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+            None
+        }
+        Err(Failed {
+            reach: Reach::Statement,
+            ..
+        }) if batch.len() > 1 => {
+            counts.splits.fetch_add(1, Ordering::Relaxed);
+            for job in batch.drain(..) {
+                let result = match backend.commit(&[&job.op]).await {
+                    Ok(mut outcomes) => {
+                        counts.commits.fetch_add(1, Ordering::Relaxed);
+                        Ok(outcomes.remove(0))
+                    }
+                    Err(failed) => Err(failed.error),
+                };
+                let _ = job.reply.send(result);
+            }
+            None
+        }
+        Err(Failed { reach, error }) => {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+            (reach == Reach::Unreachable).then_some(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_until_the_expiry_second() {
+        assert!(is_live(None, i64::MAX), "rows of the original never expire");
+        assert!(is_live(Some(100), 99));
+        assert!(!is_live(Some(100), 100));
+        assert!(!is_live(Some(100), 101));
+    }
+
+    #[test]
+    fn the_sql_condition_states_the_same_rule() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let sql = format!(
+            "SELECT {} , NOT ({}) FROM (SELECT ?1 AS expires_at)",
+            live_condition("?2"),
+            expired_condition("?2")
+        );
+        for (expires_at, now) in [
+            (None, 0),
+            (Some(100), 99),
+            (Some(100), 100),
+            (Some(100), 101),
+        ] {
+            let (live, not_expired): (bool, Option<bool>) = conn
+                .query_row(&sql, rusqlite::params![expires_at, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!(live, is_live(expires_at, now), "{expires_at:?} at {now}");
+            // NULL expiry: neither live-by-SQL-false nor swept.
+            if expires_at.is_some() {
+                assert_eq!(not_expired, Some(live), "{expires_at:?} at {now}");
+            }
+        }
+    }
+
+    #[test]
+    fn renewals_extend_within_the_lifetime_and_never_shorten() {
+        let plan = |found, now, ttl| plan_renew(found, now, ttl, 500);
+        assert_eq!(plan(None, 0, 1), RenewPlan::NotLive);
+        assert_eq!(plan(Some((1000, Some(1100))), 1100, 10), RenewPlan::NotLive);
+        assert_eq!(plan(Some((1000, None)), 5000, 10), RenewPlan::NeverExpires);
+        assert_eq!(
+            plan(Some((1000, Some(1100))), 1050, 200),
+            RenewPlan::Extend {
+                expires_at: 1250,
+                limited: false
+            }
+        );
+        assert_eq!(
+            plan(Some((1000, Some(1250))), 1200, 1000),
+            RenewPlan::Extend {
+                expires_at: 1500,
+                limited: true
+            }
+        );
+        assert_eq!(
+            plan(Some((1000, Some(1500))), 1210, 1),
+            RenewPlan::Extend {
+                expires_at: 1500,
+                limited: false
+            }
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The store's contract, one suite for both backends (this binary runs once
+//! on SQLite and once on MariaDB): what an add, a remove, a renewal, a sweep,
+//! a cleanup and a listing do, how writes share commits, and how a batch
+//! isolates the one write that fails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry_rubber::domain::Username;
+use registry_rubber::store::{Create, ListQuery, ListedUser, Store, WriteOp, WriteOutcome};
+
+use crate::helpers::{test_settings, TestDb};
+
+fn u(s: &str) -> Username {
+    Username::parse(s).unwrap()
+}
+
+/// An add that replaces, living 100 s from `now`.
+fn add(user: &str, hash: &str, now: i64) -> WriteOp {
+    WriteOp::Add {
+        user: u(user),
+        hash: hash.into(),
+        now,
+        expires_at: Some(now + 100),
+        replace: true,
+    }
+}
+
+async fn fresh() -> (Arc<TestDb>, Store) {
+    let db = Arc::new(TestDb::fresh().await);
+    let store = Store::open(&test_settings(&db), Create::IfMissing)
+        .await
+        .expect("open the store");
+    assert_eq!(store.backend_name(), db.backend());
+    (db, store)
+}
+
+#[tokio::test]
+async fn add_replaces_or_refuses_and_remove_says_what_it_found() {
+    let (_db, store) = fresh().await;
+    assert_eq!(
+        store.write(add("taken", "h1", 10)).await.unwrap(),
+        WriteOutcome::Added { replaced: false }
+    );
+    let no_replace = WriteOp::Add {
+        user: u("taken"),
+        hash: "h2".into(),
+        now: 20,
+        expires_at: None,
+        replace: false,
+    };
+    assert_eq!(
+        store.write(no_replace).await.unwrap(),
+        WriteOutcome::Conflict
+    );
+    assert_eq!(
+        store.get(&u("taken")).await.unwrap().unwrap().password_hash,
+        "h1",
+        "an add without replace never overwrites"
+    );
+    assert_eq!(
+        store.write(add("taken", "h1", 10)).await.unwrap(),
+        WriteOutcome::Added { replaced: true },
+        "replacing with the very same values still reports a replacement"
+    );
+    let remove = || WriteOp::Remove { user: u("taken") };
+    assert_eq!(
+        store.write(remove()).await.unwrap(),
+        WriteOutcome::Removed { found: true }
+    );
+    assert_eq!(
+        store.write(remove()).await.unwrap(),
+        WriteOutcome::Removed { found: false }
+    );
+    assert!(store.get(&u("taken")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn names_differ_by_case() {
+    let (_db, store) = fresh().await;
+    store.write(add("Case", "upper", 1000)).await.unwrap();
+    store.write(add("case", "lower", 1000)).await.unwrap();
+    assert_eq!(
+        store.get(&u("Case")).await.unwrap().unwrap().password_hash,
+        "upper"
+    );
+    assert_eq!(
+        store.get(&u("case")).await.unwrap().unwrap().password_hash,
+        "lower"
+    );
+}
+
+#[tokio::test]
+async fn renew_extends_live_users_only_within_the_lifetime() {
+    let (_db, store) = fresh().await;
+    store.write(add("live", "h", 1000)).await.unwrap(); // expires 1100
+    let renew = |user: &str, now, ttl| WriteOp::Renew {
+        user: u(user),
+        now,
+        ttl,
+        max_lifetime: 500,
+    };
+    assert_eq!(
+        store.write(renew("live", 1050, 200)).await.unwrap(),
+        WriteOutcome::Renewed {
+            expires_at: Some(1250),
+            limited: false
+        }
+    );
+    assert_eq!(
+        store.write(renew("live", 1200, 1000)).await.unwrap(),
+        WriteOutcome::Renewed {
+            expires_at: Some(1500),
+            limited: true
+        },
+        "held to created_at + max_lifetime"
+    );
+    assert_eq!(
+        store.write(renew("live", 1210, 1)).await.unwrap(),
+        WriteOutcome::Renewed {
+            expires_at: Some(1500),
+            limited: false
+        },
+        "a renewal never shortens"
+    );
+    assert_eq!(
+        store.get(&u("live")).await.unwrap().unwrap().expires_at,
+        Some(1500),
+        "the expiry is stored"
+    );
+    assert_eq!(
+        store.write(renew("live", 1500, 10)).await.unwrap(),
+        WriteOutcome::NotLive,
+        "expired at its expiry second"
+    );
+    assert_eq!(
+        store.write(renew("nobody", 0, 1)).await.unwrap(),
+        WriteOutcome::NotLive
+    );
+}
+
+#[tokio::test]
+async fn sweep_and_cleanup_remove_in_bounded_batches_and_spare_the_live() {
+    let (_db, store) = fresh().await;
+    for i in 0..25 {
+        store.write(add(&format!("old-{i}"), "h", 0)).await.unwrap(); // expires 100
+    }
+    store.write(add("young", "h", 1000)).await.unwrap(); // expires 1100
+    let sweep = |limit| WriteOp::Sweep { now: 100, limit };
+    for removed in [10, 10, 5, 0] {
+        assert_eq!(
+            store.write(sweep(10)).await.unwrap(),
+            WriteOutcome::Swept { removed }
+        );
+    }
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.count_live(100).await.unwrap(), 1);
+    assert_eq!(
+        store.count_live(1100).await.unwrap(),
+        0,
+        "expired at its expiry second"
+    );
+    let cleanup = |cutoff| WriteOp::Cleanup {
+        cutoff,
+        limit: 1000,
+    };
+    assert_eq!(
+        store.write(cleanup(1000)).await.unwrap(),
+        WriteOutcome::CleanedUp { removed: 0 },
+        "created at the cutoff: kept"
+    );
+    assert_eq!(
+        store.write(cleanup(1001)).await.unwrap(),
+        WriteOutcome::CleanedUp { removed: 1 }
+    );
+}
+
+#[tokio::test]
+async fn list_filters_by_prefix_pages_and_hides_the_expired() {
+    let (_db, store) = fresh().await;
+    for name in ["ci-a", "ci-b", "ci-c", "ci_d", "cj", "other"] {
+        store.write(add(name, "h", 1000)).await.unwrap();
+    }
+    store.write(add("ci-old", "h", 0)).await.unwrap();
+    let names = |v: Vec<ListedUser>| v.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let q = |prefix: &str, after: Option<&str>, limit| ListQuery {
+        prefix: prefix.into(),
+        after: after.map(Into::into),
+        limit,
+        now: 500,
+    };
+    assert_eq!(
+        names(store.list(q("ci-", None, 10)).await.unwrap()),
+        ["ci-a", "ci-b", "ci-c"]
+    );
+    assert_eq!(
+        names(store.list(q("ci", None, 2)).await.unwrap()),
+        ["ci-a", "ci-b"]
+    );
+    assert_eq!(
+        names(store.list(q("ci", Some("ci-b"), 10)).await.unwrap()),
+        ["ci-c", "ci_d"]
+    );
+    assert_eq!(store.list(q("", None, 100)).await.unwrap().len(), 6);
+    assert_eq!(
+        store.list(q("cj", None, 1)).await.unwrap(),
+        [ListedUser {
+            username: "cj".into(),
+            created_at: 1000,
+            expires_at: Some(1100)
+        }]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_commits() {
+    let (_db, store) = fresh().await;
+    let before = store.commit_count();
+    let writes: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(add(&format!("u{i}"), "h", 1)).await })
+        })
+        .collect();
+    for w in writes {
+        assert_eq!(
+            w.await.unwrap().unwrap(),
+            WriteOutcome::Added { replaced: false }
+        );
+    }
+    assert_eq!(store.count().await.unwrap(), 300);
+    let commits = store.commit_count() - before;
+    assert!(
+        (1..300).contains(&commits),
+        "{commits} commits for 300 writes"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_commits_every_job_in_order() {
+    let (_db, store) = fresh().await;
+    let (a, b, c) = tokio::join!(
+        store.write(add("a", "h1", 10)),
+        store.write(add("a", "h2", 20)),
+        store.write(WriteOp::Cleanup {
+            cutoff: 15,
+            limit: 10
+        }),
+    );
+    assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
+    assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });
+    // created_at was refreshed to 20 by the replacement, so the cleanup
+    // queued after it keeps the user.
+    assert_eq!(c.unwrap(), WriteOutcome::CleanedUp { removed: 0 });
+    let row = store.get(&u("a")).await.unwrap().unwrap();
+    assert_eq!((row.password_hash.as_str(), row.created_at), ("h2", 20));
+}
+
+/// Waits until the writes queued behind the writer, `n` in the end, meet
+/// `done`.
+async fn until_queued(store: &Store, n: usize, done: impl Fn(usize) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(store.queued()) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} writes queued",
+            store.queued()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_failing_write_does_not_fail_the_batch_it_shares() {
+    let (db, store) = fresh().await;
+    db.install_poison_trigger().await;
+    // The writer blocks on the first write while the lock is held, and the
+    // next five queue up behind it: they are committed as one batch.
+    let lock = db.hold_write_lock().await;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(add("first", "h", 1)).await }
+    });
+    // Once polled, the task has queued its write; then the writer takes it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    until_queued(&store, 0, |n| n == 0).await;
+    let names = ["a", "b", "poison", "c", "d"];
+    let writes: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let store = store.clone();
+            tokio::spawn(async move { (name, store.write(add(name, "h", 1)).await) })
+        })
+        .collect();
+    until_queued(&store, names.len(), |n| n == names.len()).await;
+    let splits = store.split_count();
+    lock.release().await;
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        WriteOutcome::Added { replaced: false }
+    );
+    for w in writes {
+        let (name, result) = w.await.unwrap();
+        assert_eq!(result.is_err(), name == "poison", "{name}: {result:?}");
+    }
+    assert_eq!(
+        store.split_count(),
+        splits + 1,
+        "the five shared one batch, which was split once"
+    );
+    assert_eq!(store.count().await.unwrap(), 5);
+    assert!(store.get(&u("poison")).await.unwrap().is_none());
+    // The writer is not left inside a transaction.
+    store.write(add("after", "h", 1)).await.unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn close_commits_what_was_queued_and_refuses_what_follows() {
+    let (db, store) = fresh().await;
+    let writes: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(add(&format!("q{i}"), "h", 1)).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store.close().await;
+    let mut acknowledged = 0i64;
+    for w in writes {
+        match w.await.unwrap() {
+            Ok(_) => acknowledged += 1,
+            Err(e) => assert!(
+                matches!(e, registry_rubber::store::StoreError::WriterGone),
+                "{e}"
+            ),
+        }
+    }
+    assert_eq!(
+        db.row_count().await,
+        acknowledged,
+        "every acknowledged write, and only those"
+    );
+    assert!(matches!(
+        store.write(WriteOp::Ping).await,
+        Err(registry_rubber::store::StoreError::WriterGone)
+    ));
+}
