@@ -278,13 +278,12 @@ pub async fn spawn_app() -> TestApp {
 /// The settings a test application starts from: port 0, `db`, the cheapest
 /// hash.
 pub fn test_settings(db: &TestDb) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database: db.url(),
-        hash_type: HashType::Sha1,
-        bcrypt_cost: 4,
-        ..Settings::default()
-    }
+    let mut settings = Settings::default();
+    settings.api.listener.listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.database = db.url();
+    settings.hash_type = HashType::Sha1;
+    settings.bcrypt_cost = 4;
+    settings
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
@@ -317,7 +316,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         .await
         .expect("application builds");
     let addr = app.local_addr();
-    let store = app.store().clone();
+    let store = app.credentials().store().clone();
     let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
