@@ -51,9 +51,12 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Users removed by cleanup.
     pub cleaned_up: AtomicU64,
-    /// Password checks answered from the verifier's cache, and computed.
+    /// Password checks answered from the verifier's cache, computed against
+    /// a live user's hash, and computed against the dummy hash (no live
+    /// user, so that the refusal costs what a wrong password costs).
     pub verify_cached: AtomicU64,
     pub verify_hashed: AtomicU64,
+    pub verify_dummy: AtomicU64,
     doors: Mutex<Vec<Arc<DoorMetrics>>>,
 }
 
@@ -181,11 +184,12 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP rubber_verifications_total Password checks of live users, by how they were answered.\n# TYPE rubber_verifications_total counter"
+            "# HELP rubber_verifications_total Password checks, by how they were answered: from the cache, by hashing against the user's hash, or against the dummy hash (no live user).\n# TYPE rubber_verifications_total counter"
         );
         for (how, c) in [
             ("cached", &self.verify_cached),
             ("hashed", &self.verify_hashed),
+            ("dummy", &self.verify_dummy),
         ] {
             let _ = writeln!(
                 out,

@@ -67,7 +67,10 @@ impl Application {
             }
         };
         let mut bound = Vec::new();
-        for door in [doors::api::door(Arc::clone(&credentials), &settings.api)] {
+        for door in [
+            doors::api::door(Arc::clone(&credentials), &settings.api),
+            doors::auth_request::door(Arc::clone(&credentials), &settings.auth_request),
+        ] {
             match BoundDoor::bind(door).await {
                 Ok(Some(door)) => bound.push(door),
                 Ok(None) => {}

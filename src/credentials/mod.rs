@@ -255,6 +255,7 @@ impl Credentials {
             None => Refusal::UnknownUser,
         };
         self.check(password, self.dummy_hash.clone()).await?;
+        inc(&self.metrics.verify_dummy);
         Ok(Verdict::Refused(refusal))
     }
 

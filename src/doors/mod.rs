@@ -1,7 +1,8 @@
 //! The doors: each an adapter over the one credential core, with its own
 //! listener (address, TLS, who may call) and its own answer format.
 //!
-//! - [`api`]: the JSON admin API that writes, in the original's envelope.
+//! - [`api`]: the JSON admin API that writes, in the original's envelope;
+//! - [`auth_request`]: nginx's `auth_request` check, a bare 200 or 401.
 //!
 //! What every door shares lives here: the access guard (address allowlist,
 //! forwarded addresses from trusted proxies only, client certificate
@@ -10,7 +11,7 @@
 //! the listener that accepts connections, completes TLS, and serves HTTP/1.1.
 
 pub mod api;
-
+pub mod auth_request;
 mod listener;
 
 use std::net::SocketAddr;
