@@ -46,14 +46,7 @@ async fn add_again_replaces_the_password() {
 #[tokio::test]
 async fn add_without_password_generates_one_and_returns_it_once() {
     let app = spawn_app().await;
-    for (i, query) in [
-        "/add?user=g1",
-        "/add?user=g2&passwd=",
-        "/add?user=g3&passwd",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, query) in ["/add?user=g1", "/add?user=g2&ttl=60"].iter().enumerate() {
         let user = format!("g{}", i + 1);
         let a = app.get(query).await;
         a.assert_envelope("add", 200, &format!("Added user {user}"));
@@ -72,6 +65,32 @@ async fn add_without_password_generates_one_and_returns_it_once() {
     // A password the caller chose is never echoed.
     let a = app.add("g5", "chosen-secret").await;
     assert!(a.body.get("passwd").is_none(), "{a:?}");
+}
+
+#[tokio::test]
+async fn an_empty_user_or_password_is_refused_as_the_original_did() {
+    let app = spawn_app().await;
+    for query in ["/add?user=e1&passwd=", "/add?user=e2&passwd"] {
+        app.get(query)
+            .await
+            .assert_envelope("add", 400, "add action requires password");
+    }
+    app.post_json("/add", &json!({"user": "e3", "passwd": null}))
+        .await
+        .assert_envelope("add", 400, "add action requires password");
+    app.post_form("/add", &[("user", "e4"), ("passwd", "")])
+        .await
+        .assert_envelope("add", 400, "add action requires password");
+    for query in ["/add?user=&passwd=x", "/add?user&passwd=x"] {
+        app.get(query)
+            .await
+            .assert_envelope("add", 400, "Invalid action or user defined in request");
+    }
+    assert_eq!(app.row_count().await, 0, "nothing minted");
+    // Absent, both are generated.
+    let a = app.get("/add").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.body["user"].is_string() && a.body["passwd"].is_string());
 }
 
 #[tokio::test]

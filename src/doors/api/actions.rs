@@ -44,10 +44,13 @@ async fn add_user(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
     let caller = Caller::of(&req);
     let mut params = Params::from_mutation(req).await?;
     let creds = &app.credentials;
-    let user = params.get("user").map(parse_username).transpose()?;
+    // Absent: the service names the user and draws the password. Given but
+    // empty (an unset variable in the caller's script): refused, as the
+    // original did, so that nobody gets a credential they did not ask for.
+    let user = params.given("user").map(parse_username).transpose()?;
     let granted = grant(app, &params)?;
     let password = params
-        .take("passwd")
+        .take_given("passwd")
         .map(|raw| parse_password(raw, creds.hash_type()))
         .transpose()?;
     let added = creds.add(user, password, granted, &caller).await?;

@@ -101,12 +101,22 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    /// As [`Params::get`], moving the value out (for secrets, so that no copy
-    /// lingers here).
-    pub fn take(&mut self, name: &str) -> Option<String> {
+    /// The first value given for `name`, empty or not: None only when the
+    /// name is absent. For parameters where absence means "generate one"
+    /// while an empty value (an unset variable in the caller's script) must
+    /// be refused.
+    pub fn given(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// As [`Params::given`], moving the value out (for secrets, so that no
+    /// copy lingers here).
+    pub fn take_given(&mut self, name: &str) -> Option<String> {
         let i = self.pairs.iter().position(|(k, _)| k == name)?;
-        let value = std::mem::take(&mut self.pairs[i].1);
-        Some(value).filter(|v| !v.is_empty())
+        Some(std::mem::take(&mut self.pairs[i].1))
     }
 
     fn extend_form(&mut self, input: &[u8], what: &str) -> Result<(), ApiError> {
@@ -293,8 +303,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.get("user"), Some("1423382819"));
-        assert_eq!(p.take("passwd").as_deref(), Some("x"));
+        assert_eq!(p.take_given("passwd").as_deref(), Some("x"));
         assert_eq!(p.get("older_than"), None);
+        assert_eq!(p.given("older_than"), Some(""), "null is given, and empty");
+        assert_eq!(p.given("ttl"), None, "absent");
         let mut p = Params::default();
         p.extend_json(br#"{"user": "first", "user": "second", "ttl": null}"#)
             .unwrap();
