@@ -25,32 +25,12 @@ HASH_TYPES=${HASH_TYPES:-sha1 md5 sha256 sha512 bcrypt}
 SWEEP_ROWS=${SWEEP_ROWS:-100000}
 BENCH_DIR=$(mkdir -p "${BENCH_DIR:-target/bench}" && cd "${BENCH_DIR:-target/bench}" && pwd)
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    echo "bench: wrk is missing; install it with: apt-get install wrk" >&2
-    exit 1
-  fi
-fi
-
-cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate
-BIN=target/release/registry-rubber
-RAW=target/release/examples/sqlite_commit_rate
-
-SERVICE_PID=
-stop_service() {
-  if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
-    kill -TERM "$SERVICE_PID"
-    wait "$SERVICE_PID" 2>/dev/null || true
-  fi
-  SERVICE_PID=
-}
+source bench/lib.sh
 trap stop_service EXIT
 
-# start_service HASH_TYPE [EXPIRED_ROWS]: a fresh database (with that many
+# start_users HASH_TYPE [EXPIRED_ROWS]: a fresh database (with that many
 # already expired users), the service on a free port.
-start_service() {
+start_users() {
   local hash_type=$1 expired=${2:-0}
   rm -f "$BENCH_DIR"/users.sqlite*
   export RUBBER_DATABASE_URL="sqlite://$BENCH_DIR/users.sqlite"
@@ -61,48 +41,25 @@ start_service() {
       INSERT INTO users (username, password, created_at, expires_at)
       SELECT 'expired-' || i, '{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=', 1000000000, 1000000600 FROM n;"
   fi
-  rm -f "$BENCH_DIR/service.log"
-  RUBBER_LISTEN=127.0.0.1:0 RUBBER_LOG_FORMAT=json "$BIN" serve 2>"$BENCH_DIR/service.log" &
-  SERVICE_PID=$!
-  local deadline=$((SECONDS + 10))
-  ADDR=
-  while [ -z "$ADDR" ]; do
-    ADDR=$(grep -o '"address":"[0-9.:]*"' "$BENCH_DIR/service.log" 2>/dev/null | head -1 | cut -d'"' -f4 || true)
-    [ $SECONDS -lt $deadline ] || { echo "bench: service did not start" >&2; cat "$BENCH_DIR/service.log" >&2; exit 1; }
-    [ -n "$ADDR" ] || sleep 0.05
-  done
-  until curl -fsS "http://$ADDR/healthz" >/dev/null; do
-    [ $SECONDS -lt $deadline ] || { echo "bench: service not healthy" >&2; exit 1; }
-    sleep 0.05
-  done
+  start_service
 }
-
-# run_wrk SCRIPT SECONDS: prints the RESULT line.
-run_wrk() {
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s -s "bench/$1" "http://$ADDR" | grep '^RESULT'
-}
-
-field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-rate() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN {printf "%.0f", r/s}'; }
 
 echo "== registry-rubber benchmark: $RUNS runs x ${DURATION}s, $CONNECTIONS connections, $THREADS wrk threads"
 echo "   machine: $(nproc) cores; database directory: $BENCH_DIR ($(df -h "$BENCH_DIR" | awk 'NR==2 {print $1}'))"
 
 raw=(); adds=(); add_p50=(); add_p99=(); add_errors=(); errs=(); err_p50=(); err_p99=()
-start_service sha1
+start_users sha1
 for run in $(seq "$RUNS"); do
   raw+=("$("$RAW" "$BENCH_DIR" 2 | awk '{print $2}')")
-  r=$(run_wrk add.lua "$DURATION")
+  r=$(run_wrk add.lua "$DURATION" "http://$ADDR")
   adds+=("$(rate "$r")"); add_p50+=("$(field p50_ms "$r")"); add_p99+=("$(field p99_ms "$r")"); add_errors+=("$(field errors "$r")")
-  r=$(run_wrk error.lua "$DURATION")
+  r=$(run_wrk error.lua "$DURATION" "http://$ADDR")
   errs+=("$(rate "$r")"); err_p50+=("$(field p50_ms "$r")"); err_p99+=("$(field p99_ms "$r")")
   echo "   run $run: raw ${raw[-1]} commits/s; adds ${adds[-1]}/s p50 ${add_p50[-1]} ms p99 ${add_p99[-1]} ms (${add_errors[-1]} errors); error answers ${errs[-1]}/s"
 done
 stored=$(sqlite3 "$BENCH_DIR/users.sqlite" 'SELECT count(*) FROM users' 2>/dev/null || echo "?")
 stop_service
 
-m() { printf '%s\n' "$@" | median; }
 RAW_M=$(m "${raw[@]}"); ADD_M=$(m "${adds[@]}"); ERR_M=$(m "${errs[@]}")
 echo
 echo "== medians (hash_type sha1, the original's format)"
@@ -118,13 +75,13 @@ echo
 echo "== longest add latency while the sweeper deletes $SWEEP_ROWS expired users (hash_type sha1, ${DURATION}s each)"
 sweep_max=(); calm_max=(); sweep_p99=(); calm_p99=(); swept=(); sweep_secs=()
 for run in $(seq "$RUNS"); do
-  start_service sha1
-  r=$(run_wrk add.lua "$DURATION"); calm_max+=("$(field max_ms "$r")"); calm_p99+=("$(field p99_ms "$r")")
+  start_users sha1
+  r=$(run_wrk add.lua "$DURATION" "http://$ADDR"); calm_max+=("$(field max_ms "$r")"); calm_p99+=("$(field p99_ms "$r")")
   stop_service
-  start_service sha1 "$SWEEP_ROWS"
+  start_users sha1 "$SWEEP_ROWS"
   started=$(date +%s.%N)
   # The first sweep starts one second after start-up, while wrk is running.
-  r=$(run_wrk add.lua "$DURATION"); sweep_max+=("$(field max_ms "$r")"); sweep_p99+=("$(field p99_ms "$r")")
+  r=$(run_wrk add.lua "$DURATION" "http://$ADDR"); sweep_max+=("$(field max_ms "$r")"); sweep_p99+=("$(field p99_ms "$r")")
   # Let the sweep finish (it may outlast wrk on a busy machine) and time it.
   deadline=$((SECONDS + 120))
   while [ "$(sqlite3 "$BENCH_DIR/users.sqlite" "SELECT count(*) FROM users WHERE username LIKE 'expired-%'")" != 0 ]; do
@@ -143,8 +100,8 @@ printf '%-44s %10s in %s s\n' "expired users swept per run (median)" "$(m "${swe
 echo
 echo "== adds/s by hash_type (one run of ${DURATION}s each, same machine, bcrypt at cost 10)"
 for h in $HASH_TYPES; do
-  start_service "$h"
-  r=$(run_wrk add.lua "$DURATION")
+  start_users "$h"
+  r=$(run_wrk add.lua "$DURATION" "http://$ADDR")
   stop_service
   printf '%-8s %8s adds/s   p50 %8s ms   p99 %8s ms   (%.2fx raw)\n' "$h" "$(rate "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" \
     "$(awk -v a="$(rate "$r")" -v r="$RAW_M" 'BEGIN {print a/r}')"

@@ -28,7 +28,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the checkpointer copies committed WAL pages into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// Idle reader connections kept open.
+/// Idle reader connections kept open. A credential check reads in place on
+/// an async worker; other reads go to the blocking pool.
 const MAX_IDLE_READERS: usize = 8;
 /// Mode of a database file this service creates: readable and writable by
 /// its group, so that Apache in that group can read it in WAL mode (which
@@ -45,6 +46,8 @@ struct Inner {
     path: PathBuf,
     table: TableName,
     queue: WriteQueue,
+    /// The query of `get`, the credential check's read.
+    get_sql: String,
     checkpointer: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -99,6 +102,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                get_sql: get_query(&table),
                 table,
                 queue,
                 checkpointer: Mutex::new(Some((stop, checkpointer))),
@@ -164,26 +168,44 @@ impl SqliteStore {
         }
     }
 
+    /// A user's row. This is the read every credential check makes, so it
+    /// runs in place on a pooled connection: a point read by primary key
+    /// takes microseconds, less than a trip to the blocking pool. Should it
+    /// have to wait for a lock (rare in WAL mode, where a reader waits only
+    /// while the WAL index is rebuilt), it goes to the blocking pool with the
+    /// full busy timeout instead of holding up the async worker.
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!(
-            "SELECT username, password, created_at, expires_at FROM \"{}\" WHERE username = ?1",
-            self.inner.table
-        );
-        let user = user.as_str().to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&sql)?
-                .query_row([user], |r| {
-                    Ok(UserRow {
-                        username: r.get(0)?,
-                        password_hash: r.get(1)?,
-                        created_at: r.get(2)?,
-                        expires_at: r.get(3)?,
-                    })
-                })
-                .optional()?)
-        })
-        .await
+        if let Some(result) = self.get_in_place(user) {
+            self.inner.queue.count(&result);
+            return result;
+        }
+        let (user, sql) = (user.clone(), self.inner.get_sql.clone());
+        self.read(move |conn| Ok(select_user(conn, &user, &sql)?))
+            .await
+    }
+
+    /// The read of [`SqliteStore::get`] on the calling thread, or None when
+    /// it would have to wait for a lock.
+    fn get_in_place(&self, user: &Username) -> Option<Result<Option<UserRow>, StoreError>> {
+        let inner = &self.inner;
+        let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
+        let conn = match pooled.map_or_else(|| open_reader(&inner.path), Ok) {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(e)),
+        };
+        let result = conn
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| select_user(&conn, user, &inner.get_sql));
+        let busy =
+            matches!(&result, Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy));
+        if conn.busy_timeout(BUSY_TIMEOUT).is_ok() {
+            if let Ok(mut idle) = inner.readers.lock() {
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+        }
+        (!busy).then(|| result.map_err(StoreError::from))
     }
 
     pub async fn count(&self) -> Result<u64, StoreError> {
@@ -403,7 +425,30 @@ pub(super) fn migrate(
     Ok(applied)
 }
 
-/// The statements the writer runs, with the table name filled in once.
+/// The query of [`SqliteStore::get`] for `table`.
+fn get_query(table: &TableName) -> String {
+    format!(
+        "SELECT username, password, created_at, expires_at FROM \"{table}\" WHERE username = ?1"
+    )
+}
+
+fn select_user(
+    conn: &Connection,
+    user: &Username,
+    sql: &str,
+) -> Result<Option<UserRow>, rusqlite::Error> {
+    conn.prepare_cached(sql)?
+        .query_row([user.as_str()], |r| {
+            Ok(UserRow {
+                username: r.get(0)?,
+                password_hash: r.get(1)?,
+                created_at: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        })
+        .optional()
+}
+
 /// The statements the writer runs, with the table name filled in once.
 struct Statements {
     update: String,
