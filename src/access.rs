@@ -1,6 +1,7 @@
-//! Who may call the API: an address allowlist (with forwarded addresses
-//! believed only from trusted proxies), an optional list of client
-//! certificate subjects, and whether mutations may use GET.
+//! Who may call a door: an address allowlist (with forwarded addresses
+//! believed only from trusted proxies) and an optional list of client
+//! certificate subjects. Every door applies its own policy before anything
+//! else runs, and answers a refusal in its own format.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -17,7 +18,6 @@ pub struct AccessPolicy {
     pub allow_from: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
     pub allowed_subjects: Vec<SubjectPattern>,
-    pub allow_get_mutations: bool,
 }
 
 impl Default for AccessPolicy {
@@ -26,7 +26,6 @@ impl Default for AccessPolicy {
             allow_from: parse_cidrs(DEFAULT_ALLOW_FROM).expect("the default allowlist parses"),
             trusted_proxies: Vec::new(),
             allowed_subjects: Vec::new(),
-            allow_get_mutations: true,
         }
     }
 }
@@ -116,6 +115,16 @@ impl SubjectPattern {
             want.as_ref().is_none_or(|w| got.iter().any(|g| g == w))
         };
         has(&self.common_name, &id.common_names) && has(&self.org_unit, &id.org_units)
+    }
+}
+
+impl std::fmt::Display for SubjectPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [("OU", &self.org_unit), ("CN", &self.common_name)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        f.write_str(&parts.join("+"))
     }
 }
 

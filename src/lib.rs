@@ -1,15 +1,17 @@
 //! registry-rubber: short-lived Docker registry credentials, minted and revoked
-//! over a JSON API and stored as htpasswd-style hashes in a table that Apache
-//! httpd reads with mod_authn_dbd.
+//! over a JSON API and stored as htpasswd-style hashes. One credential core
+//! (store and verifier) behind several doors: the admin API that writes,
+//! Apache httpd reading the table with mod_authn_dbd, and nginx asking the
+//! auth_request door.
 
 pub mod access;
-pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod domain;
+pub mod doors;
 pub mod htpasswd;
 pub mod metrics;
 pub mod startup;

@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use registry_rubber::cli::{self, Cli};
+use registry_rubber::cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, flags) = cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };
-    let code = runtime.block_on(cli::run(cli));
+    let code = runtime.block_on(cli::run(cli, flags));
     // Work still on the blocking pool (a slow hash for a request whose client
     // left) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

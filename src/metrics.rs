@@ -3,21 +3,43 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// Routes with their own latency series; everything else is `other`.
-const ROUTES: [&str; 9] = [
-    "/add", "/remove", "/delete", "/renew", "/cleanup", "/list", "/healthz", "/metrics", "other",
-];
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+const BUCKETS: [f64; 13] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
+/// The route label of requests to paths a door does not serve.
+const OTHER: &str = "other";
 
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// What the writer and the database report, read when /metrics is asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreCounts {
+    /// Users whose credentials work now; None when the database did not
+    /// answer (the gauge is then left out rather than reported wrong).
+    pub live_users: Option<u64>,
+    pub errors: u64,
+    pub commits: u64,
+    pub splits: u64,
+    pub queued: usize,
 }
 
 #[derive(Default)]
@@ -29,7 +51,38 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Users removed by cleanup.
     pub cleaned_up: AtomicU64,
-    latency: [Histogram; ROUTES.len()],
+    /// Password checks answered from the verifier's cache, computed against
+    /// a live user's hash, and computed against the dummy hash (no live
+    /// user, so that the refusal costs what a wrong password costs).
+    pub verify_cached: AtomicU64,
+    pub verify_hashed: AtomicU64,
+    pub verify_dummy: AtomicU64,
+    doors: Mutex<Vec<Arc<DoorMetrics>>>,
+}
+
+/// One door's series: a latency histogram per route, and, for a door that
+/// checks credentials, its allowed and refused checks.
+pub struct DoorMetrics {
+    door: &'static str,
+    routes: Vec<(&'static str, Histogram)>,
+    checks: bool,
+    pub allowed: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+impl DoorMetrics {
+    /// Records how long a request to `path` took.
+    pub fn observe(&self, path: &str, seconds: f64) {
+        let h = self
+            .routes
+            .iter()
+            .find(|(r, _)| *r == path)
+            .or_else(|| self.routes.last())
+            .map(|(_, h)| h);
+        if let Some(h) = h {
+            h.observe(seconds);
+        }
+    }
 }
 
 /// Adds one to a counter.
@@ -38,25 +91,35 @@ pub fn inc(counter: &AtomicU64) {
 }
 
 impl Metrics {
-    pub fn observe(&self, path: &str, seconds: f64) {
-        let route = ROUTES
-            .iter()
-            .position(|r| *r == path)
-            .unwrap_or(ROUTES.len() - 1);
-        let h = &self.latency[route];
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            h.buckets[i].fetch_add(1, Ordering::Relaxed);
+    /// Registers a door serving `routes`; `checks`: it counts credential
+    /// checks allowed and refused.
+    pub fn door(
+        &self,
+        door: &'static str,
+        routes: &[&'static str],
+        checks: bool,
+    ) -> Arc<DoorMetrics> {
+        let metrics = Arc::new(DoorMetrics {
+            door,
+            routes: routes
+                .iter()
+                .chain(std::iter::once(&OTHER))
+                .map(|r| (*r, Histogram::default()))
+                .collect(),
+            checks,
+            allowed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        if let Ok(mut doors) = self.doors.lock() {
+            doors.push(Arc::clone(&metrics));
         }
-        h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        metrics
     }
 
-    /// The exposition text. `live_users` is None when the database did not
-    /// answer (the gauge is then left out rather than reported wrong).
-    pub fn render(&self, live_users: Option<u64>, database_errors: u64) -> String {
-        let mut out = String::with_capacity(4096);
-        if let Some(live) = live_users {
+    /// The exposition text.
+    pub fn render(&self, store: StoreCounts) -> String {
+        let mut out = String::with_capacity(8192);
+        if let Some(live) = store.live_users {
             gauge(
                 &mut out,
                 "rubber_live_users",
@@ -99,31 +162,80 @@ impl Metrics {
             &mut out,
             "rubber_database_errors_total",
             "Database operations that failed.",
-            database_errors,
+            store.errors,
         );
-        let name = "rubber_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to answer a request, by route.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (route, h) in ROUTES.iter().zip(&self.latency) {
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
-                cumulative += get(n);
+        counter(
+            &mut out,
+            "rubber_write_commits_total",
+            "Transactions the writer committed.",
+            store.commits,
+        );
+        counter(
+            &mut out,
+            "rubber_write_batches_split_total",
+            "Batches that failed on one write and were committed again one write at a time.",
+            store.splits,
+        );
+        gauge(
+            &mut out,
+            "rubber_write_queue_depth",
+            "Writes waiting for the writer.",
+            store.queued as u64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rubber_verifications_total Password checks, by how they were answered: from the cache, by hashing against the user's hash, or against the dummy hash (no live user).\n# TYPE rubber_verifications_total counter"
+        );
+        for (how, c) in [
+            ("cached", &self.verify_cached),
+            ("hashed", &self.verify_hashed),
+            ("dummy", &self.verify_dummy),
+        ] {
+            let _ = writeln!(
+                out,
+                "rubber_verifications_total{{how=\"{how}\"}} {}",
+                get(c)
+            );
+        }
+        let doors: Vec<Arc<DoorMetrics>> = self.doors.lock().map(|d| d.clone()).unwrap_or_default();
+        let name = "rubber_door_checks_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Credential checks a door answered, by result.\n# TYPE {name} counter"
+        );
+        for d in doors.iter().filter(|d| d.checks) {
+            for (result, c) in [("allowed", &d.allowed), ("refused", &d.refused)] {
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                    "{name}{{door=\"{}\",result=\"{result}\"}} {}",
+                    d.door,
+                    get(c)
                 );
             }
-            let count = get(&h.count);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "{name}_sum{{route=\"{route}\"}} {}",
-                get(&h.sum_micros) as f64 / 1e6
-            );
-            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+        }
+        let name = "rubber_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer a request, by door and route."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for d in &doors {
+            for (route, h) in &d.routes {
+                let labels = format!("door=\"{}\",route=\"{route}\"", d.door);
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
+                    cumulative += get(n);
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+                }
+                let count = get(&h.count);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{{{labels}}} {}",
+                    get(&h.sum_micros) as f64 / 1e6
+                );
+                let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+            }
         }
         out
     }
@@ -148,34 +260,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_buckets_are_cumulative_per_door_and_route() {
         let m = Metrics::default();
-        m.observe("/add", 0.0004);
-        m.observe("/add", 0.003);
-        m.observe("/add", 9.0);
-        m.observe("/elsewhere", 0.0001);
-        let text = m.render(Some(2), 0);
+        let api = m.door("api", &["/add"], false);
+        api.observe("/add", 0.0004);
+        api.observe("/add", 0.003);
+        api.observe("/add", 9.0);
+        api.observe("/elsewhere", 0.0001);
+        let text = m.render(StoreCounts {
+            live_users: Some(2),
+            ..StoreCounts::default()
+        });
+        let series = "rubber_request_duration_seconds";
+        for line in [
+            format!("{series}_bucket{{door=\"api\",route=\"/add\",le=\"0.0005\"}} 1"),
+            format!("{series}_bucket{{door=\"api\",route=\"/add\",le=\"0.005\"}} 2"),
+            format!("{series}_bucket{{door=\"api\",route=\"/add\",le=\"5\"}} 2"),
+            format!("{series}_bucket{{door=\"api\",route=\"/add\",le=\"+Inf\"}} 3"),
+            format!("{series}_count{{door=\"api\",route=\"other\"}} 1"),
+            "rubber_live_users 2".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("rubber_door_checks_total{door=\"api\""));
+    }
+
+    #[test]
+    fn checking_doors_count_allowed_and_refused() {
+        let m = Metrics::default();
+        let door = m.door("auth_request", &["/auth"], true);
+        inc(&door.allowed);
+        inc(&door.refused);
+        inc(&door.refused);
+        let text = m.render(StoreCounts::default());
         assert!(
-            text.contains("rubber_request_duration_seconds_bucket{route=\"/add\",le=\"0.0005\"} 1")
+            text.contains("rubber_door_checks_total{door=\"auth_request\",result=\"allowed\"} 1")
         );
         assert!(
-            text.contains("rubber_request_duration_seconds_bucket{route=\"/add\",le=\"0.005\"} 2")
+            text.contains("rubber_door_checks_total{door=\"auth_request\",result=\"refused\"} 2")
         );
-        assert!(text.contains("rubber_request_duration_seconds_bucket{route=\"/add\",le=\"5\"} 2"));
-        assert!(
-            text.contains("rubber_request_duration_seconds_bucket{route=\"/add\",le=\"+Inf\"} 3")
-        );
-        assert!(text.contains("rubber_request_duration_seconds_count{route=\"other\"} 1"));
-        assert!(text.contains("rubber_live_users 2"));
     }
 
     #[test]
     fn an_unknown_live_count_is_left_out() {
-        assert!(!Metrics::default()
-            .render(None, 3)
-            .contains("rubber_live_users"));
-        assert!(Metrics::default()
-            .render(None, 3)
-            .contains("rubber_database_errors_total 3"));
+        let text = Metrics::default().render(StoreCounts {
+            errors: 3,
+            ..StoreCounts::default()
+        });
+        assert!(!text.contains("rubber_live_users"));
+        assert!(text.contains("rubber_database_errors_total 3"));
     }
 }

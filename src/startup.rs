@@ -1,61 +1,49 @@
-//! Building the application (store, TLS, router, bound listener) apart from
-//! running it, so that tests bind port 0 and read the real port back.
+//! Building the application (store, credential core, doors with their bound
+//! listeners) apart from running it, so that tests bind port 0 and read the
+//! real ports back.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::Router;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
-
-use crate::api::{self, AppState, ClientAddr};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
-use crate::credentials::Credentials;
+use crate::config::{Section, Settings};
+use crate::credentials::{CredentialError, Credentials};
+use crate::doors::{self, BoundDoor, DoorError};
 use crate::store::{Create, Store, StoreError};
-use crate::tls::{ClientIdentity, TlsError, TlsState};
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+use crate::tls::TlsState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Door(#[from] DoorError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(
+        "no door is open: set listen (the admin API) or auth_request.listen (RUBBER_AUTH_LISTEN)"
+    )]
+    NoDoor,
+}
+
+impl StartupError {
+    /// Whether the fix is in the configuration or the set-up (bad TLS files,
+    /// a missing database, no door) rather than a failure at run time.
+    pub fn is_setup(&self) -> bool {
+        match self {
+            StartupError::Store(e) => e.is_setup(),
+            StartupError::Door(DoorError::Tls { .. }) | StartupError::NoDoor => true,
+            StartupError::Door(DoorError::Bind { .. }) | StartupError::Credentials(_) => false,
+        }
+    }
 }
 
 pub struct Application {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    router: Router,
-    store: Store,
-    tls: Option<Arc<TlsState>>,
-    sweeper: Option<Sweeper>,
-}
-
-/// The background sweeper's work and period.
-struct Sweeper {
+    doors: Vec<BoundDoor>,
     credentials: Arc<Credentials>,
-    interval: Duration,
+    sweep_interval: Option<Duration>,
 }
 
 impl Application {
@@ -67,175 +55,111 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let tls = match settings.tls_files() {
-            Some(files) => {
-                crate::tls::install_crypto_provider();
-                Some(Arc::new(TlsState::load(files)?))
-            }
-            None => None,
-        };
+        if settings.listeners().iter().all(|(_, l)| l.listen.is_none()) {
+            return Err(StartupError::NoDoor);
+        }
         let store = Store::open(settings, Create::DefaultOnly).await?;
-        let bind_error = |source| StartupError::Bind {
-            addr: settings.listen,
-            source,
+        let credentials = match Credentials::new(settings, store.clone(), clock) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
-        let credentials = Arc::new(Credentials::new(settings, store.clone(), clock));
-        let sweeper = (settings.sweep_interval > 0).then(|| Sweeper {
-            credentials: Arc::clone(&credentials),
-            interval: Duration::from_secs(settings.sweep_interval),
-        });
-        let router = api::router(AppState {
-            credentials,
-            access: Arc::new(settings.access.clone()),
-        });
+        let mut bound = Vec::new();
+        for door in [
+            doors::api::door(Arc::clone(&credentials), &settings.api),
+            doors::auth_request::door(Arc::clone(&credentials), &settings.auth_request),
+        ] {
+            match BoundDoor::bind(door).await {
+                Ok(Some(door)) => bound.push(door),
+                Ok(None) => {}
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
         Ok(Self {
-            listener,
-            local_addr,
-            router,
-            store,
-            tls,
-            sweeper,
+            doors: bound,
+            credentials,
+            sweep_interval: (settings.sweep_interval > 0)
+                .then(|| Duration::from_secs(settings.sweep_interval)),
         })
     }
 
+    /// The address the admin API listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.door_addr(Section::Api)
+            .expect("the admin API is open: ask door_addr for the doors that may be off")
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The address of the door of `section`, when it is open.
+    pub fn door_addr(&self, section: Section) -> Option<SocketAddr> {
+        self.doors
+            .iter()
+            .find(|d| d.section() == section)
+            .map(BoundDoor::local_addr)
     }
 
-    /// The TLS state, to reload it as SIGHUP does.
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
+
+    /// The admin API's TLS state, to reload it as SIGHUP does.
     pub fn tls(&self) -> Option<Arc<TlsState>> {
-        self.tls.clone()
+        self.doors
+            .iter()
+            .find(|d| d.section() == Section::Api)
+            .and_then(BoundDoor::tls)
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets the
-    /// requests in flight finish (each waits for its commit) before returning.
+    /// requests in flight finish (each waits for its commit) before closing
+    /// the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         let Self {
-            listener,
-            local_addr,
-            router,
-            store,
-            tls,
-            sweeper,
+            doors,
+            credentials,
+            sweep_interval,
         } = self;
         let mut background = Vec::new();
-        if let Some(s) = sweeper {
-            background.push(tokio::spawn(crate::sweeper::run(s.credentials, s.interval)));
+        if let Some(interval) = sweep_interval {
+            background.push(tokio::spawn(crate::sweeper::run(
+                Arc::clone(&credentials),
+                interval,
+            )));
         }
-        if let Some(tls) = &tls {
-            background.push(tokio::spawn(reload_on_sighup(Arc::clone(tls))));
+        let tls: Vec<(&'static str, Arc<TlsState>)> = doors
+            .iter()
+            .filter_map(|d| d.tls().map(|t| (d.name(), t)))
+            .collect();
+        background.push(tokio::spawn(reload_on_sighup(tls)));
+        for door in &doors {
+            let tls = door.tls();
+            tracing::info!(
+                door = door.name(),
+                address = %door.local_addr(),
+                scheme = if tls.is_some() { "https" } else { "http" },
+                client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificate()),
+                database = credentials.backend_name(),
+                "listening"
+            );
         }
-        tracing::info!(
-            address = %local_addr,
-            scheme = if tls.is_some() { "https" } else { "http" },
-            client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificate()),
-            database = store.backend_name(),
-            "listening"
-        );
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors, usually: back off briefly.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(handle_connection(
-                stream,
-                peer,
-                tls.clone(),
-                router.clone(),
-                graceful.watcher(),
-            ));
-        }
-        drop(listener);
+        doors::serve_doors(doors, shutdown).await;
         for task in background {
             task.abort();
         }
-        tracing::info!("shutting down: finishing requests in flight");
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
-        }
-        store.close().await;
+        credentials.close().await;
         tracing::info!("stopped");
     }
 }
 
-/// Completes the TLS handshake when TLS is on (reading the client's
-/// certificate subject), then serves HTTP/1.1 on the connection.
-async fn handle_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<Arc<TlsState>>,
-    router: Router,
-    watcher: Watcher,
-) {
-    let Some(tls) = tls else {
-        return serve(stream, peer, None, router, watcher).await;
-    };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(ClientIdentity::from_certificate)
-                .map(Arc::new);
-            serve(stream, peer, identity, router, watcher).await;
-        }
-        Ok(Err(e)) => tracing::info!(client = %peer, error = %e, "TLS handshake refused"),
-        Err(_) => tracing::info!(client = %peer, "TLS handshake timed out"),
-    }
-}
-
-async fn serve<I>(
-    io: I,
-    peer: SocketAddr,
-    identity: Option<Arc<ClientIdentity>>,
-    router: Router,
-    watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        if let Some(id) = &identity {
-            req.extensions_mut().insert(Arc::clone(id));
-        }
-        router.clone().oneshot(req.map(Body::new))
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// Reloads certificate, key and client CA on every SIGHUP. A bad new file is
-/// refused with a log line, and the files in force stay in use.
-async fn reload_on_sighup(tls: Arc<TlsState>) {
+/// Reloads every door's certificate, key and client CA on every SIGHUP. A
+/// bad new file is refused with a log line, and the files in force stay in
+/// use. With no TLS anywhere, SIGHUP is still caught (and logged), so that a
+/// reload never stops the service.
+async fn reload_on_sighup(tls: Vec<(&'static str, Arc<TlsState>)>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -245,10 +169,17 @@ async fn reload_on_sighup(tls: Arc<TlsState>) {
         }
     };
     while hup.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: TLS reload refused; the files in force stay")
+        if tls.is_empty() {
+            tracing::info!("SIGHUP: nothing to reload (no door speaks TLS)");
+        }
+        for (door, state) in &tls {
+            match state.reload() {
+                Ok(()) => {
+                    tracing::info!(door, "SIGHUP: TLS certificate, key and client CA reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(door, error = %e, "SIGHUP: TLS reload refused; the files in force stay")
+                }
             }
         }
     }

@@ -58,6 +58,13 @@ impl Password {
         Self(Alphanumeric.sample_string(&mut rand::rngs::OsRng, GENERATED_PASSWORD_LEN))
     }
 
+    /// A password a caller presented to be checked: it is only compared,
+    /// never stored, so it is not validated; held as a `Password` so that it
+    /// is never printed.
+    pub fn presented(raw: String) -> Self {
+        Self(raw)
+    }
+
     /// The clear text, for hashing only.
     pub fn expose(&self) -> &str {
         &self.0

@@ -251,9 +251,16 @@ fn check_config_validates_and_reports() {
     let out = run(&["check-config"], &[], None, dir.path());
     assert!(out.status.success());
     let shown = text(&out.stdout);
-    for key in registry_rubber::config::KEYS {
-        assert!(shown.contains(&format!("{key} = ")), "{key} in {shown}");
+    for key in &registry_rubber::config::KEYS {
+        let name = key.name;
+        assert!(
+            shown.contains(&format!("\n{name} = "))
+                || shown.contains(&format!("# {name} is unset")),
+            "{name} in {shown}"
+        );
     }
+    assert!(shown.contains("\n[auth_request]\n"), "{shown}");
+    assert!(shown.parse::<toml::Table>().is_ok(), "valid TOML: {shown}");
 
     let out = run(
         &["check-config"],
@@ -365,14 +372,19 @@ fn the_sample_configuration_lists_every_key_and_is_valid() {
         "/deploy/registry-rubber.toml.sample"
     );
     let body = std::fs::read_to_string(sample).expect("deploy/registry-rubber.toml.sample");
-    for key in registry_rubber::config::KEYS {
-        let env = format!("RUBBER_{}", key.to_ascii_uppercase());
+    for key in &registry_rubber::config::KEYS {
+        let name = key.name;
         assert!(
-            body.contains(&format!("{key} = ")),
-            "{key} missing from the sample"
+            body.contains(&format!("{name} = ")),
+            "{name} missing from the sample"
         );
-        assert!(body.contains(&env), "{env} missing from the sample");
+        assert!(
+            body.contains(key.env),
+            "{} missing from the sample",
+            key.env
+        );
     }
+    assert!(body.contains("[auth_request]"), "the door's table");
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["--config", sample, "check-config"], &[], None, dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -382,13 +394,13 @@ fn the_sample_configuration_lists_every_key_and_is_valid() {
 fn the_readme_documents_every_key() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for key in registry_rubber::config::KEYS {
-        let env = format!("RUBBER_{}", key.to_ascii_uppercase());
+    for key in &registry_rubber::config::KEYS {
+        let name = key.name;
         assert!(
-            readme.contains(&format!("`{key}`")),
-            "{key} missing from README"
+            readme.contains(&format!("`{name}`")),
+            "{name} missing from README"
         );
-        assert!(readme.contains(&env), "{env} missing from README");
+        assert!(readme.contains(key.env), "{} missing from README", key.env);
     }
 }
 

@@ -266,6 +266,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
     pub tls: Option<Arc<registry_rubber::tls::TlsState>>,
+    /// The auth_request door's address, when the settings open it.
+    pub auth: Option<SocketAddr>,
 }
 
 /// The clock's starting point: an epoch time like the names pipelines use.
@@ -278,13 +280,12 @@ pub async fn spawn_app() -> TestApp {
 /// The settings a test application starts from: port 0, `db`, the cheapest
 /// hash.
 pub fn test_settings(db: &TestDb) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database: db.url(),
-        hash_type: HashType::Sha1,
-        bcrypt_cost: 4,
-        ..Settings::default()
-    }
+    let mut settings = Settings::default();
+    settings.api.listener.listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.database = db.url();
+    settings.hash_type = HashType::Sha1;
+    settings.bcrypt_cost = 4;
+    settings
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
@@ -298,7 +299,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// writer, clock and port: a second service instance.
 #[allow(dead_code)]
 pub async fn spawn_second_app(first: &TestApp) -> TestApp {
-    let settings = test_settings(&first.db);
+    spawn_second_app_with(first, |_| {}).await
+}
+
+/// As [`spawn_second_app`], with the settings changed by `configure`.
+#[allow(dead_code)]
+pub async fn spawn_second_app_with(
+    first: &TestApp,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&first.db);
+    configure(&mut settings);
     spawn_with_settings(settings, Arc::clone(&first.db)).await
 }
 
@@ -317,7 +328,8 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         .await
         .expect("application builds");
     let addr = app.local_addr();
-    let store = app.store().clone();
+    let auth = app.door_addr(registry_rubber::config::Section::AuthRequest);
+    let store = app.credentials().store().clone();
     let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
@@ -327,6 +339,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         clock,
         client: reqwest::Client::new(),
         tls,
+        auth,
     }
 }
 
@@ -446,6 +459,12 @@ impl TestApp {
     pub async fn row_count(&self) -> i64 {
         self.db.row_count().await
     }
+}
+
+/// A CIDR list as the configuration parses it.
+#[allow(dead_code)]
+pub fn parse_cidrs_for_tests(list: &str) -> Vec<ipnet::IpNet> {
+    registry_rubber::access::parse_cidrs(list).expect("CIDRs")
 }
 
 pub fn encode_form(pairs: &[(&str, &str)]) -> String {

@@ -227,7 +227,8 @@ async fn sweeping_many_expired_users_goes_in_batches_and_spares_the_live() {
         &registry_rubber::config::Settings::default(),
         app.store.clone(),
         app.clock.clone(),
-    );
+    )
+    .unwrap();
     app.clock.advance(1);
     let removed = creds.sweep_expired().await.unwrap();
     assert_eq!(removed, 1200);
@@ -291,8 +292,8 @@ async fn metrics_count_what_happened() {
         "rubber_renews_total 1",
         "rubber_removes_total 1",
         "rubber_database_errors_total 0",
-        "rubber_request_duration_seconds_count{route=\"/add\"} 2",
-        "rubber_request_duration_seconds_count{route=\"/remove\"} 2",
+        "rubber_request_duration_seconds_count{door=\"api\",route=\"/add\"} 2",
+        "rubber_request_duration_seconds_count{door=\"api\",route=\"/remove\"} 2",
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }

@@ -5,6 +5,7 @@
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 
+mod auth_request;
 mod cleanup;
 mod cli;
 mod contract;

@@ -115,10 +115,10 @@ async fn spawn_tls(
         pki.path("ca.pem"),
     );
     spawn_app_with(move |s| {
-        s.tls_cert = Some(cert);
-        s.tls_key = Some(key);
+        s.api.listener.tls_cert = Some(cert);
+        s.api.listener.tls_key = Some(key);
         if mtls {
-            s.tls_client_ca = Some(ca);
+            s.api.listener.tls_client_ca = Some(ca);
         }
         configure(s);
     })
@@ -259,7 +259,7 @@ async fn mutual_tls_refuses_a_missing_foreign_or_expired_certificate() {
 async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
     let pki = Pki::new();
     let app = spawn_tls(&pki, true, |s| {
-        s.access.allowed_subjects = vec![
+        s.api.listener.allowed_subjects = vec![
             "OU=pipelines".parse().unwrap(),
             "OU=ops+CN=deployer".parse().unwrap(),
         ];
@@ -315,7 +315,8 @@ async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
 
 #[tokio::test]
 async fn an_address_outside_allow_from_gets_403_and_changes_nothing() {
-    let app = spawn_app_with(|s| s.access.allow_from = parse_cidrs("10.0.0.0/8").unwrap()).await;
+    let app =
+        spawn_app_with(|s| s.api.listener.allow_from = parse_cidrs("10.0.0.0/8").unwrap()).await;
     let a = app.get("/add?user=outsider&passwd=p").await;
     a.assert_envelope("add", 403, "forbidden: client address not in allow_from");
     app.get("/healthz").await.assert_error("healthz", 403);
@@ -325,7 +326,8 @@ async fn an_address_outside_allow_from_gets_403_and_changes_nothing() {
 #[tokio::test]
 async fn forwarded_addresses_count_only_from_trusted_proxies() {
     let app =
-        spawn_app_with(|s| s.access.allow_from = parse_cidrs("203.0.113.0/24").unwrap()).await;
+        spawn_app_with(|s| s.api.listener.allow_from = parse_cidrs("203.0.113.0/24").unwrap())
+            .await;
     let forwarded = |app: &TestApp| {
         app.client
             .get(app.url("/add?user=fwd&passwd=p"))
@@ -338,8 +340,8 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "ignored without trusted_proxies"
     );
     let app = spawn_app_with(|s| {
-        s.access.allow_from = parse_cidrs("203.0.113.0/24").unwrap();
-        s.access.trusted_proxies = parse_cidrs("127.0.0.1").unwrap();
+        s.api.listener.allow_from = parse_cidrs("203.0.113.0/24").unwrap();
+        s.api.listener.trusted_proxies = parse_cidrs("127.0.0.1").unwrap();
     })
     .await;
     assert_eq!(
@@ -354,7 +356,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn post_only_mode_refuses_mutations_over_get() {
-    let app = spawn_app_with(|s| s.access.allow_get_mutations = false).await;
+    let app = spawn_app_with(|s| s.api.allow_get_mutations = false).await;
     for path in [
         "/add?user=u&passwd=p",
         "/remove?user=u",
@@ -363,7 +365,8 @@ async fn post_only_mode_refuses_mutations_over_get() {
         "/cleanup",
     ] {
         let action =
-            registry_rubber::api::envelope::Action::of_path(path.split('?').next().unwrap()).name();
+            registry_rubber::doors::api::envelope::Action::of_path(path.split('?').next().unwrap())
+                .name();
         let a = app.get(path).await;
         a.assert_envelope(
             action,
@@ -449,7 +452,7 @@ fn bad_tls_files_are_refused_at_start_with_the_reason() {
 async fn curl_with_a_client_certificate_mints_a_credential() {
     let pki = Pki::new();
     let app = spawn_tls(&pki, true, |s| {
-        s.access.allowed_subjects = vec!["OU=pipelines".parse().unwrap()]
+        s.api.listener.allowed_subjects = vec!["OU=pipelines".parse().unwrap()]
     })
     .await;
     let client = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), false);

@@ -60,7 +60,7 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
     let url = format!("mysql://rubber:{SERVICE_PASSWORD_ENCODED}@127.0.0.1:{port}/{name}");
     let env = [("RUBBER_DATABASE_URL".to_owned(), url.clone())];
     let mut settings = Settings::load_from(None, &env, &vec![]).unwrap();
-    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.api.listener.listen = Some("127.0.0.1:0".parse().unwrap());
     settings.hash_type = registry_rubber::htpasswd::HashType::Sha1;
     let shown = format!("{settings:?} {}", settings.database);
     assert!(!shown.contains("Svc-Dsn-Secret"), "{shown}");
@@ -87,7 +87,7 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
         ),
     ];
     let mut settings = Settings::load_from(None, &env, &vec![]).unwrap();
-    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.api.listener.listen = Some("127.0.0.1:0".parse().unwrap());
     settings.hash_type = registry_rubber::htpasswd::HashType::Sha1;
     let second = spawn_with_settings(settings, Arc::clone(&db)).await;
     second

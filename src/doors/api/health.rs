@@ -19,9 +19,8 @@ pub async fn healthz(State(app): State<AppState>, method: Method) -> Response {
 }
 
 async fn check(app: &AppState) -> Result<Envelope, ApiError> {
-    let store = &app.credentials.store;
-    let database = store.backend_name();
-    match store.ping().await {
+    let database = app.credentials.backend_name();
+    match app.credentials.health().await {
         Ok(()) => Ok(Envelope::ok(Action::Healthz, "healthy").with("database", database)),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database does not answer");

@@ -13,7 +13,6 @@ use crate::audit::Caller;
 use crate::credentials::CredentialError;
 use crate::domain::{rfc3339, Granted, Password, PasswordError, Username};
 use crate::htpasswd::HashType;
-use crate::store::ListQuery;
 
 /// Largest accepted `older_than`, in seconds (about 136 years).
 const MAX_OLDER_THAN: u64 = u32::MAX as u64;
@@ -49,7 +48,7 @@ async fn add_user(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
     let granted = grant(app, &params)?;
     let password = params
         .take("passwd")
-        .map(|raw| parse_password(raw, creds.hash_type))
+        .map(|raw| parse_password(raw, creds.hash_type()))
         .transpose()?;
     let added = creds.add(user, password, granted, &caller).await?;
     let mut answer = Envelope::ok(Action::Add, format!("Added user {}", added.user))
@@ -94,7 +93,7 @@ async fn cleanup_users(app: &AppState, req: Request) -> Result<Envelope, ApiErro
     let caller = Caller::of(&req);
     let params = Params::from_mutation(req).await?;
     let older_than = match params.get("older_than") {
-        None => app.credentials.cleanup_threshold,
+        None => app.credentials.cleanup_threshold(),
         Some(raw) => bounded(raw, 0, MAX_OLDER_THAN).ok_or(ApiError::BadParameter {
             name: "older_than",
             detail: format!("must be a whole number of seconds from 0 to {MAX_OLDER_THAN}"),
@@ -140,13 +139,7 @@ async fn list_users(app: &AppState, req: Request) -> Result<Envelope, ApiError> 
     // One more than a page tells whether another page follows.
     let mut users = app
         .credentials
-        .store
-        .list(ListQuery {
-            prefix,
-            after: after.map(|a| a.as_str().to_owned()),
-            limit: limit + 1,
-            now: app.credentials.clock.now(),
-        })
+        .list(prefix, after.map(|a| a.as_str().to_owned()), limit + 1)
         .await?;
     let more = users.len() > limit as usize;
     users.truncate(limit as usize);
@@ -171,7 +164,7 @@ async fn list_users(app: &AppState, req: Request) -> Result<Envelope, ApiError> 
 
 fn grant(app: &AppState, params: &Params) -> Result<Granted, ApiError> {
     app.credentials
-        .ttl
+        .ttl_policy()
         .grant(params.get("ttl"))
         .map_err(|e| ApiError::BadParameter {
             name: "ttl",

@@ -28,16 +28,10 @@ pub enum Action {
 impl Action {
     /// The action a request path names.
     pub fn of_path(path: &str) -> Self {
-        match path {
-            "/add" => Action::Add,
-            "/remove" | "/delete" => Action::Remove,
-            "/renew" => Action::Renew,
-            "/cleanup" => Action::Cleanup,
-            "/list" => Action::List,
-            "/healthz" => Action::Healthz,
-            "/metrics" => Action::Metrics,
-            _ => Action::Unknown,
-        }
+        super::ROUTES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(Action::Unknown, |(_, action)| *action)
     }
 
     /// Whether the action changes the users table.
@@ -172,9 +166,7 @@ pub enum ApiError {
         allow: &'static str,
         hint: &'static str,
     },
-    #[error(
-        "{MSG_INVALID_USER}: no such action; use /add, /remove, /delete, /renew, /cleanup or /list"
-    )]
+    #[error("{MSG_INVALID_USER}: no such action; use {}", user_actions())]
     NotFound,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
@@ -224,6 +216,20 @@ impl ApiError {
     }
 }
 
+/// The paths of the actions on users, as `/add, ... or /list`.
+fn user_actions() -> String {
+    let paths: Vec<&str> = super::ROUTES
+        .iter()
+        .filter(|(_, a)| !matches!(a, Action::Healthz | Action::Metrics))
+        .map(|(p, _)| *p)
+        .collect();
+    match paths.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Unavailable(e)
@@ -250,6 +256,16 @@ mod tests {
         assert_eq!(v["status_code"], 400);
         assert_eq!(v["response"], "ERROR");
         assert_eq!(v["msg"], MSG_PASSWORD_REQUIRED);
+    }
+
+    #[test]
+    fn an_unknown_path_names_the_actions() {
+        assert_eq!(
+            ApiError::NotFound.to_string(),
+            "Invalid action or user defined in request: no such action; use /add, /remove, /delete, /renew, /cleanup or /list"
+        );
+        assert_eq!(Action::of_path("/delete"), Action::Remove);
+        assert_eq!(Action::of_path("/nope"), Action::Unknown);
     }
 
     #[test]

@@ -1,0 +1,608 @@
+//! The credential core every door calls: the admin API, the command line,
+//! the sweeper, and the doors that check credentials (nginx auth_request).
+//! Each write hashes off the async workers when it must, goes through the
+//! store's single write path, counts itself in the metrics and leaves one
+//! audit event; each check reads the user's row and verifies the password
+//! against it, through a bounded cache of successes, with the same cost for
+//! an unknown user as for a wrong password.
+
+mod verifier;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::audit::{Caller, Event};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::{Granted, Password, TtlPolicy, Username, MAX_PASSWORD_BYTES};
+use crate::htpasswd::{self, HashType};
+use crate::metrics::{inc, Metrics, StoreCounts};
+use crate::store::{ListQuery, ListedUser, Store, StoreError, WriteOp, WriteOutcome, DELETE_BATCH};
+pub use verifier::VerifyCache;
+
+/// Attempts at a fresh generated name before giving up (a clash needs two
+/// adds in one millisecond drawing the same six random characters).
+const NAME_ATTEMPTS: usize = 5;
+/// Pause between two delete batches (sweep, cleanup), so that the writer
+/// commits the adds queued meanwhile in transactions of their own.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("user {0} is not live: it does not exist or has expired")]
+    NotLive(Username),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A committed add.
+#[derive(Debug)]
+pub struct Added {
+    pub user: Username,
+    pub replaced: bool,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub granted: Granted,
+    /// The password, when the service generated it: shown to the caller
+    /// once, never stored in clear nor logged.
+    pub generated_password: Option<Password>,
+}
+
+/// A committed renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewed {
+    /// None: the user never expires (a row of the original tool).
+    pub expires_at: Option<i64>,
+    /// Whether max_lifetime held the expiry below what was asked.
+    pub limited: bool,
+}
+
+/// The answer to a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Refused(Refusal),
+}
+
+/// Why a check was refused: for the log and the metrics, never for the
+/// caller, who learns only that it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownUser,
+    Expired,
+    WrongPassword,
+    /// A password no credential can have (NUL, or too long).
+    UnusablePassword,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::UnknownUser => "unknown_user",
+            Refusal::Expired => "expired",
+            Refusal::WrongPassword => "wrong_password",
+            Refusal::UnusablePassword => "unusable_password",
+        }
+    }
+}
+
+pub struct Credentials {
+    shared: Arc<Shared>,
+    store: Store,
+    hash_type: HashType,
+    bcrypt_cost: u32,
+    ttl: TtlPolicy,
+    cleanup_threshold: u64,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// Admits as many concurrent password hashings as there are cores.
+    hashing: Arc<Semaphore>,
+    /// A hash of a random password in the configured format: what a check
+    /// verifies against when there is no live user, so that it costs what a
+    /// wrong password costs.
+    dummy_hash: String,
+    cache: Option<VerifyCache>,
+}
+
+impl Credentials {
+    /// The core on `store`. Computes the dummy hash (one hashing, up to a
+    /// fraction of a second at a high bcrypt cost).
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CredentialError> {
+        let dummy_hash = htpasswd::hash(
+            settings.hash_type,
+            Password::generate().expose(),
+            settings.bcrypt_cost,
+        )
+        .map_err(|e| CredentialError::Internal(format!("cannot make the dummy hash: {e}")))?;
+        let metrics = Arc::new(Metrics::default());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store: store.clone(),
+                ttl: settings.ttl,
+                clock: Arc::clone(&clock),
+                metrics: Arc::clone(&metrics),
+            }),
+            store,
+            hash_type: settings.hash_type,
+            bcrypt_cost: settings.bcrypt_cost,
+            ttl: settings.ttl,
+            cleanup_threshold: settings.cleanup_threshold,
+            clock,
+            metrics,
+            hashing: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            dummy_hash,
+            cache: VerifyCache::new(settings.verify_cache_entries),
+        })
+    }
+
+    pub fn hash_type(&self) -> HashType {
+        self.hash_type
+    }
+
+    pub fn ttl_policy(&self) -> TtlPolicy {
+        self.ttl
+    }
+
+    pub fn cleanup_threshold(&self) -> u64 {
+        self.cleanup_threshold
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The store itself, for tools and tests that read or write rows
+    /// directly; the doors go through the operations above.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.store.backend_name()
+    }
+
+    /// Succeeds when the database answers and a write would commit now.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// The metrics text, with the store's counts read now.
+    pub async fn render_metrics(&self) -> String {
+        let store = &self.store;
+        self.metrics.render(StoreCounts {
+            live_users: store.count_live(self.clock.now()).await.ok(),
+            errors: store.error_count(),
+            commits: store.commit_count(),
+            splits: store.split_count(),
+            queued: store.queued(),
+        })
+    }
+
+    /// Live users named `prefix`..., after `after`, at most `limit`.
+    pub async fn list(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<ListedUser>, CredentialError> {
+        Ok(self
+            .store
+            .list(ListQuery {
+                prefix,
+                after,
+                limit,
+                now: self.clock.now(),
+            })
+            .await?)
+    }
+
+    /// Commits what is queued and closes the database.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Checks `password` for `user`: allowed when the user is live now and
+    /// the password matches its stored hash. The row is read on every call,
+    /// so a removal or an expiry refuses the very next check; only the
+    /// hashing is cached. An unknown or expired user costs a verification
+    /// against the dummy hash, as a wrong password does.
+    pub async fn verify(
+        &self,
+        user: &Username,
+        password: &str,
+    ) -> Result<Verdict, CredentialError> {
+        let row = self.store.get(user).await?;
+        let now = self.clock.now();
+        let usable = password.len() <= MAX_PASSWORD_BYTES && !password.contains('\0');
+        let refusal = match row {
+            Some(row) if row.is_live(now) && usable => {
+                let digest = self
+                    .cache
+                    .as_ref()
+                    .map(|c| c.digest(&row.password_hash, password));
+                if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
+                    if cache.contains(digest) {
+                        inc(&self.metrics.verify_cached);
+                        return Ok(Verdict::Allowed);
+                    }
+                }
+                let matches = self.check(password, row.password_hash).await?;
+                inc(&self.metrics.verify_hashed);
+                if !matches {
+                    return Ok(Verdict::Refused(Refusal::WrongPassword));
+                }
+                if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+                    cache.insert(digest);
+                }
+                return Ok(Verdict::Allowed);
+            }
+            Some(row) if row.is_live(now) => Refusal::UnusablePassword,
+            Some(_) => Refusal::Expired,
+            None => Refusal::UnknownUser,
+        };
+        self.check(password, self.dummy_hash.clone()).await?;
+        inc(&self.metrics.verify_dummy);
+        Ok(Verdict::Refused(refusal))
+    }
+
+    /// Adds `user` (or a generated name) with `password` (or a generated
+    /// one), living `granted.ttl` seconds. A named user that exists has its
+    /// password, creation time and expiry replaced. Once hashed, the write
+    /// and its audit event complete even if the caller stops waiting.
+    pub async fn add(
+        &self,
+        user: Option<Username>,
+        password: Option<Password>,
+        granted: Granted,
+        caller: &Caller,
+    ) -> Result<Added, CredentialError> {
+        let generated = password.is_none();
+        let password = password.unwrap_or_else(Password::generate);
+        let hash = self.hash(&password).await?;
+        let shared = Arc::clone(&self.shared);
+        let caller = caller.clone();
+        let mut added =
+            detached(async move { shared.add(user, hash, granted, generated, &caller).await })
+                .await??;
+        added.generated_password = generated.then_some(password);
+        Ok(added)
+    }
+
+    /// Removes `user`; Ok(whether it existed).
+    pub async fn remove(&self, user: &Username, caller: &Caller) -> Result<bool, CredentialError> {
+        let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
+        detached(async move { shared.remove(&user, &caller).await }).await?
+    }
+
+    /// Moves a live user's expiry to `granted.ttl` from now, never beyond
+    /// its creation plus max_lifetime and never earlier than it was.
+    pub async fn renew(
+        &self,
+        user: &Username,
+        granted: Granted,
+        caller: &Caller,
+    ) -> Result<Renewed, CredentialError> {
+        let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
+        detached(async move { shared.renew(&user, granted, &caller).await }).await?
+    }
+
+    /// Removes every user created more than `older_than` seconds ago, in
+    /// batches of DELETE_BATCH, one transaction each; returns how many.
+    pub async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
+        let (shared, caller) = (Arc::clone(&self.shared), caller.clone());
+        detached(async move { shared.cleanup(older_than, &caller).await }).await?
+    }
+
+    /// Removes every user whose expiry has passed, in batches of
+    /// DELETE_BATCH, one transaction each; returns how many.
+    pub async fn sweep_expired(&self) -> Result<u64, CredentialError> {
+        let shared = Arc::clone(&self.shared);
+        detached(async move { shared.sweep_expired().await }).await?
+    }
+
+    /// Hashes `password` in the configured format.
+    async fn hash(&self, password: &Password) -> Result<String, CredentialError> {
+        let (hash_type, cost) = (self.hash_type, self.bcrypt_cost);
+        let password = password.clone();
+        self.off_the_workers(hash_type == HashType::Sha1, move || {
+            htpasswd::hash(hash_type, password.expose(), cost)
+                .map_err(|e| CredentialError::Internal(format!("hashing failed: {e}")))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches the stored hash `stored`.
+    async fn check(&self, password: &str, stored: String) -> Result<bool, CredentialError> {
+        let cheap = htpasswd::detect(&stored) == Some(HashType::Sha1);
+        let password = Password::presented(password.to_owned());
+        self.off_the_workers(cheap, move || htpasswd::verify(password.expose(), &stored))
+            .await
+    }
+
+    /// Runs a hashing job: in place when it is `cheap` (`{SHA}` costs a
+    /// microsecond), otherwise on the blocking pool, one job per core at
+    /// most, in arrival order (more threads would only share the same cores
+    /// and stretch every request's latency). The permit goes with the job and
+    /// is released when the hashing ends, even when the request that asked
+    /// for it was abandoned meanwhile.
+    async fn off_the_workers<T: Send + 'static>(
+        &self,
+        cheap: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CredentialError> {
+        if cheap {
+            return Ok(job());
+        }
+        let permit = Arc::clone(&self.hashing)
+            .acquire_owned()
+            .await
+            .map_err(|e| CredentialError::Internal(format!("hashing gate closed: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| CredentialError::Internal(format!("hashing task failed: {e}")))
+    }
+}
+
+/// What the writes share, owned by the tasks that carry them out.
+struct Shared {
+    store: Store,
+    ttl: TtlPolicy,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Writes an add with its hash, and its audit event.
+    async fn add(
+        &self,
+        user: Option<Username>,
+        hash: String,
+        granted: Granted,
+        generated: bool,
+        caller: &Caller,
+    ) -> Result<Added, CredentialError> {
+        let now = self.clock.now();
+        let expires_at = now.saturating_add(granted.ttl as i64);
+        let write = |user: Username, replace: bool| {
+            self.store.write(WriteOp::Add {
+                user,
+                hash: hash.clone(),
+                now,
+                expires_at: Some(expires_at),
+                replace,
+            })
+        };
+        let (user, outcome) = match user {
+            Some(user) => {
+                let outcome = write(user.clone(), true).await;
+                (user, outcome)
+            }
+            None => {
+                let mut attempt = 1;
+                loop {
+                    let user = Username::generate(self.clock.now_millis());
+                    match write(user.clone(), false).await {
+                        Ok(WriteOutcome::Conflict) if attempt < NAME_ATTEMPTS => attempt += 1,
+                        other => break (user, other),
+                    }
+                }
+            }
+        };
+        let mut event = Event {
+            action: "add",
+            result: "error",
+            user: Some(user.as_str()),
+            expires_at: Some(expires_at),
+            generated_password: Some(generated),
+            caller: Some(caller),
+            ..Event::default()
+        };
+        let replaced = match outcome {
+            Ok(WriteOutcome::Added { replaced }) => replaced,
+            other => {
+                event.emit();
+                return Err(unexpected("add", other));
+            }
+        };
+        event.result = "ok";
+        event.replaced = Some(replaced);
+        event.emit();
+        inc(&self.metrics.adds);
+        Ok(Added {
+            user,
+            replaced,
+            created_at: now,
+            expires_at,
+            granted,
+            generated_password: None,
+        })
+    }
+
+    /// Removes `user`; Ok(whether it existed).
+    async fn remove(&self, user: &Username, caller: &Caller) -> Result<bool, CredentialError> {
+        let outcome = self
+            .store
+            .write(WriteOp::Remove { user: user.clone() })
+            .await;
+        let found = match outcome {
+            Ok(WriteOutcome::Removed { found }) => Some(found),
+            _ => None,
+        };
+        Event {
+            action: "remove",
+            result: if found.is_some() { "ok" } else { "error" },
+            user: Some(user.as_str()),
+            removed: found.map(u64::from),
+            caller: Some(caller),
+            ..Event::default()
+        }
+        .emit();
+        let Some(found) = found else {
+            return Err(unexpected("remove", outcome));
+        };
+        if found {
+            inc(&self.metrics.removes);
+        }
+        Ok(found)
+    }
+
+    /// Moves a live user's expiry to `granted.ttl` from now, never beyond
+    /// its creation plus max_lifetime and never earlier than it was.
+    async fn renew(
+        &self,
+        user: &Username,
+        granted: Granted,
+        caller: &Caller,
+    ) -> Result<Renewed, CredentialError> {
+        let outcome = self
+            .store
+            .write(WriteOp::Renew {
+                user: user.clone(),
+                now: self.clock.now(),
+                ttl: granted.ttl,
+                max_lifetime: self.ttl.max_lifetime,
+            })
+            .await;
+        let mut event = Event {
+            action: "renew",
+            result: "error",
+            user: Some(user.as_str()),
+            caller: Some(caller),
+            ..Event::default()
+        };
+        match outcome {
+            Ok(WriteOutcome::Renewed {
+                expires_at,
+                limited,
+            }) => {
+                event.result = "ok";
+                event.expires_at = expires_at;
+                event.emit();
+                inc(&self.metrics.renews);
+                Ok(Renewed {
+                    expires_at,
+                    limited,
+                })
+            }
+            Ok(WriteOutcome::NotLive) => {
+                event.result = "not_live";
+                event.emit();
+                Err(CredentialError::NotLive(user.clone()))
+            }
+            other => {
+                event.emit();
+                Err(unexpected("renew", other))
+            }
+        }
+    }
+
+    /// Removes every user created more than `older_than` seconds ago, in
+    /// batches of DELETE_BATCH, one transaction each; returns how many.
+    async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
+        let cutoff = self
+            .clock
+            .now()
+            .saturating_sub(i64::try_from(older_than).unwrap_or(i64::MAX));
+        let (removed, result) = self
+            .delete_in_batches(|| WriteOp::Cleanup {
+                cutoff,
+                limit: DELETE_BATCH,
+            })
+            .await;
+        Event {
+            action: "cleanup",
+            result: if result.is_ok() { "ok" } else { "error" },
+            removed: Some(removed),
+            caller: Some(caller),
+            ..Event::default()
+        }
+        .emit();
+        self.metrics
+            .cleaned_up
+            .fetch_add(removed, Ordering::Relaxed);
+        result.map(|()| removed)
+    }
+
+    /// Removes every user whose expiry has passed, in batches of
+    /// DELETE_BATCH, one transaction each; returns how many.
+    async fn sweep_expired(&self) -> Result<u64, CredentialError> {
+        let now = self.clock.now();
+        let (removed, result) = self
+            .delete_in_batches(|| WriteOp::Sweep {
+                now,
+                limit: DELETE_BATCH,
+            })
+            .await;
+        self.metrics.expired.fetch_add(removed, Ordering::Relaxed);
+        if removed > 0 || result.is_err() {
+            Event {
+                action: "sweep",
+                result: if result.is_ok() { "ok" } else { "error" },
+                removed: Some(removed),
+                caller: Some(&Caller::local("sweeper")),
+                ..Event::default()
+            }
+            .emit();
+        }
+        result.map(|()| removed)
+    }
+
+    /// Runs the bounded delete `op` until a batch removes fewer than
+    /// DELETE_BATCH rows, pausing between batches. Returns the rows removed
+    /// (committed, even when a later batch fails) and how it ended.
+    async fn delete_in_batches(
+        &self,
+        op: impl Fn() -> WriteOp,
+    ) -> (u64, Result<(), CredentialError>) {
+        let mut total = 0;
+        loop {
+            match self.store.write(op()).await {
+                Ok(WriteOutcome::Swept { removed } | WriteOutcome::CleanedUp { removed }) => {
+                    total += removed;
+                    if removed < u64::from(DELETE_BATCH) {
+                        return (total, Ok(()));
+                    }
+                    tokio::time::sleep(BATCH_PAUSE).await;
+                }
+                other => return (total, Err(unexpected("delete", other))),
+            }
+        }
+    }
+}
+
+/// Runs `work` on a task of its own and waits for it: when the caller stops
+/// waiting (a client gone), the work still completes, so that a write that
+/// was queued is answered and its audit event written.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, CredentialError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
+}
+
+/// The error for a write that failed or answered out of turn.
+fn unexpected(action: &str, outcome: Result<WriteOutcome, StoreError>) -> CredentialError {
+    match outcome {
+        Err(e) => CredentialError::Store(e),
+        Ok(other) => CredentialError::Internal(format!("{action} answered {other:?}")),
+    }
+}

@@ -1,0 +1,212 @@
+//! The doors: each an adapter over the one credential core, with its own
+//! listener (address, TLS, who may call) and its own answer format.
+//!
+//! - [`api`]: the JSON admin API that writes, in the original's envelope;
+//! - [`auth_request`]: nginx's `auth_request` check, a bare 200 or 401.
+//!
+//! What every door shares lives here: the access guard (address allowlist,
+//! forwarded addresses from trusted proxies only, client certificate
+//! subjects), which refuses in the door's own format before anything else
+//! runs; one request log line and one latency observation per request; and
+//! the listener that accepts connections, completes TLS, and serves HTTP/1.1.
+
+pub mod api;
+pub mod auth_request;
+mod listener;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+
+use crate::access::AccessPolicy;
+use crate::audit::Caller;
+use crate::config::{ListenerSettings, Section};
+use crate::metrics::DoorMetrics;
+use crate::tls::ClientIdentity;
+
+pub use listener::{serve_doors, BoundDoor, DoorError};
+
+/// The peer address of the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Why the access guard turned a caller away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The client's address is not in the door's `allow_from`.
+    Address,
+    /// The client certificate's subject is not in `allowed_subjects`.
+    Subject,
+}
+
+impl Refused {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::Address => "client address not in allow_from",
+            Refused::Subject => "client certificate subject not in allowed_subjects",
+        }
+    }
+}
+
+/// A door ready to bind: its name, its section of the configuration, its
+/// listener settings and its routes, already behind its guard.
+pub struct Door {
+    pub name: &'static str,
+    pub section: Section,
+    pub listener: ListenerSettings,
+    pub router: Router,
+}
+
+/// How a door answers a caller its guard refused, in its own format; it
+/// gets the request to say which action was refused.
+pub type Refuse = fn(Refused, &Request) -> Response;
+
+/// How a door sees its calls.
+#[derive(Clone)]
+struct Guard {
+    access: Arc<AccessPolicy>,
+    refuse: Refuse,
+}
+
+#[derive(Clone)]
+struct Observer {
+    door: &'static str,
+    metrics: Arc<DoorMetrics>,
+}
+
+impl Door {
+    /// `routes` behind the door's access guard, which answers a refusal with
+    /// `refuse`, and with each request logged and timed into `metrics`.
+    pub fn new(
+        name: &'static str,
+        section: Section,
+        listener: &ListenerSettings,
+        routes: Router,
+        refuse: Refuse,
+        metrics: Arc<DoorMetrics>,
+    ) -> Self {
+        let guard = Guard {
+            access: Arc::new(listener.access()),
+            refuse,
+        };
+        let observer = Observer {
+            door: name,
+            metrics,
+        };
+        let router = routes
+            .layer(middleware::from_fn_with_state(guard, guard_calls))
+            .layer(middleware::from_fn_with_state(observer, observe));
+        Self {
+            name,
+            section,
+            listener: listener.clone(),
+            router,
+        }
+    }
+}
+
+/// Admits a request only from an allowed address with an allowed client
+/// certificate subject (when a list is configured), and records the caller
+/// for handlers and the log.
+async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let caller = Caller {
+        ip: peer.map(|ip| guard.access.client_ip(ip, forwarded)),
+        subject: identity.as_ref().map(|i| i.subject.clone()),
+        local: None,
+    };
+    let refusal = if caller.ip.is_some_and(|ip| !guard.access.allows_ip(ip)) {
+        Some(Refused::Address)
+    } else if !guard.access.allows_subject(identity.as_deref()) {
+        Some(Refused::Subject)
+    } else {
+        None
+    };
+    let mut response = match refusal {
+        Some(refused) => (guard.refuse)(refused, &req),
+        None => {
+            req.extensions_mut().insert(caller.clone());
+            next.run(req).await
+        }
+    };
+    response.extensions_mut().insert(caller);
+    response
+}
+
+/// Longest path written to the log; the rest is cut.
+const MAX_LOGGED_PATH: usize = 100;
+
+/// One log line per request: door, method, path (never the query string,
+/// which may hold a password), status, duration and client address; and the
+/// request's latency into the door's histogram. A request abandoned by its
+/// client (the connection closed before the answer) is logged with status
+/// 499: a write it queued may still have committed.
+async fn observe(State(observer): State<Observer>, req: Request, next: Next) -> Response {
+    let mut line = RequestLine {
+        door: observer.door,
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().chars().take(MAX_LOGGED_PATH).collect(),
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        done: false,
+    };
+    let response = next.run(req).await;
+    observer
+        .metrics
+        .observe(&line.path, line.started.elapsed().as_secs_f64());
+    line.emit(
+        response.status().as_u16(),
+        response.extensions().get::<Caller>(),
+    );
+    response
+}
+
+struct RequestLine {
+    door: &'static str,
+    started: Instant,
+    method: Method,
+    path: String,
+    client: Option<SocketAddr>,
+    done: bool,
+}
+
+impl RequestLine {
+    fn emit(&mut self, status: u16, caller: Option<&Caller>) {
+        self.done = true;
+        let forwarded_for = caller
+            .and_then(|c| c.ip)
+            .filter(|ip| self.client.is_some_and(|c| c.ip() != *ip))
+            .map(|ip| ip.to_string());
+        tracing::info!(
+            target: "registry_rubber::access",
+            door = self.door,
+            method = %self.method,
+            path = %self.path,
+            status,
+            duration_us = self.started.elapsed().as_micros() as u64,
+            client = %self.client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            forwarded_for = forwarded_for.as_deref(),
+            subject = caller.and_then(|c| c.subject.as_deref()),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestLine {
+    fn drop(&mut self) {
+        if !self.done {
+            self.emit(499, None);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The nginx auth_request door against the real application, on either
+//! backend: what it answers for live, removed, expired, replaced, unknown and
+//! malformed credentials, that its cache never outlives a row, that an
+//! unknown user costs a hashing as a wrong password does, and who may ask.
+
+use std::net::SocketAddr;
+
+use base64::Engine;
+use registry_rubber::htpasswd::HashType;
+
+use crate::helpers::{
+    captured_logs, parse_cidrs_for_tests, spawn_app_with, spawn_second_app_with, TestApp,
+};
+
+/// What the door answered.
+#[derive(Debug)]
+struct Check {
+    status: u16,
+    user: Option<String>,
+    challenge: Option<String>,
+    body: Vec<u8>,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn ask(app: &TestApp, authorization: Option<&str>) -> Check {
+    ask_at(app, door(app), "GET", authorization).await
+}
+
+fn door(app: &TestApp) -> SocketAddr {
+    app.auth.expect("the auth_request door is open")
+}
+
+async fn ask_at(
+    app: &TestApp,
+    addr: SocketAddr,
+    method: &str,
+    authorization: Option<&str>,
+) -> Check {
+    let mut request = app
+        .client
+        .request(method.parse().unwrap(), format!("http://{addr}/auth"))
+        .header(
+            "x-original-uri",
+            "/v2/team/app/manifests/latest?token=Not-Logged-7",
+        )
+        .header("x-original-method", "GET");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.expect("the door answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    Check {
+        status: response.status().as_u16(),
+        user: header("x-rubber-user"),
+        challenge: header("www-authenticate"),
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+fn assert_allowed(check: &Check, user: &str) {
+    assert_eq!(check.status, 200, "{check:?}");
+    assert_eq!(check.user.as_deref(), Some(user), "{check:?}");
+    assert!(check.body.is_empty(), "{check:?}");
+}
+
+fn assert_refused(check: &Check) {
+    assert_eq!(check.status, 401, "{check:?}");
+    assert_eq!(
+        check.challenge.as_deref(),
+        Some("Basic realm=\"registry\""),
+        "{check:?}"
+    );
+    assert_eq!(check.user, None, "{check:?}");
+    assert!(check.body.is_empty(), "{check:?}");
+}
+
+async fn app_with_door(hash_type: HashType) -> TestApp {
+    spawn_app_with(|s| {
+        s.hash_type = hash_type;
+        s.auth_request.listener.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+/// The value of one line of /metrics, such as
+/// `rubber_verifications_total{how="dummy"}`.
+async fn metric(app: &TestApp, series: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_live_credential_is_allowed_and_everything_else_refused() {
+    let app = app_with_door(HashType::Md5).await;
+    app.add("ci-17", "Right-Pass-1").await;
+    assert_allowed(
+        &ask(&app, Some(&basic("ci-17", "Right-Pass-1"))).await,
+        "ci-17",
+    );
+    let head = ask_at(
+        &app,
+        door(&app),
+        "HEAD",
+        Some(&basic("ci-17", "Right-Pass-1")),
+    )
+    .await;
+    assert_allowed(&head, "ci-17");
+    for authorization in [
+        Some(basic("ci-17", "Wrong-Pass-1")),
+        Some(basic("ci-17", "")),
+        Some(basic("nobody", "Right-Pass-1")),
+        Some(basic("bad user", "Right-Pass-1")),
+        None,
+        Some("Basic !!!".to_owned()),
+        Some("Bearer abc".to_owned()),
+        Some("Basic".to_owned()),
+        Some(format!("{} extra", basic("ci-17", "Right-Pass-1"))),
+    ] {
+        let check = ask(&app, authorization.as_deref()).await;
+        assert_refused(&check);
+    }
+    assert_eq!(
+        metric(
+            &app,
+            "rubber_door_checks_total{door=\"auth_request\",result=\"allowed\"}"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        metric(
+            &app,
+            "rubber_door_checks_total{door=\"auth_request\",result=\"refused\"}"
+        )
+        .await,
+        9
+    );
+}
+
+#[tokio::test]
+async fn a_removed_credential_is_refused_on_the_next_check_though_cached() {
+    let app = app_with_door(HashType::Bcrypt).await;
+    app.add("gone-soon", "Cached-Pass-2").await;
+    for _ in 0..3 {
+        assert_allowed(
+            &ask(&app, Some(&basic("gone-soon", "Cached-Pass-2"))).await,
+            "gone-soon",
+        );
+    }
+    assert_eq!(
+        metric(&app, "rubber_verifications_total{how=\"hashed\"}").await,
+        1,
+        "bcrypt ran once"
+    );
+    assert_eq!(
+        metric(&app, "rubber_verifications_total{how=\"cached\"}").await,
+        2
+    );
+    app.post_form("/remove", &[("user", "gone-soon")]).await;
+    assert_refused(&ask(&app, Some(&basic("gone-soon", "Cached-Pass-2"))).await);
+}
+
+#[tokio::test]
+async fn an_expired_credential_is_refused_from_its_expiry_second_without_a_sweep() {
+    let app = app_with_door(HashType::Sha1).await;
+    app.post_form(
+        "/add",
+        &[("user", "short"), ("passwd", "Short-Pass-3"), ("ttl", "5")],
+    )
+    .await;
+    assert_allowed(
+        &ask(&app, Some(&basic("short", "Short-Pass-3"))).await,
+        "short",
+    );
+    app.clock.advance(4);
+    assert_allowed(
+        &ask(&app, Some(&basic("short", "Short-Pass-3"))).await,
+        "short",
+    );
+    app.clock.advance(1);
+    assert_refused(&ask(&app, Some(&basic("short", "Short-Pass-3"))).await);
+    assert_eq!(app.row_count().await, 1, "no sweep ran: the row is there");
+}
+
+#[tokio::test]
+async fn a_replaced_password_refuses_the_old_one_at_once() {
+    let app = app_with_door(HashType::Md5).await;
+    app.add("rotated", "Old-Pass-4").await;
+    assert_allowed(
+        &ask(&app, Some(&basic("rotated", "Old-Pass-4"))).await,
+        "rotated",
+    );
+    app.add("rotated", "New-Pass-4").await;
+    assert_refused(&ask(&app, Some(&basic("rotated", "Old-Pass-4"))).await);
+    assert_allowed(
+        &ask(&app, Some(&basic("rotated", "New-Pass-4"))).await,
+        "rotated",
+    );
+}
+
+#[tokio::test]
+async fn every_hash_type_is_checked() {
+    for kind in HashType::ALL {
+        let app = app_with_door(kind).await;
+        app.add("typed", "Typed-Pass-5").await;
+        assert_allowed(
+            &ask(&app, Some(&basic("typed", "Typed-Pass-5"))).await,
+            "typed",
+        );
+        assert_refused(&ask(&app, Some(&basic("typed", "Typed-Pass-6"))).await);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_or_expired_user_costs_a_hashing_as_a_wrong_password_does() {
+    let app = app_with_door(HashType::Bcrypt).await;
+    app.post_form(
+        "/add",
+        &[("user", "known"), ("passwd", "Known-Pass-7"), ("ttl", "10")],
+    )
+    .await;
+    ask(&app, Some(&basic("known", "Wrong-Pass-7"))).await;
+    assert_eq!(
+        metric(&app, "rubber_verifications_total{how=\"hashed\"}").await,
+        1
+    );
+    ask(&app, Some(&basic("unknown", "Known-Pass-7"))).await;
+    assert_eq!(
+        metric(&app, "rubber_verifications_total{how=\"dummy\"}").await,
+        1
+    );
+    app.clock.advance(10);
+    assert_refused(&ask(&app, Some(&basic("known", "Known-Pass-7"))).await);
+    assert_eq!(
+        metric(&app, "rubber_verifications_total{how=\"dummy\"}").await,
+        2,
+        "an expired user is checked against the dummy hash"
+    );
+}
+
+#[tokio::test]
+async fn a_removal_by_another_instance_is_refused_at_once() {
+    let writer = spawn_app_with(|_| {}).await;
+    let checker = spawn_second_app_with(&writer, |s| {
+        s.auth_request.listener.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    writer.add("shared", "Shared-Pass-8").await;
+    assert_allowed(
+        &ask(&checker, Some(&basic("shared", "Shared-Pass-8"))).await,
+        "shared",
+    );
+    writer.post_form("/remove", &[("user", "shared")]).await;
+    assert_refused(&ask(&checker, Some(&basic("shared", "Shared-Pass-8"))).await);
+}
+
+#[tokio::test]
+async fn refusals_are_logged_with_the_user_and_never_the_password() {
+    let app = app_with_door(HashType::Sha1).await;
+    app.add("logged-user", "Logged-Pass-9").await;
+    ask(&app, Some(&basic("logged-user", "Leaked-Pass-9"))).await;
+    ask(&app, Some(&basic("never-added-9", "Leaked-Pass-10"))).await;
+    let logs = captured_logs();
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("door=\"auth_request\"") && l.contains("result=\"refused\""))
+        .collect();
+    assert!(
+        refusals.iter().any(|l| l.contains("user=\"logged-user\"")
+            && l.contains("reason=\"wrong_password\"")
+            && l.contains("uri=\"/v2/team/app/manifests/latest\"")),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("user=\"never-added-9\"") && l.contains("reason=\"unknown_user\"")),
+        "{refusals:?}"
+    );
+    for secret in ["Leaked-Pass", "Logged-Pass-9", "Not-Logged-7"] {
+        assert!(!logs.contains(secret), "{secret} reached the log");
+    }
+}
+
+#[tokio::test]
+async fn the_door_has_its_own_allowlist_methods_and_paths() {
+    let app = spawn_app_with(|s| {
+        s.auth_request.listener.listen = Some("127.0.0.1:0".parse().unwrap());
+        s.auth_request.listener.allow_from = parse_cidrs_for_tests("10.0.0.0/8");
+    })
+    .await;
+    app.add("fenced", "Fenced-Pass-1").await;
+    let check = ask(&app, Some(&basic("fenced", "Fenced-Pass-1"))).await;
+    assert_eq!(check.status, 403, "{check:?}");
+    assert!(check.body.is_empty(), "{check:?}");
+    // The admin API keeps its own allowlist (loopback).
+    app.get("/list").await.assert_error("list", 200);
+
+    let open = app_with_door(HashType::Sha1).await;
+    let post = ask_at(&open, door(&open), "POST", None).await;
+    assert_eq!(post.status, 405, "{post:?}");
+    let other = open
+        .client
+        .get(format!("http://{}/add?user=x&passwd=y", door(&open)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404, "the door serves /auth only");
+    assert_eq!(open.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_database_failure_answers_503_never_200() {
+    let app = app_with_door(HashType::Sha1).await;
+    app.add("doomed", "Doomed-Pass-2").await;
+    app.db.drop_users_table().await;
+    let check = ask(&app, Some(&basic("doomed", "Doomed-Pass-2"))).await;
+    assert_eq!(check.status, 503, "{check:?}");
+    assert!(check.body.is_empty(), "{check:?}");
+}
