@@ -533,9 +533,8 @@ fn start_service(
 }
 
 /// The address in the service's JSON `listening` log line of `door`
-/// ("api" for the admin API, "auth_request" for the door nginx asks). A
-/// `listening` line without a `door` field is the API's: a service without
-/// the auth_request door has that one listener only.
+/// ("api" for the admin API, "auth_request" for the door nginx asks): the
+/// service writes one such line per listener.
 fn listening_address(log: &str, door: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let event: Value = serde_json::from_str(line).ok()?;
@@ -544,8 +543,7 @@ fn listening_address(log: &str, door: &str) -> Option<SocketAddr> {
         } else {
             event.get("fields")?
         };
-        let this_door = fields.get("door").map_or(Some("api"), Value::as_str);
-        if fields["message"] != "listening" || this_door != Some(door) {
+        if fields["message"] != "listening" || fields["door"] != door {
             return None;
         }
         fields["address"].as_str()?.parse().ok()
