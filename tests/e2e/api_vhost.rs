@@ -26,7 +26,7 @@ fn add_through_apache(
 ) -> Result<HttpAnswer, String> {
     let url = format!(
         "https://127.0.0.1:{}/add?user={user}&passwd={password}",
-        stack.api_port
+        stack.api_port()
     );
     let mut command = stack.curl();
     command.args(["--interface", source]);
@@ -73,7 +73,7 @@ async fn api_vhost_proxies_allowlisted_clients_and_refuses_others() {
             .arg("--data-urlencode")
             .arg(format!("passwd={posted_password}"))
             .args(["--data-urlencode", "ttl=1800"])
-            .arg(format!("https://127.0.0.1:{}/add", stack.api_port)),
+            .arg(format!("https://127.0.0.1:{}/add", stack.api_port())),
     );
     assert_eq!(answer.status, 200, "{answer:?}");
     let body = json(&answer);

@@ -9,7 +9,7 @@ use crate::support::tools::tools;
 use crate::support::{unique, Creds, Stack, StackOptions};
 
 /// Each `hash_type` and the prefix Apache recognises it by.
-const HASH_TYPES: [(&str, &str); 5] = [
+pub(crate) const HASH_TYPES: [(&str, &str); 5] = [
     ("sha1", "{SHA}"),
     ("md5", "$apr1$"),
     ("bcrypt", "$2y$"),

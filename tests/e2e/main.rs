@@ -1,12 +1,15 @@
 //! End-to-end tests: a real docker-registry behind a real Apache httpd started
-//! from deploy/httpd.conf.sample (only its `Define` values substituted),
-//! guarded by credentials the real registry-rubber binary mints, exercised
-//! with skopeo and curl.
+//! from deploy/httpd.conf.sample (only its `Define` values substituted), or
+//! behind a real nginx started from deploy/nginx.conf.sample (only its
+//! `${RR_*}` placeholders substituted) asking the service's auth_request
+//! door, guarded by credentials the real registry-rubber binary mints,
+//! exercised with skopeo and curl.
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
-//! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, docker-registry,
-//! skopeo, openssl and curl (and, for the MySQL stack, mariadb-server and
-//! libaprutil1-dbd-mysql); a missing one fails the tests with its name.
+//! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, nginx,
+//! gettext-base, docker-registry, skopeo, openssl and curl (and, for the
+//! MySQL stacks, mariadb-server and libaprutil1-dbd-mysql); a missing one
+//! fails the tests with its name.
 //! Each test starts its own stack on its own ports and temporary directory,
 //! so the tests run in parallel.
 
@@ -17,6 +20,7 @@ mod hash_types;
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 mod mysql;
+mod nginx;
 mod oci;
 mod sample;
 mod support;

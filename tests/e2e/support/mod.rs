@@ -1,16 +1,17 @@
 //! What every end-to-end test shares: finding the external programs, starting
-//! and stopping processes, the test PKI, the Apache sample, the whole stack,
-//! and the clients.
+//! and stopping processes, the test PKI, the Apache and nginx samples, the
+//! whole stack, and the clients.
 
 pub mod apache;
 pub mod clients;
+pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod stack;
 pub mod tools;
 
 pub use clients::Creds;
-pub use stack::{Stack, StackOptions};
+pub use stack::{Front, Stack, StackOptions};
 
 /// A name no other test or run uses, for users and repositories.
 pub fn unique(prefix: &str) -> String {

@@ -1,7 +1,9 @@
 //! One complete deployment per test: docker-registry, the registry-rubber
-//! binary and Apache configured from deploy/httpd.conf.sample, each on its
-//! own loopback ports, sharing one temporary directory that is removed when
-//! the stack drops (after every process in it has stopped).
+//! binary, and in front of them Apache configured from
+//! deploy/httpd.conf.sample or nginx configured from deploy/nginx.conf.sample
+//! (asking the service's auth_request door), each on its own loopback ports,
+//! sharing one temporary directory that is removed when the stack drops
+//! (after every process in it has stopped).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::apache::{assert_only_defines_differ, read_sample, render, Apache, StartError};
+use super::nginx::{self, Nginx};
 use super::pki::Pki;
 use super::process::{accepts, free_port, poll, ChildGuard};
 use super::tools::tools;
@@ -26,31 +29,57 @@ const PORT_ATTEMPTS: usize = 5;
 
 /// The group Apache's worker processes run as (the sample's `Group`).
 const APACHE_GROUP: &str = "www-data";
+/// The user nginx's worker processes run as (RR_NGINX_USER).
+const NGINX_USER: &str = "www-data";
 
 /// The subject a client certificate needs when mutual TLS is on (the values
 /// the tests give RR_API_CLIENT_OU and RR_API_CLIENT_CNS).
 pub const CLIENT_OU: &str = "e2e-clients";
 pub const CLIENT_CNS: [&str; 2] = ["e2e-pipeline", "e2e-release"];
 
+/// The web server in front of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// Apache httpd from deploy/httpd.conf.sample, reading the users table
+    /// itself with mod_authn_dbd, and proxying the API on its own port.
+    Apache,
+    /// nginx from deploy/nginx.conf.sample, asking the service's
+    /// auth_request door about every request; no API virtual host.
+    Nginx,
+}
+
+impl Front {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Apache => "Apache",
+            Self::Nginx => "nginx",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// Which web server guards the registry.
+    pub front: Front,
     /// The service's `hash_type`; `None` keeps its default.
     pub hash_type: Option<&'static str>,
-    /// Switch on the sample's mutual-TLS lines for the API virtual host.
+    /// Switch on the sample's mutual-TLS lines for the API virtual host
+    /// (Apache only).
     pub mtls: bool,
-    /// The API virtual host's address allowlist (RR_API_ALLOW).
+    /// The API virtual host's address allowlist (RR_API_ALLOW; Apache only).
     pub api_allow: &'static str,
     /// More environment variables for the service, such as RUBBER_SWEEP_INTERVAL.
     pub service_env: Vec<(&'static str, &'static str)>,
     /// Keep the users in a MariaDB server of the stack's own, read by Apache
-    /// with DBDriver mysql through a read-only account, and run a second
-    /// service instance on the same database.
+    /// with DBDriver mysql through a read-only account (or by the door, for
+    /// nginx), and run a second service instance on the same database.
     pub mysql: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
+            front: Front::Apache,
             hash_type: None,
             mtls: false,
             api_allow: "127.0.0.1",
@@ -60,9 +89,35 @@ impl Default for StackOptions {
     }
 }
 
-/// Fields drop in order: Apache first, the temporary directory last.
+/// The running web server in front of the registry.
+enum FrontServer {
+    Apache(Apache),
+    Nginx(Nginx),
+}
+
+impl FrontServer {
+    fn error_log(&self) -> String {
+        match self {
+            Self::Apache(apache) => apache.error_log(),
+            Self::Nginx(nginx) => nginx.error_log(),
+        }
+    }
+}
+
+/// Where a service instance listens, from its `listening` log lines.
+#[derive(Debug, Clone, Copy)]
+struct ServiceAddrs {
+    /// The admin JSON API (`door` "api").
+    api: SocketAddr,
+    /// The auth_request door (`door` "auth_request"), when switched on.
+    auth: Option<SocketAddr>,
+}
+
+/// Fields drop in order: the web server first, the temporary directory last.
 pub struct Stack {
-    apache: Apache,
+    front_server: FrontServer,
+    /// Which web server is in front.
+    pub front: Front,
     service: ChildGuard,
     /// The second service instance, on the same database (MySQL only).
     second: Option<ChildGuard>,
@@ -76,15 +131,18 @@ pub struct Stack {
     /// Environment the service and the CLI need besides the URL (the
     /// database password file).
     database_env: Vec<(&'static str, String)>,
-    /// The service's own address (not through Apache).
+    /// The service's own address (not through the web server).
     service_url: String,
+    /// The service's auth_request door (nginx stacks only).
+    auth_addr: Option<SocketAddr>,
     /// The second instance's own address.
     second_url: Option<String>,
-    /// `127.0.0.1:PORT` of Apache's HTTPS registry virtual host.
+    /// `127.0.0.1:PORT` of the web server's HTTPS registry server.
     pub registry_host: String,
-    /// Apache's plain HTTP port (redirects) and the API virtual host's port.
+    /// The web server's plain HTTP port (redirects).
     pub http_port: u16,
-    pub api_port: u16,
+    /// Apache's API virtual host's port (Apache stacks only).
+    api_port: Option<u16>,
     http: reqwest::Client,
     dir: tempfile::TempDir,
 }
@@ -102,19 +160,19 @@ impl Stack {
             .tempdir()
             .expect("create a temporary directory");
         // Apache's www-data processes must be able to reach the database
-        // below this directory.
+        // below this directory, and nginx's its temporary directories.
         set_mode(dir.path(), 0o711);
         let pki = Pki::create(&dir.path().join("pki"));
 
         let (db, database_url, database_env, mariadb, dbd) = if options.mysql {
-            mysql_database(dir.path())
+            mysql_database(dir.path(), options.front)
         } else {
             (sqlite_database(dir.path()), None, Vec::new(), None, None)
         };
         let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", db.display()));
 
         let (registry, registry_port) = start_registry(dir.path());
-        let (service, service_addr) = start_service(
+        let (service, service_addrs) = start_service(
             dir.path(),
             "service",
             &database_url,
@@ -124,25 +182,38 @@ impl Stack {
         let (second, second_url) = if options.mysql {
             let (second, addr) =
                 start_service(dir.path(), "second", &database_url, &database_env, &options);
-            (Some(second), Some(format!("http://{addr}")))
+            (Some(second), Some(format!("http://{}", addr.api)))
         } else {
             (None, None)
         };
-        let (apache, ports) = start_apache(
-            dir.path(),
-            &pki,
-            &db,
-            dbd,
-            registry_port,
-            service_addr,
-            &options,
-        );
+        let (front_server, ports) = match options.front {
+            Front::Apache => {
+                let (apache, ports) = start_apache(
+                    dir.path(),
+                    &pki,
+                    &db,
+                    dbd,
+                    registry_port,
+                    service_addrs.api,
+                    &options,
+                );
+                (FrontServer::Apache(apache), ports)
+            }
+            Front::Nginx => {
+                let door = service_addrs
+                    .auth
+                    .expect("the service of an nginx stack runs its auth_request door");
+                let (nginx, ports) = start_nginx(dir.path(), &pki, registry_port, door);
+                (FrontServer::Nginx(nginx), ports)
+            }
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("build an HTTP client");
         Self {
-            apache,
+            front_server,
+            front: options.front,
             service,
             second,
             registry,
@@ -151,11 +222,12 @@ impl Stack {
             db,
             database_url,
             database_env,
-            service_url: format!("http://{service_addr}"),
+            service_url: format!("http://{}", service_addrs.api),
+            auth_addr: service_addrs.auth,
             second_url,
             registry_host: format!("127.0.0.1:{}", ports.https),
             http_port: ports.http,
-            api_port: ports.api,
+            api_port: (options.front == Front::Apache).then_some(ports.api),
             http,
             dir,
         }
@@ -165,12 +237,30 @@ impl Stack {
         self.dir.path()
     }
 
+    /// The port of Apache's API virtual host; panics on an nginx stack,
+    /// whose sample has none.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+            .expect("only Apache stacks proxy the API on a port of their own")
+    }
+
+    /// The web server's access log of the registry server.
+    pub fn registry_access_log(&self) -> PathBuf {
+        match self.front {
+            Front::Apache => self.dir().join("httpd-logs/registry-access.log"),
+            Front::Nginx => self.dir().join("nginx/logs/registry-access.log"),
+        }
+    }
+
     /// The logs of every process, for failure messages.
     pub fn logs(&mut self) -> String {
-        let service_state = match self.service.exited() {
+        let mut service_state = match self.service.exited() {
             Some(status) => format!(" (exited: {status})"),
             None => String::new(),
         };
+        if let Some(door) = self.auth_addr {
+            service_state.push_str(&format!(" (auth_request door at {door})"));
+        }
         let second = match &self.second {
             Some(second) => format!("\n--- second instance ---\n{}", tail(&second.log(), 40)),
             None => String::new(),
@@ -183,8 +273,9 @@ impl Stack {
             None => String::new(),
         };
         format!(
-            "--- Apache error log ---\n{}\n--- {}{service_state} ---\n{}\n--- {} ---\n{}{second}{mariadb}",
-            self.apache.error_log(),
+            "--- {} error log ---\n{}\n--- {}{service_state} ---\n{}\n--- {} ---\n{}{second}{mariadb}",
+            self.front.name(),
+            self.front_server.error_log(),
             self.service.name(),
             tail(&self.service.log(), 40),
             self.registry.name(),
@@ -393,7 +484,8 @@ fn start_service(
     database_url: &str,
     database_env: &[(&'static str, String)],
     options: &StackOptions,
-) -> (ChildGuard, SocketAddr) {
+) -> (ChildGuard, ServiceAddrs) {
+    let door = options.front == Front::Nginx;
     let mut command = rubber_command();
     command
         .arg("serve")
@@ -401,6 +493,9 @@ fn start_service(
         .env("RUBBER_LOG_FORMAT", "json")
         .env("RUBBER_DATABASE_URL", database_url)
         .envs(database_env.iter().map(|(k, v)| (*k, v.as_str())));
+    if door {
+        command.env("RUBBER_AUTH_LISTEN", "127.0.0.1:0");
+    }
     if let Some(hash_type) = options.hash_type {
         command.env("RUBBER_HASH_TYPE", hash_type);
     }
@@ -410,36 +505,53 @@ fn start_service(
         &mut command,
         &dir.join(format!("{name}.log")),
     );
-    let addr = poll(START_TIMEOUT, || {
+    let addrs = poll(START_TIMEOUT, || {
         if service.exited().is_some() {
             return Some(None);
         }
-        service.log().lines().find_map(listening_address).map(Some)
+        let log = service.log();
+        let api = listening_address(&log, "api")?;
+        let auth = if door {
+            Some(listening_address(&log, "auth_request")?)
+        } else {
+            None
+        };
+        Some(Some(ServiceAddrs { api, auth }))
     });
-    match addr {
-        Some(Some(addr)) => (service, addr),
+    match addrs {
+        Some(Some(addrs)) => (service, addrs),
         _ => panic!(
-            "registry-rubber serve did not report its address:\n{}",
+            "registry-rubber serve did not report the address of {}:\n{}",
+            if door {
+                "its API and its auth_request door"
+            } else {
+                "its API"
+            },
             service.log()
         ),
     }
 }
 
-/// The address in the service's JSON `listening` log line.
-fn listening_address(line: &str) -> Option<SocketAddr> {
-    let event: Value = serde_json::from_str(line).ok()?;
-    let fields = if event.get("message").is_some() {
-        &event
-    } else {
-        event.get("fields")?
-    };
-    if fields["message"] != "listening" {
-        return None;
-    }
-    fields["address"].as_str()?.parse().ok()
+/// The address in the service's JSON `listening` log line of `door`
+/// ("api" for the admin API, "auth_request" for the door nginx asks): the
+/// service writes one such line per listener.
+fn listening_address(log: &str, door: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let event: Value = serde_json::from_str(line).ok()?;
+        let fields = if event.get("message").is_some() {
+            &event
+        } else {
+            event.get("fields")?
+        };
+        if fields["message"] != "listening" || fields["door"] != door {
+            return None;
+        }
+        fields["address"].as_str()?.parse().ok()
+    })
 }
 
-struct ApachePorts {
+/// The web server's ports; nginx uses no API port.
+struct FrontPorts {
     http: u16,
     https: u16,
     api: u16,
@@ -457,7 +569,7 @@ fn start_apache(
     registry_port: u16,
     service: SocketAddr,
     options: &StackOptions,
-) -> (Apache, ApachePorts) {
+) -> (Apache, FrontPorts) {
     let sample = read_sample();
     let run_dir = dir.join("httpd-run");
     let log_dir = dir.join("httpd-logs");
@@ -518,6 +630,62 @@ fn start_apache(
     unreachable!("the last attempt returns or panics")
 }
 
+/// nginx from deploy/nginx.conf.sample with every placeholder given a value
+/// (and nothing else changed), all its files under `dir/nginx`: the PID
+/// file, the logs, and the temporary directories its www-data workers write
+/// to (nginx creates them and hands them to that user).
+fn start_nginx(dir: &Path, pki: &Pki, registry_port: u16, door: SocketAddr) -> (Nginx, FrontPorts) {
+    let sample = nginx::read_sample();
+    let prefix = dir.join("nginx");
+    let run_dir = prefix.join("run");
+    let log_dir = prefix.join("logs");
+    let temp_dir = prefix.join("temp");
+    for d in [&prefix, &run_dir, &log_dir, &temp_dir] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+        set_mode(d, 0o755);
+    }
+    let conf = prefix.join("nginx.conf");
+    let path = |p: &Path| p.display().to_string();
+    for attempt in 1..=PORT_ATTEMPTS {
+        let ports = distinct_free_ports();
+        let values: BTreeMap<&str, String> = BTreeMap::from([
+            ("RR_NGINX_USER", NGINX_USER.to_owned()),
+            ("RR_RUN_DIR", path(&run_dir)),
+            ("RR_LOG_DIR", path(&log_dir)),
+            ("RR_TEMP_DIR", path(&temp_dir)),
+            ("RR_SERVER_NAME", "127.0.0.1".to_owned()),
+            ("RR_LISTEN_ADDR", "127.0.0.1".to_owned()),
+            ("RR_HTTP_PORT", ports.http.to_string()),
+            ("RR_HTTPS_PORT", ports.https.to_string()),
+            (
+                "RR_PUBLIC_URL",
+                format!("https://127.0.0.1:{}", ports.https),
+            ),
+            ("RR_TLS_CERT", path(&pki.server_cert)),
+            ("RR_TLS_KEY", path(&pki.server_key)),
+            ("RR_REGISTRY_BACKEND", format!("127.0.0.1:{registry_port}")),
+            ("RR_AUTH_BACKEND", door.to_string()),
+        ]);
+        std::fs::write(&conf, nginx::render(&sample, &values)).expect("write nginx.conf");
+        let written = std::fs::read_to_string(&conf).expect("read nginx.conf back");
+        nginx::assert_only_placeholders_differ(&sample, &written);
+        match Nginx::start(
+            &prefix,
+            &conf,
+            &run_dir.join("nginx.pid"),
+            &log_dir.join("error.log"),
+            &[ports.http, ports.https],
+        ) {
+            Ok(nginx) => return (nginx, ports),
+            Err(StartError::PortTaken(_)) if attempt < PORT_ATTEMPTS => {}
+            Err(StartError::PortTaken(message) | StartError::Failed(message)) => {
+                panic!("nginx did not start from {}:\n{message}", conf.display())
+            }
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// The SQLite database as the sample's WAL permission rule wants it: the
 /// directory setgid and writable by a group Apache's processes are in, as the
 /// systemd unit creates it; then the database in it, 0660 and in that group.
@@ -562,12 +730,13 @@ type MysqlDatabase = (
 /// A MariaDB server of the stack's own with the README's set-up: a database,
 /// the service's account (password in a file) with the grants it documents,
 /// the schema made by `registry-rubber migrate`, and Apache's read-only
-/// account on the users table.
-fn mysql_database(dir: &Path) -> MysqlDatabase {
+/// account on the users table (unused behind nginx, where the service's door
+/// reads the table).
+fn mysql_database(dir: &Path, front: Front) -> MysqlDatabase {
     const SERVICE_PASSWORD: &str = "e2e-service-pw-4c1d";
     const APACHE_PASSWORD: &str = "e2e-apache-pw-9b7e";
     assert!(
-        tools_has_apr_mysql_driver(),
+        front != Front::Apache || tools_has_apr_mysql_driver(),
         "the APR MySQL driver apr_dbd_mysql is missing (Debian package libaprutil1-dbd-mysql)"
     );
     let server = MariaDb::start();
@@ -632,11 +801,11 @@ fn tools_has_apr_mysql_driver() -> bool {
     })
 }
 
-fn distinct_free_ports() -> ApachePorts {
+fn distinct_free_ports() -> FrontPorts {
     loop {
         let (http, https, api) = (free_port(), free_port(), free_port());
         if http != https && https != api && http != api {
-            return ApachePorts { http, https, api };
+            return FrontPorts { http, https, api };
         }
     }
 }

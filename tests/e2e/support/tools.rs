@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 #[derive(Debug)]
 pub struct Tools {
     pub apache2: PathBuf,
+    pub nginx: PathBuf,
+    pub envsubst: PathBuf,
     pub docker_registry: PathBuf,
     pub skopeo: PathBuf,
     pub htpasswd: PathBuf,
@@ -21,7 +23,7 @@ pub struct Tools {
 /// Directory of Debian's Apache modules, as the sample's LoadModule lines name it.
 pub const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
-const INSTALL_HINT: &str = "apt-get install -y apache2 apache2-utils libaprutil1-dbd-sqlite3 docker-registry skopeo openssl curl";
+const INSTALL_HINT: &str = "apt-get install -y apache2 apache2-utils libaprutil1-dbd-sqlite3 nginx gettext-base docker-registry skopeo openssl curl";
 
 /// The tools, checked on first use. Panics, naming every missing package, if
 /// any is absent or the tests are not running as root.
@@ -35,8 +37,8 @@ fn find_tools() -> Tools {
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
-        "the end-to-end tests must run as root: Apache starts as root and serves as www-data, \
-         and the test database is handed to the www-data group"
+        "the end-to-end tests must run as root: Apache and nginx start as root and serve as \
+         www-data, and the test database is handed to the www-data group"
     );
 
     let mut missing: Vec<String> = Vec::new();
@@ -48,6 +50,8 @@ fn find_tools() -> Tools {
     };
     let tools = Tools {
         apache2: find("apache2", "apache2"),
+        nginx: find("nginx", "nginx"),
+        envsubst: find("envsubst", "gettext-base"),
         docker_registry: find("docker-registry", "docker-registry"),
         skopeo: find("skopeo", "skopeo"),
         htpasswd: find("htpasswd", "apache2-utils"),
@@ -67,6 +71,12 @@ fn find_tools() -> Tools {
                 "{APACHE_MODULES}/{module} (Debian package apache2)"
             ));
         }
+    }
+    if !tools.nginx.as_os_str().is_empty() && !nginx_has_auth_request(&tools.nginx) {
+        missing.push(
+            "nginx's auth_request module (Debian package nginx builds it in; this nginx lacks it)"
+                .to_owned(),
+        );
     }
     if !has_apr_sqlite_driver() {
         missing.push(
@@ -93,6 +103,17 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
             candidate
                 .metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether `nginx -V` lists the auth_request module among its build options.
+fn nginx_has_auth_request(nginx: &Path) -> bool {
+    std::process::Command::new(nginx)
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| {
+            // nginx prints its version and build options on standard error.
+            String::from_utf8_lossy(&o.stderr).contains("--with-http_auth_request_module")
         })
 }
 
