@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::audit::Caller;
 use crate::clock::SystemClock;
-use crate::config::{self, FlagValues, Settings, CONFIG_FILE_ENV, KEYS};
+use crate::config::{self, keys, FlagValues, Settings, CONFIG_FILE_ENV};
 use crate::credentials::Credentials;
 use crate::domain::{rfc3339, Password, Username};
 use crate::htpasswd::{self, HashType};
@@ -74,7 +74,7 @@ pub enum Command {
 /// configuration key, made from the key's declaration.
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
-    for key in &KEYS {
+    for key in keys() {
         let default = if key.default.is_empty() {
             "unset"
         } else {
@@ -99,8 +99,7 @@ pub fn command() -> clap::Command {
 pub fn parse() -> (Cli, FlagValues) {
     let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let flags = KEYS
-        .iter()
+    let flags = keys()
         .filter_map(|k| {
             matches
                 .get_one::<String>(&k.path())

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod doors;
 pub mod htpasswd;
 pub mod metrics;
+pub mod sinks;
 pub mod startup;
 pub mod store;
 pub mod sweeper;

@@ -57,6 +57,11 @@ pub struct Metrics {
     pub verify_cached: AtomicU64,
     pub verify_hashed: AtomicU64,
     pub verify_dummy: AtomicU64,
+    /// The htpasswd file: users written into it, rewrites, and failed
+    /// reads or writes.
+    pub htpasswd_users: AtomicU64,
+    pub htpasswd_writes: AtomicU64,
+    pub htpasswd_write_failures: AtomicU64,
     doors: Mutex<Vec<Arc<DoorMetrics>>>,
 }
 
@@ -197,6 +202,24 @@ impl Metrics {
                 get(c)
             );
         }
+        gauge(
+            &mut out,
+            "rubber_htpasswd_users",
+            "Users in the registry's htpasswd file (when it is kept).",
+            get(&self.htpasswd_users),
+        );
+        counter(
+            &mut out,
+            "rubber_htpasswd_writes_total",
+            "Rewrites of the registry's htpasswd file.",
+            get(&self.htpasswd_writes),
+        );
+        counter(
+            &mut out,
+            "rubber_htpasswd_write_failures_total",
+            "Failed reads of the users or writes of the htpasswd file, each retried.",
+            get(&self.htpasswd_write_failures),
+        );
         let doors: Vec<Arc<DoorMetrics>> = self.doors.lock().map(|d| d.clone()).unwrap_or_default();
         let name = "rubber_door_checks_total";
         let _ = writeln!(

@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Section, Settings};
 use crate::credentials::{CredentialError, Credentials};
 use crate::doors::{self, BoundDoor, DoorError};
+use crate::sinks::htpasswd_file::{self, HtpasswdFileError};
 use crate::store::{Create, Store, StoreError};
 use crate::tls::TlsState;
 
@@ -22,8 +23,10 @@ pub enum StartupError {
     Door(#[from] DoorError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    HtpasswdFile(#[from] HtpasswdFileError),
     #[error(
-        "no door is open: set listen (the admin API) or auth_request.listen (RUBBER_AUTH_LISTEN)"
+        "no door is open: set listen (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
     )]
     NoDoor,
 }
@@ -34,7 +37,9 @@ impl StartupError {
     pub fn is_setup(&self) -> bool {
         match self {
             StartupError::Store(e) => e.is_setup(),
-            StartupError::Door(DoorError::Tls { .. }) | StartupError::NoDoor => true,
+            StartupError::Door(DoorError::Tls { .. })
+            | StartupError::NoDoor
+            | StartupError::HtpasswdFile(_) => true,
             StartupError::Door(DoorError::Bind { .. }) | StartupError::Credentials(_) => false,
         }
     }
@@ -44,6 +49,8 @@ pub struct Application {
     doors: Vec<BoundDoor>,
     credentials: Arc<Credentials>,
     sweep_interval: Option<Duration>,
+    /// The registry's htpasswd file, when it is kept, and its poll interval.
+    htpasswd_file: Option<(htpasswd_file::Target, Duration)>,
 }
 
 impl Application {
@@ -55,7 +62,14 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        if settings.listeners().iter().all(|(_, l)| l.listen.is_none()) {
+        let htpasswd_file = htpasswd_file::Target::check(&settings.htpasswd_file)?.map(|target| {
+            (
+                target,
+                Duration::from_secs(settings.htpasswd_file.poll_interval),
+            )
+        });
+        let no_listener = settings.listeners().iter().all(|(_, l)| l.listen.is_none());
+        if no_listener && htpasswd_file.is_none() {
             return Err(StartupError::NoDoor);
         }
         let store = Store::open(settings, Create::DefaultOnly).await?;
@@ -85,6 +99,7 @@ impl Application {
             credentials,
             sweep_interval: (settings.sweep_interval > 0)
                 .then(|| Duration::from_secs(settings.sweep_interval)),
+            htpasswd_file,
         })
     }
 
@@ -122,12 +137,21 @@ impl Application {
             doors,
             credentials,
             sweep_interval,
+            htpasswd_file,
         } = self;
         let mut background = Vec::new();
         if let Some(interval) = sweep_interval {
             background.push(tokio::spawn(crate::sweeper::run(
                 Arc::clone(&credentials),
                 interval,
+            )));
+        }
+        if let Some((target, poll)) = htpasswd_file {
+            tracing::info!(path = %target.path().display(), poll_interval_s = poll.as_secs(), "keeping the registry's htpasswd file");
+            background.push(tokio::spawn(htpasswd_file::run(
+                Arc::clone(&credentials),
+                target,
+                poll,
             )));
         }
         let tls: Vec<(&'static str, Arc<TlsState>)> = doors

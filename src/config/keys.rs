@@ -23,16 +23,24 @@ pub enum Section {
     Api,
     /// `[auth_request]`: the nginx auth_request door.
     AuthRequest,
+    /// `[htpasswd_file]`: the registry's own htpasswd file.
+    HtpasswdFile,
 }
 
 impl Section {
-    pub const ALL: [Section; 3] = [Section::Core, Section::Api, Section::AuthRequest];
+    pub const ALL: [Section; 4] = [
+        Section::Core,
+        Section::Api,
+        Section::AuthRequest,
+        Section::HtpasswdFile,
+    ];
 
     /// The TOML table the section's keys live in; None: the top level.
     pub fn table(self) -> Option<&'static str> {
         match self {
             Section::Core | Section::Api => None,
             Section::AuthRequest => Some("auth_request"),
+            Section::HtpasswdFile => Some("htpasswd_file"),
         }
     }
 
@@ -42,6 +50,7 @@ impl Section {
             Section::Core => "Credential core",
             Section::Api => "Admin API (the JSON door that writes)",
             Section::AuthRequest => "[auth_request]: the nginx auth_request door",
+            Section::HtpasswdFile => "[htpasswd_file]: the registry's own htpasswd file",
         }
     }
 }
@@ -218,40 +227,33 @@ const AUTH_REQUEST_ONLY: Key = key!(
     auth_request.realm = values::quotable
 );
 
+const HTPASSWD_FILE: [Key; 4] = [
+    key!(Section::HtpasswdFile, "path", "RUBBER_HTPASSWD_FILE", "", "FILE",
+        "absolute path of the htpasswd file the registry reads (auth: htpasswd: path), kept equal to the live users; needs hash_type bcrypt; empty: off",
+        htpasswd_file.path = values::optional_absolute_path),
+    key!(Section::HtpasswdFile, "poll_interval", "RUBBER_HTPASSWD_POLL_INTERVAL", "5", "SECONDS",
+        "seconds between reads of the database for changes made elsewhere (other instances on a shared MySQL/MariaDB database, the command line)",
+        htpasswd_file.poll_interval = |v| values::seconds(v, 1)),
+    key!(Section::HtpasswdFile, "mode", "RUBBER_HTPASSWD_MODE", "0640", "OCTAL",
+        "permission bits of the file: the registry's user must read it, nobody else",
+        htpasswd_file.mode = values::file_mode),
+    key!(Section::HtpasswdFile, "group", "RUBBER_HTPASSWD_GROUP", "", "GROUP",
+        "group of the file (a name or a number), the registry's; empty: the service's own",
+        htpasswd_file.group = values::optional_text),
+];
+
+/// The keys by section, in the order the documentation lists them.
+static SECTIONS: [&[Key]; 7] = [
+    &CORE,
+    &[LOG_LEVEL],
+    &API,
+    &[API_ONLY],
+    &AUTH_REQUEST,
+    &[AUTH_REQUEST_ONLY],
+    &HTPASSWD_FILE,
+];
+
 /// Every key, in the order the documentation lists them.
-pub static KEYS: [Key; 29] = {
-    let [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = CORE;
-    let [a0, a1, a2, a3, a4, a5, a6] = API;
-    let [r0, r1, r2, r3, r4, r5, r6] = AUTH_REQUEST;
-    [
-        a0,
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
-        c5,
-        c6,
-        c7,
-        c8,
-        c9,
-        c10,
-        c11,
-        LOG_LEVEL,
-        a1,
-        a2,
-        a3,
-        a4,
-        a5,
-        a6,
-        API_ONLY,
-        r0,
-        r1,
-        r2,
-        r3,
-        r4,
-        r5,
-        r6,
-        AUTH_REQUEST_ONLY,
-    ]
-};
+pub fn keys() -> impl Iterator<Item = &'static Key> + Clone {
+    SECTIONS.iter().flat_map(|section| section.iter())
+}

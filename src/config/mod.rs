@@ -23,7 +23,7 @@ use crate::domain::TtlPolicy;
 use crate::htpasswd::HashType;
 use crate::tls::TlsFiles;
 
-pub use keys::{Key, Section, KEYS};
+pub use keys::{keys, Key, Section};
 pub use values::{
     DatabaseUrl, LogFormat, MysqlUrl, Secret, TableName, DEFAULT_DATABASE_URL, DEFAULT_MYSQL_PORT,
     REDACTED,
@@ -35,7 +35,7 @@ pub const ENV_PREFIX: &str = "RUBBER_";
 pub const CONFIG_FILE_ENV: &str = "RUBBER_CONFIG";
 
 /// Everything the service is configured with. Each field is filled by its
-/// key in [`KEYS`]; [`Settings::default`] applies every key's default.
+/// key in [`keys`]; [`Settings::default`] applies every key's default.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseUrl,
@@ -60,6 +60,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// The nginx auth_request door.
     pub auth_request: AuthRequestSettings,
+    /// The registry's own htpasswd file.
+    pub htpasswd_file: HtpasswdFileSettings,
     /// Where each key set by a file, the environment or a flag came from.
     origins: BTreeMap<String, Source>,
 }
@@ -111,6 +113,17 @@ pub struct AuthRequestSettings {
     pub listener: ListenerSettings,
     /// Realm of the Basic challenge a refusal carries.
     pub realm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HtpasswdFileSettings {
+    /// None: the file is not kept.
+    pub path: Option<PathBuf>,
+    /// Seconds between reads of the database for changes made elsewhere.
+    pub poll_interval: u64,
+    pub mode: values::FileMode,
+    /// The file's group, by name or number; None: the service's own.
+    pub group: Option<String>,
 }
 
 /// Where a value came from, so that an error can point at it.
@@ -168,7 +181,7 @@ impl Default for Settings {
     /// Every key at its declared default.
     fn default() -> Self {
         let mut settings = Settings::unfilled();
-        for key in &KEYS {
+        for key in keys() {
             if let Err(e) = key.set(&mut settings, key.default) {
                 unreachable!("the default of {} does not parse: {e}", key.path());
             }
@@ -204,6 +217,12 @@ impl Settings {
             auth_request: AuthRequestSettings {
                 listener: ListenerSettings::default(),
                 realm: String::new(),
+            },
+            htpasswd_file: HtpasswdFileSettings {
+                path: None,
+                poll_interval: 0,
+                mode: values::FileMode(0),
+                group: None,
             },
             origins: BTreeMap::new(),
         }
@@ -371,6 +390,13 @@ impl Settings {
                 ));
             }
         }
+        if self.htpasswd_file.path.is_some() && self.hash_type != HashType::Bcrypt {
+            return Err(ConfigError::Inconsistent(format!(
+                "htpasswd_file.path is set (from {}) but {}: the registry reads only bcrypt hashes from an htpasswd file; set hash_type = \"bcrypt\" (RUBBER_HASH_TYPE=bcrypt), or leave htpasswd_file.path unset",
+                self.origin("htpasswd_file.path"),
+                self.cite("hash_type", self.hash_type)
+            )));
+        }
         let t = &self.ttl;
         if t.default_ttl > t.max_ttl {
             return Err(ConfigError::Inconsistent(format!(
@@ -392,7 +418,7 @@ impl Settings {
 
 /// The key `matches` picks, or None.
 fn find_key(_name: &str, matches: impl Fn(&Key) -> bool) -> Option<&'static Key> {
-    KEYS.iter().find(|k| matches(k))
+    keys().find(|k| matches(k))
 }
 
 /// The error for a key path no key has, with a near miss or the table the
@@ -402,16 +428,14 @@ fn unknown(path: &str, origin: Source) -> ConfigError {
         Some((t, n)) => (Some(t), n),
         None => (None, path),
     };
-    let elsewhere = KEYS
-        .iter()
+    let elsewhere = keys()
         .find(|k| k.name == name && k.section.table() != table)
         .map(|k| match k.section.table() {
             Some(t) => format!(" (it belongs in the [{t}] table)"),
             None => " (it belongs at the top level, before any [table])".to_owned(),
         });
-    let hint = elsewhere.unwrap_or_else(|| suggestion(path, KEYS.iter().map(Key::path)));
-    let valid: Vec<String> = KEYS
-        .iter()
+    let hint = elsewhere.unwrap_or_else(|| suggestion(path, keys().map(Key::path)));
+    let valid: Vec<String> = keys()
         .filter(|k| k.section.table() == table)
         .map(|k| k.name.to_owned())
         .collect();
@@ -439,11 +463,11 @@ fn unknown(path: &str, origin: Source) -> ConfigError {
 fn unknown_env(var: &str, origin: Source) -> ConfigError {
     ConfigError::UnknownKey {
         key: var.to_owned(),
-        hint: suggestion(var, KEYS.iter().map(|k| k.env.to_owned())),
+        hint: suggestion(var, keys().map(|k| k.env.to_owned())),
         origin,
         valid: format!(
             " are the variables {}",
-            KEYS.iter().map(|k| k.env).collect::<Vec<_>>().join(", ")
+            keys().map(|k| k.env).collect::<Vec<_>>().join(", ")
         ),
     }
 }
@@ -548,7 +572,7 @@ pub type Described = (
 /// as `***`. A value of None is unset.
 pub fn describe(settings: &Settings) -> Vec<Described> {
     let mut out: Vec<Described> = Vec::new();
-    for key in &KEYS {
+    for key in keys() {
         let table = key.section.table();
         let shown = (key, key.show(settings));
         match out.iter_mut().find(|(t, _)| *t == table) {
@@ -956,7 +980,7 @@ mod tests {
     fn every_key_has_one_path_env_and_flag_and_is_described() {
         let mut paths = std::collections::BTreeSet::new();
         let mut envs = std::collections::BTreeSet::new();
-        for key in &KEYS {
+        for key in keys() {
             assert!(paths.insert(key.path()), "{} twice", key.path());
             assert!(envs.insert(key.env), "{} twice", key.env);
             assert!(key.env.starts_with(ENV_PREFIX), "{}", key.env);
@@ -964,7 +988,7 @@ mod tests {
         let defaults = Settings::default();
         let shown = describe_toml(&defaults);
         let reparsed: toml::Table = shown.parse().expect("check-config prints valid TOML");
-        for key in &KEYS {
+        for key in keys() {
             let value = match key.section.table() {
                 Some(t) => reparsed.get(t).and_then(|v| v.get(key.name)),
                 None => reparsed.get(key.name),

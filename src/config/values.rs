@@ -416,6 +416,39 @@ pub fn quotable(value: &str) -> Result<String, String> {
     }
 }
 
+/// Permission bits in octal (`0640`, `640`): the owner may read, nobody may
+/// execute, and only the owner may write.
+pub fn file_mode(value: &str) -> Result<FileMode, String> {
+    let digits = value.trim();
+    let mode = u32::from_str_radix(digits.strip_prefix("0o").unwrap_or(digits), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            format!("`{value}` is not a file mode; write octal permission bits such as 0640")
+        })?;
+    if mode & 0o400 == 0 || mode & 0o111 != 0 || mode & 0o022 != 0 {
+        return Err(format!(
+            "`{value}`: the owner must read the file, nobody may execute it, and only its owner may write it; write 0640 (the group reads), 0600 or 0644"
+        ));
+    }
+    Ok(FileMode(mode))
+}
+
+/// Permission bits of a file the service writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// Text, or none for an empty value.
+pub fn optional_text(value: &str) -> Result<Option<String>, String> {
+    Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty()))
+}
+
 /// How a value prints in `check-config`: as TOML, or nothing when unset.
 pub trait Shown {
     fn shown(&self) -> Option<toml::Value>;
@@ -440,7 +473,8 @@ shown_as_text!(
     HashType,
     DatabaseUrl,
     TableName,
-    LogFormat
+    LogFormat,
+    FileMode
 );
 
 macro_rules! shown_as_integer {

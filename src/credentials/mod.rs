@@ -11,7 +11,7 @@ mod verifier;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::{Caller, Event};
 use crate::clock::Clock;
@@ -19,7 +19,9 @@ use crate::config::Settings;
 use crate::domain::{Granted, Password, TtlPolicy, Username, MAX_PASSWORD_BYTES};
 use crate::htpasswd::{self, HashType};
 use crate::metrics::{inc, Metrics, StoreCounts};
-use crate::store::{ListQuery, ListedUser, Store, StoreError, WriteOp, WriteOutcome, DELETE_BATCH};
+use crate::store::{
+    ListQuery, ListedUser, LiveCredentials, Store, StoreError, WriteOp, WriteOutcome, DELETE_BATCH,
+};
 pub use verifier::VerifyCache;
 
 /// Attempts at a fresh generated name before giving up (a clash needs two
@@ -125,6 +127,7 @@ impl Credentials {
         let metrics = Arc::new(Metrics::default());
         Ok(Self {
             shared: Arc::new(Shared {
+                changes: Arc::new(Notify::new()),
                 store: store.clone(),
                 ttl: settings.ttl,
                 clock: Arc::clone(&clock),
@@ -159,6 +162,21 @@ impl Credentials {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    pub fn now_millis(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// Notified after every committed write of this instance, for views
+    /// that follow the store (the htpasswd file).
+    pub fn changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.shared.changes)
+    }
+
+    /// Every live user with its stored hash, and the next expiry.
+    pub async fn live_credentials(&self) -> Result<LiveCredentials, CredentialError> {
+        Ok(self.store.live_credentials(self.clock.now()).await?)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -363,6 +381,8 @@ impl Credentials {
 
 /// What the writes share, owned by the tasks that carry them out.
 struct Shared {
+    /// Notified after every committed write.
+    changes: Arc<Notify>,
     store: Store,
     ttl: TtlPolicy,
     clock: Arc<dyn Clock>,
@@ -370,6 +390,24 @@ struct Shared {
 }
 
 impl Shared {
+    /// Queues `op` and waits for its commit; a commit that changed the table
+    /// is announced to the views that follow it.
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let outcome = self.store.write(op).await;
+        let changed = match &outcome {
+            Ok(WriteOutcome::Added { .. } | WriteOutcome::Renewed { .. }) => true,
+            Ok(WriteOutcome::Removed { found }) => *found,
+            Ok(WriteOutcome::CleanedUp { removed } | WriteOutcome::Swept { removed }) => {
+                *removed > 0
+            }
+            _ => false,
+        };
+        if changed {
+            self.changes.notify_one();
+        }
+        outcome
+    }
+
     /// Writes an add with its hash, and its audit event.
     async fn add(
         &self,
@@ -382,7 +420,7 @@ impl Shared {
         let now = self.clock.now();
         let expires_at = now.saturating_add(granted.ttl as i64);
         let write = |user: Username, replace: bool| {
-            self.store.write(WriteOp::Add {
+            self.write(WriteOp::Add {
                 user,
                 hash: hash.clone(),
                 now,
@@ -438,10 +476,7 @@ impl Shared {
 
     /// Removes `user`; Ok(whether it existed).
     async fn remove(&self, user: &Username, caller: &Caller) -> Result<bool, CredentialError> {
-        let outcome = self
-            .store
-            .write(WriteOp::Remove { user: user.clone() })
-            .await;
+        let outcome = self.write(WriteOp::Remove { user: user.clone() }).await;
         let found = match outcome {
             Ok(WriteOutcome::Removed { found }) => Some(found),
             _ => None,
@@ -473,7 +508,6 @@ impl Shared {
         caller: &Caller,
     ) -> Result<Renewed, CredentialError> {
         let outcome = self
-            .store
             .write(WriteOp::Renew {
                 user: user.clone(),
                 now: self.clock.now(),
@@ -574,7 +608,7 @@ impl Shared {
     ) -> (u64, Result<(), CredentialError>) {
         let mut total = 0;
         loop {
-            match self.store.write(op()).await {
+            match self.write(op()).await {
                 Ok(WriteOutcome::Swept { removed } | WriteOutcome::CleanedUp { removed }) => {
                     total += removed;
                     if removed < u64::from(DELETE_BATCH) {

@@ -165,6 +165,28 @@ pub struct ListedUser {
     pub expires_at: Option<i64>,
 }
 
+/// The live users with their hashes, for a view such as an htpasswd file.
+/// `Debug` leaves the hashes out.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct LiveCredentials {
+    /// (name, stored hash), in name order.
+    pub users: Vec<(String, String)>,
+    /// The earliest expiry still ahead, in epoch seconds.
+    pub next_expiry: Option<i64>,
+}
+
+impl std::fmt::Debug for LiveCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCredentials")
+            .field(
+                "users",
+                &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
+            .field("next_expiry", &self.next_expiry)
+            .finish()
+    }
+}
+
 /// Which live users to list: names starting with `prefix`, after the name
 /// `after` (the previous page's last), at most `limit`.
 #[derive(Debug, Clone, Default)]
@@ -300,6 +322,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.count_live(now).await,
             Store::Mysql(s) => s.count_live(now).await,
+        }
+    }
+
+    /// Every user live at `now`, name and stored hash, in name order; and
+    /// the next expiry after `now`, when one is due.
+    pub async fn live_credentials(&self, now: i64) -> Result<LiveCredentials, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.live_credentials(now).await,
+            Store::Mysql(s) => s.live_credentials(now).await,
         }
     }
 

@@ -31,7 +31,7 @@ use super::policy::{
     self, expired_condition, live_condition, Backend, Failed, NewRow, Reach, RowOps,
 };
 use super::queue::WriteQueue;
-use super::{ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::{ListQuery, ListedUser, LiveCredentials, StoreError, UserRow, WriteOp, WriteOutcome};
 use crate::config::{MysqlUrl, TableName};
 use crate::domain::Username;
 
@@ -268,6 +268,32 @@ impl MysqlStore {
             )
             .await?;
         Ok(n.max(0) as u64)
+    }
+
+    pub async fn live_credentials(&self, now: i64) -> Result<LiveCredentials, StoreError> {
+        let table = &self.inner.table;
+        let users_sql = format!(
+            "SELECT username, password FROM `{table}` WHERE {} ORDER BY username",
+            live_condition("?")
+        );
+        let next_sql = format!("SELECT MIN(expires_at) FROM `{table}` WHERE expires_at > ?");
+        let read = async {
+            let mut conn = self.inner.readers.acquire().await?;
+            let rows = sqlx::query(&users_sql)
+                .bind(now)
+                .fetch_all(&mut *conn)
+                .await?;
+            let users = rows
+                .iter()
+                .map(|r| Ok((text(r, 0)?, text(r, 1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let next_expiry: Option<i64> = sqlx::query_scalar(&next_sql)
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(LiveCredentials { users, next_expiry })
+        };
+        self.read(read).await
     }
 
     pub async fn list(&self, q: ListQuery) -> Result<Vec<ListedUser>, StoreError> {

@@ -17,7 +17,9 @@ use super::policy::{
     self, expired_condition, live_condition, Backend, Failed, NewRow, Reach, RowOps,
 };
 use super::queue::WriteQueue;
-use super::{Create, ListQuery, ListedUser, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::{
+    Create, ListQuery, ListedUser, LiveCredentials, StoreError, UserRow, WriteOp, WriteOutcome,
+};
 use crate::config::TableName;
 use crate::domain::Username;
 
@@ -222,6 +224,30 @@ impl SqliteStore {
         );
         self.read(move |conn| Ok(conn.query_row(&sql, [now], |r| r.get::<_, i64>(0))? as u64))
             .await
+    }
+
+    pub async fn live_credentials(&self, now: i64) -> Result<LiveCredentials, StoreError> {
+        let table = &self.inner.table;
+        let users_sql = format!(
+            "SELECT username, password FROM \"{table}\" WHERE {} ORDER BY username",
+            live_condition("?1")
+        );
+        let next_sql = format!("SELECT min(expires_at) FROM \"{table}\" WHERE expires_at > ?1");
+        self.read(move |conn| {
+            // One transaction, so that the users and the next expiry agree.
+            conn.execute_batch("BEGIN")?;
+            let read = (|| {
+                let users = conn
+                    .prepare(&users_sql)?
+                    .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next_expiry = conn.query_row(&next_sql, [now], |r| r.get(0))?;
+                Ok::<_, rusqlite::Error>(LiveCredentials { users, next_expiry })
+            })();
+            conn.execute_batch("COMMIT")?;
+            Ok(read?)
+        })
+        .await
     }
 
     pub async fn list(&self, q: ListQuery) -> Result<Vec<ListedUser>, StoreError> {

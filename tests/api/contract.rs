@@ -82,9 +82,11 @@ async fn an_empty_user_or_password_is_refused_as_the_original_did() {
         .await
         .assert_envelope("add", 400, "add action requires password");
     for query in ["/add?user=&passwd=x", "/add?user&passwd=x"] {
-        app.get(query)
-            .await
-            .assert_envelope("add", 400, "Invalid action or user defined in request");
+        app.get(query).await.assert_envelope(
+            "add",
+            400,
+            "Invalid action or user defined in request",
+        );
     }
     assert_eq!(app.row_count().await, 0, "nothing minted");
     // Absent, both are generated.

@@ -446,6 +446,23 @@ impl TestApp {
         (status, head.to_owned(), body.to_owned())
     }
 
+    /// Writes a row with this hash straight into the store, living an hour.
+    #[allow(dead_code)]
+    pub async fn store_row(&self, user: &str, hash: &str) {
+        use registry_rubber::clock::Clock;
+        let now = self.clock.now();
+        self.store
+            .write(registry_rubber::store::WriteOp::Add {
+                user: registry_rubber::domain::Username::parse(user).unwrap(),
+                hash: hash.to_owned(),
+                now,
+                expires_at: Some(now + 3600),
+                replace: true,
+            })
+            .await
+            .expect("write the row");
+    }
+
     pub async fn add(&self, user: &str, passwd: &str) -> Answer {
         self.post_form("/add", &[("user", user), ("passwd", passwd)])
             .await

@@ -11,6 +11,7 @@ mod cli;
 mod contract;
 mod errors;
 mod helpers;
+mod htpasswd_file;
 mod lifetimes;
 mod logs;
 mod race;

@@ -346,3 +346,27 @@ async fn close_commits_what_was_queued_and_refuses_what_follows() {
         Err(registry_rubber::store::StoreError::WriterGone)
     ));
 }
+
+#[tokio::test]
+async fn live_credentials_are_the_live_users_with_the_next_expiry() {
+    let (_db, store) = fresh().await;
+    store.write(add("b-live", "hb", 1000)).await.unwrap(); // expires 1100
+    store.write(add("a-live", "ha", 1050)).await.unwrap(); // expires 1150
+    store.write(add("gone", "hg", 0)).await.unwrap(); // expires 100
+    let view = store.live_credentials(500).await.unwrap();
+    assert_eq!(
+        view.users,
+        [
+            ("a-live".to_owned(), "ha".to_owned()),
+            ("b-live".to_owned(), "hb".to_owned())
+        ]
+    );
+    assert_eq!(view.next_expiry, Some(1100));
+    let later = store.live_credentials(1100).await.unwrap();
+    assert_eq!(later.users.len(), 1, "expired at its expiry second");
+    assert_eq!(later.next_expiry, Some(1150));
+    assert_eq!(
+        store.live_credentials(1150).await.unwrap().next_expiry,
+        None
+    );
+}

@@ -1,0 +1,280 @@
+//! The registry's htpasswd file, kept by the real application on either
+//! backend: the live bcrypt users and nobody else, after every change, at
+//! expiry, after another instance's writes, through a failing disk, and the
+//! same after a restart.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use registry_rubber::htpasswd::{self, HashType};
+
+use crate::helpers::{
+    spawn_app_with, spawn_second_app_with, spawn_with_settings, test_settings, TestApp,
+};
+
+/// A temporary directory for the file, and the file's path in it.
+fn file_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("htpasswd")
+}
+
+fn keep_file(s: &mut registry_rubber::config::Settings, path: &Path) {
+    s.hash_type = HashType::Bcrypt;
+    s.bcrypt_cost = 4;
+    s.htpasswd_file.path = Some(path.to_owned());
+    s.htpasswd_file.poll_interval = 1;
+}
+
+async fn app_keeping(path: &Path) -> TestApp {
+    spawn_app_with(|s| keep_file(s, path)).await
+}
+
+/// The file's lines, `user:hash`.
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn users(path: &Path) -> Vec<String> {
+    lines(path)
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until the file's users are `expected`, for at most 10 s.
+async fn until_users(path: &Path, expected: &[&str]) -> Duration {
+    let started = Instant::now();
+    loop {
+        if users(path) == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the file holds {:?}, not {expected:?}",
+            users(path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric(app: &TestApp, series: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+}
+
+#[tokio::test]
+async fn the_file_holds_exactly_the_live_users_after_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "written at start, even empty");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"");
+    app.add("ci-b", "File-Pass-1").await;
+    app.add("ci-a", "File-Pass-2").await;
+    until_users(&path, &["ci-a", "ci-b"]).await;
+    for line in lines(&path) {
+        let (user, hash) = line.split_once(':').unwrap();
+        assert_eq!(app.stored_hash(user).await.as_deref(), Some(hash));
+        assert!(hash.starts_with("$2y$04$"), "{line}");
+    }
+    let (_, hash) = lines(&path)[0]
+        .split_once(':')
+        .map(|(u, h)| (u.to_owned(), h.to_owned()))
+        .unwrap();
+    assert!(htpasswd::verify("File-Pass-2", &hash));
+    app.post_form("/remove", &[("user", "ci-b")]).await;
+    until_users(&path, &["ci-a"]).await;
+    // A replaced password reaches the file too.
+    app.add("ci-a", "File-Pass-3").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines(&path)
+        .first()
+        .and_then(|l| l.split_once(':'))
+        .is_some_and(|(_, h)| htpasswd::verify("File-Pass-3", h))
+    {
+        assert!(Instant::now() < deadline, "{:?}", lines(&path));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    assert!(metric(&app, "rubber_htpasswd_writes_total").await >= 4);
+    assert_eq!(metric(&app, "rubber_htpasswd_users").await, 1);
+}
+
+#[tokio::test]
+async fn an_expired_user_leaves_the_file_without_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = spawn_app_with(|s| {
+        keep_file(s, &path);
+        s.sweep_interval = 0;
+    })
+    .await;
+    app.post_form(
+        "/add",
+        &[("user", "short"), ("passwd", "Short-File-1"), ("ttl", "5")],
+    )
+    .await;
+    app.add("long", "Long-File-1").await;
+    until_users(&path, &["long", "short"]).await;
+    app.clock.advance(5);
+    until_users(&path, &["long"]).await;
+    assert_eq!(app.row_count().await, 2, "no sweep: the row is still there");
+}
+
+#[tokio::test]
+async fn users_of_other_hash_formats_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.store_row("legacy", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")
+        .await;
+    app.add("modern", "Modern-File-1").await;
+    until_users(&path, &["modern"]).await;
+}
+
+#[tokio::test]
+async fn a_hand_edited_file_is_corrected_at_start_and_a_restart_writes_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("kept", "Kept-File-1").await;
+    until_users(&path, &["kept"]).await;
+    let written = std::fs::read(&path).unwrap();
+    std::fs::write(
+        &path,
+        "intruder:$2y$04$xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+    )
+    .unwrap();
+    // A second service on the same database, as a restarted one starts.
+    let mut settings = test_settings(&app.db);
+    keep_file(&mut settings, &path);
+    let _restarted = spawn_with_settings(settings, Arc::clone(&app.db)).await;
+    until_users(&path, &["kept"]).await;
+    assert_eq!(std::fs::read(&path).unwrap(), written, "byte for byte");
+}
+
+#[tokio::test]
+async fn another_instances_writes_reach_the_file_within_the_poll_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let keeper = app_keeping(&path).await;
+    let other = spawn_second_app_with(&keeper, |s| {
+        s.hash_type = HashType::Bcrypt;
+        s.bcrypt_cost = 4;
+    })
+    .await;
+    other.add("elsewhere", "Elsewhere-File-1").await;
+    let added = until_users(&path, &["elsewhere"]).await;
+    other.post_form("/remove", &[("user", "elsewhere")]).await;
+    let removed = until_users(&path, &[]).await;
+    assert!(
+        added < Duration::from_secs(5) && removed < Duration::from_secs(5),
+        "within the 1 s poll interval, with room for a busy machine: {added:?}, {removed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_write_is_counted_retried_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("before", "Before-File-1").await;
+    until_users(&path, &["before"]).await;
+    // The file's name taken by a directory that is not empty: every rename
+    // onto it fails.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("blocker"), "x").unwrap();
+    app.add("during", "During-File-1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&app, "rubber_htpasswd_write_failures_total").await == 0 {
+        assert!(Instant::now() < deadline, "no failure counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The API is unaffected meanwhile.
+    app.add("also-during", "During-File-2").await;
+    std::fs::remove_dir_all(&path).unwrap();
+    until_users(&path, &["also-during", "before", "during"]).await;
+}
+
+#[test]
+fn start_refuses_a_file_the_registry_could_not_use_naming_the_fix() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry-rubber"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RUBBER_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = dir.path().join("htpasswd");
+    let file = file.to_str().unwrap();
+    let (code, err) = run(&["check-config"], &[("RUBBER_HTPASSWD_FILE", file)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("htpasswd_file.path")
+            && err.contains("bcrypt")
+            && err.contains("RUBBER_HASH_TYPE=bcrypt"),
+        "{err}"
+    );
+    let missing = dir.path().join("nowhere/htpasswd");
+    let (code, err) = run(
+        &["serve"],
+        &[
+            ("RUBBER_HTPASSWD_FILE", missing.to_str().unwrap()),
+            ("RUBBER_HASH_TYPE", "bcrypt"),
+            ("RUBBER_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("RUBBER_HTPASSWD_FILE"),
+        "{err}"
+    );
+    let (code, err) = run(
+        &["check-config"],
+        &[
+            ("RUBBER_HTPASSWD_MODE", "0666"),
+            ("RUBBER_HTPASSWD_FILE", file),
+            ("RUBBER_HASH_TYPE", "bcrypt"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("htpasswd_file.mode"), "{err}");
+    assert!(
+        !dir.path().join("registry-rubber.sqlite").exists(),
+        "nothing created"
+    );
+}
