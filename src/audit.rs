@@ -56,6 +56,8 @@ pub struct Event<'a> {
     pub removed: Option<u64>,
     pub replaced: Option<bool>,
     pub generated_password: Option<bool>,
+    /// Scope patterns stored with an added credential, or granted in a token.
+    pub scopes: Option<&'a str>,
     pub caller: Option<&'a Caller>,
 }
 
@@ -70,6 +72,7 @@ impl Event<'_> {
             removed = self.removed,
             replaced = self.replaced,
             generated_password = self.generated_password,
+            scopes = self.scopes,
             caller = %self.caller.map_or_else(|| "unknown".to_owned(), ToString::to_string),
             subject = self.caller.and_then(|c| c.subject.as_deref()),
             "audit"

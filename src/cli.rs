@@ -16,7 +16,7 @@ use crate::audit::Caller;
 use crate::clock::SystemClock;
 use crate::config::{self, keys, FlagValues, Settings, CONFIG_FILE_ENV};
 use crate::credentials::Credentials;
-use crate::domain::{rfc3339, Password, Username};
+use crate::domain::{rfc3339, Password, ScopePattern, Username};
 use crate::htpasswd::{self, HashType};
 use crate::startup::{shutdown_signal, Application};
 use crate::store::{Create, Store};
@@ -49,6 +49,9 @@ pub enum Command {
         /// Seconds until the credential expires [default: default_ttl; at most max_ttl]
         #[arg(long, value_name = "SECONDS")]
         ttl: Option<String>,
+        /// What the credential may do through the token door, such as repository:team/app:pull (repeatable) [default: token.default_scopes]
+        #[arg(long, value_name = "SCOPE")]
+        scope: Vec<String>,
     },
     /// Remove a user (succeeds whether or not it existed)
     Remove { user: String },
@@ -178,13 +181,23 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                 htpasswd::hash(kind, password.expose(), settings.bcrypt_cost).map_err(usage)?;
             println!("{hash}");
         }
-        Command::Add { user, ttl } => {
+        Command::Add { user, ttl, scope } => {
             let user = Username::parse(&user).map_err(usage)?;
+            let scopes = (!scope.is_empty())
+                .then(|| ScopePattern::parse_list(scope.iter().map(String::as_str)))
+                .transpose()
+                .map_err(usage)?;
             let granted = settings.ttl.grant(ttl.as_deref()).map_err(usage)?;
             let password = read_password(settings.hash_type)?;
             let creds = open_credentials(&settings).await?;
             let added = creds
-                .add(Some(user), Some(password), granted, &Caller::local("cli"))
+                .add(
+                    Some(user),
+                    Some(password),
+                    scopes,
+                    granted,
+                    &Caller::local("cli"),
+                )
                 .await;
             creds.close().await;
             let added = added.map_err(failed)?;

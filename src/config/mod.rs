@@ -964,13 +964,14 @@ mod tests {
     fn table_names() {
         assert!(TableName::parse("users").is_ok());
         assert!(TableName::parse("_rr_users2").is_ok());
+        assert!(TableName::parse(&"u".repeat(56)).is_ok());
         for bad in [
             "",
             "2users",
             "us-ers",
             "users;",
             "\"users\"",
-            &"u".repeat(65),
+            &"u".repeat(57),
         ] {
             assert!(TableName::parse(bad).is_err(), "{bad}");
         }

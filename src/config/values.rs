@@ -257,9 +257,14 @@ impl fmt::Debug for MysqlUrl {
 }
 
 /// An SQL identifier safe to splice into a statement: a letter or `_`, then up
-/// to 63 letters, digits or `_`.
+/// to 55 letters, digits or `_`: 56 at most, so that `{table}_refresh`, the
+/// table of its refresh tokens, stays within MySQL's 64.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName(pub(super) String);
+
+/// Longest table name: MySQL's 64, less the `_refresh` suffix of the table
+/// of refresh tokens.
+pub const MAX_TABLE_NAME: usize = 56;
 
 impl TableName {
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -267,11 +272,14 @@ impl TableName {
         let first_ok = bytes
             .next()
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-        if first_ok && raw.len() <= 64 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if first_ok
+            && raw.len() <= MAX_TABLE_NAME
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             Ok(TableName(raw.to_owned()))
         } else {
             Err(format!(
-                "`{raw}` is not an SQL identifier; use a letter or '_' followed by up to 63 letters, digits or '_', such as users"
+                "`{raw}` is not an SQL identifier of at most 56 characters; use a letter or '_' followed by up to 55 letters, digits or '_', such as users"
             ))
         }
     }

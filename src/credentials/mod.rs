@@ -16,11 +16,12 @@ use tokio::sync::{Notify, Semaphore};
 use crate::audit::{Caller, Event};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::domain::{Granted, Password, TtlPolicy, Username, MAX_PASSWORD_BYTES};
+use crate::domain::{Granted, Password, ScopePattern, TtlPolicy, Username, MAX_PASSWORD_BYTES};
 use crate::htpasswd::{self, HashType};
 use crate::metrics::{inc, Metrics, StoreCounts};
 use crate::store::{
-    ListQuery, ListedUser, LiveCredentials, Store, StoreError, WriteOp, WriteOutcome, DELETE_BATCH,
+    ListQuery, ListedUser, LiveCredentials, Store, StoreError, UserRow, WriteOp, WriteOutcome,
+    DELETE_BATCH,
 };
 pub use verifier::VerifyCache;
 
@@ -49,6 +50,8 @@ pub struct Added {
     pub created_at: i64,
     pub expires_at: i64,
     pub granted: Granted,
+    /// The scope patterns stored with it; None: the configured default.
+    pub scopes: Option<String>,
     /// The password, when the service generated it: shown to the caller
     /// once, never stored in clear nor logged.
     pub generated_password: Option<Password>,
@@ -64,9 +67,10 @@ pub struct Renewed {
 }
 
 /// The answer to a password check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Allowed,
+    /// The credential, as read for this check.
+    Allowed(Box<UserRow>),
     Refused(Refusal),
 }
 
@@ -255,10 +259,10 @@ impl Credentials {
                 if let (Some(cache), Some(digest)) = (&self.cache, &digest) {
                     if cache.contains(digest) {
                         inc(&self.metrics.verify_cached);
-                        return Ok(Verdict::Allowed);
+                        return Ok(Verdict::Allowed(Box::new(row)));
                     }
                 }
-                let matches = self.check(password, row.password_hash).await?;
+                let matches = self.check(password, row.password_hash.clone()).await?;
                 inc(&self.metrics.verify_hashed);
                 if !matches {
                     return Ok(Verdict::Refused(Refusal::WrongPassword));
@@ -266,7 +270,7 @@ impl Credentials {
                 if let (Some(cache), Some(digest)) = (&self.cache, digest) {
                     cache.insert(digest);
                 }
-                return Ok(Verdict::Allowed);
+                return Ok(Verdict::Allowed(Box::new(row)));
             }
             Some(row) if row.is_live(now) => Refusal::UnusablePassword,
             Some(_) => Refusal::Expired,
@@ -285,6 +289,7 @@ impl Credentials {
         &self,
         user: Option<Username>,
         password: Option<Password>,
+        scopes: Option<Vec<ScopePattern>>,
         granted: Granted,
         caller: &Caller,
     ) -> Result<Added, CredentialError> {
@@ -293,9 +298,13 @@ impl Credentials {
         let hash = self.hash(&password).await?;
         let shared = Arc::clone(&self.shared);
         let caller = caller.clone();
-        let mut added =
-            detached(async move { shared.add(user, hash, granted, generated, &caller).await })
-                .await??;
+        let scopes = scopes.map(|s| ScopePattern::join(&s));
+        let mut added = detached(async move {
+            shared
+                .add(user, hash, scopes, granted, generated, &caller)
+                .await
+        })
+        .await??;
         added.generated_password = generated.then_some(password);
         Ok(added)
     }
@@ -413,6 +422,7 @@ impl Shared {
         &self,
         user: Option<Username>,
         hash: String,
+        scopes: Option<String>,
         granted: Granted,
         generated: bool,
         caller: &Caller,
@@ -425,6 +435,7 @@ impl Shared {
                 hash: hash.clone(),
                 now,
                 expires_at: Some(expires_at),
+                scopes: scopes.clone(),
                 replace,
             })
         };
@@ -450,6 +461,7 @@ impl Shared {
             user: Some(user.as_str()),
             expires_at: Some(expires_at),
             generated_password: Some(generated),
+            scopes: scopes.as_deref(),
             caller: Some(caller),
             ..Event::default()
         };
@@ -470,6 +482,7 @@ impl Shared {
             created_at: now,
             expires_at,
             granted,
+            scopes,
             generated_password: None,
         })
     }

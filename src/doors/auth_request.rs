@@ -108,7 +108,7 @@ async fn check(State(checker): State<Checker>, req: Request) -> Response {
         }
     };
     match checker.credentials.verify(&user, password.expose()).await {
-        Ok(Verdict::Allowed) => {
+        Ok(Verdict::Allowed(_)) => {
             inc(&checker.metrics.allowed);
             let mut response = bare(StatusCode::OK);
             // A user name is ASCII letters, digits and . _ - @ only.

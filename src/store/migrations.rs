@@ -44,6 +44,8 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 2, "0002", "text_usernames_created_at"),
     migration!("sqlite", 3, "0003", "expires_at"),
     migration!("sqlite", 4, "0004", "expires_at_index"),
+    migration!("sqlite", 5, "0005", "scopes"),
+    migration!("sqlite", 6, "0006", "refresh_tokens"),
 ];
 
 pub const MYSQL: &[Migration] = &[
@@ -51,6 +53,8 @@ pub const MYSQL: &[Migration] = &[
     migration!("mysql", 2, "0002", "text_usernames_created_at"),
     migration!("mysql", 3, "0003", "expires_at"),
     migration!("mysql", 4, "0004", "expires_at_index"),
+    migration!("mysql", 5, "0005", "scopes"),
+    migration!("mysql", 6, "0006", "refresh_tokens"),
 ];
 
 impl Migration {
@@ -143,7 +147,7 @@ mod tests {
     #[test]
     fn mysql_files_split_into_their_statements() {
         let counts: Vec<usize> = MYSQL.iter().map(|m| m.statements("t").len()).collect();
-        assert_eq!(counts, [1, 3, 1, 1]);
+        assert_eq!(counts, [1, 3, 1, 1, 1, 1]);
         for m in MYSQL {
             let statements = m.statements("users");
             let ddl = statements

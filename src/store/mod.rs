@@ -32,16 +32,19 @@ pub const DELETE_BATCH: u32 = 200;
 pub enum WriteOp {
     /// Insert the user; if it exists, replace its password, creation time and
     /// expiry when `replace` is set, or answer `Conflict` when it is not.
+    /// A replacement also revokes the user's refresh tokens: they were
+    /// issued to whoever held the old password.
     Add {
         user: Username,
         hash: String,
         now: i64,
         expires_at: Option<i64>,
+        /// Space-separated scope patterns; None: the configured default.
+        scopes: Option<String>,
         replace: bool,
     },
-    Remove {
-        user: Username,
-    },
+    /// Removes the user and its refresh tokens.
+    Remove { user: Username },
     /// Move a live user's expiry to `now + ttl`, never beyond
     /// `created_at + max_lifetime` and never earlier than it already is.
     Renew {
@@ -51,14 +54,18 @@ pub enum WriteOp {
         max_lifetime: u64,
     },
     /// Remove at most `limit` users created before `cutoff`.
-    Cleanup {
-        cutoff: i64,
-        limit: u32,
-    },
+    Cleanup { cutoff: i64, limit: u32 },
     /// Remove at most `limit` users whose expiry is at or before `now`.
-    Sweep {
-        now: i64,
-        limit: u32,
+    Sweep { now: i64, limit: u32 },
+    /// Records a refresh token issued to `user` for `service`, by the
+    /// digest of the token.
+    IssueRefresh {
+        digest: String,
+        user: Username,
+        service: String,
+        issued_at: i64,
+        /// Digest of the user's stored hash when the token was issued.
+        credential: String,
     },
     /// Change nothing; proves the writer can take the write lock and commit.
     Ping,
@@ -71,6 +78,7 @@ impl std::fmt::Debug for WriteOp {
                 user,
                 now,
                 expires_at,
+                scopes,
                 replace,
                 ..
             } => f
@@ -78,7 +86,19 @@ impl std::fmt::Debug for WriteOp {
                 .field("user", user)
                 .field("now", now)
                 .field("expires_at", expires_at)
+                .field("scopes", scopes)
                 .field("replace", replace)
+                .finish_non_exhaustive(),
+            WriteOp::IssueRefresh {
+                user,
+                service,
+                issued_at,
+                ..
+            } => f
+                .debug_struct("IssueRefresh")
+                .field("user", user)
+                .field("service", service)
+                .field("issued_at", issued_at)
                 .finish_non_exhaustive(),
             WriteOp::Remove { user } => f.debug_struct("Remove").field("user", user).finish(),
             WriteOp::Renew { user, now, ttl, .. } => f
@@ -127,6 +147,7 @@ pub enum WriteOutcome {
     Swept {
         removed: u64,
     },
+    RefreshIssued,
     Pinged,
 }
 
@@ -138,6 +159,8 @@ pub struct UserRow {
     pub password_hash: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Space-separated scope patterns; None: the configured default.
+    pub scopes: Option<String>,
 }
 
 impl UserRow {
@@ -163,6 +186,17 @@ pub struct ListedUser {
     pub username: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    pub scopes: Option<String>,
+}
+
+/// A refresh token as stored: by its digest, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub username: String,
+    pub service: String,
+    pub issued_at: i64,
+    /// Digest of the user's stored hash when the token was issued.
+    pub credential: String,
 }
 
 /// The live users with their hashes, for a view such as an htpasswd file.
@@ -331,6 +365,14 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.live_credentials(now).await,
             Store::Mysql(s) => s.live_credentials(now).await,
+        }
+    }
+
+    /// The refresh token of this digest, if one is recorded.
+    pub async fn refresh(&self, digest: &str) -> Result<Option<RefreshRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.refresh(digest).await,
+            Store::Mysql(s) => s.refresh(digest).await,
         }
     }
 

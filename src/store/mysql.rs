@@ -28,10 +28,12 @@ use tokio::time::Instant;
 
 use super::migrations::{Migration, MYSQL};
 use super::policy::{
-    self, expired_condition, live_condition, Backend, Failed, NewRow, Reach, RowOps,
+    self, expired_condition, live_condition, Backend, Failed, NewRefresh, NewRow, Reach, RowOps,
 };
 use super::queue::WriteQueue;
-use super::{ListQuery, ListedUser, LiveCredentials, StoreError, UserRow, WriteOp, WriteOutcome};
+use super::{
+    ListQuery, ListedUser, LiveCredentials, RefreshRow, StoreError, UserRow, WriteOp, WriteOutcome,
+};
 use crate::config::{MysqlUrl, TableName};
 use crate::domain::Username;
 
@@ -225,7 +227,7 @@ impl MysqlStore {
 
     pub async fn get(&self, user: &Username) -> Result<Option<UserRow>, StoreError> {
         let sql = format!(
-            "SELECT username, password, created_at, expires_at FROM `{}` WHERE username = ?",
+            "SELECT username, password, created_at, expires_at, scopes FROM `{}` WHERE username = ?",
             self.inner.table
         );
         let read = async {
@@ -239,6 +241,30 @@ impl MysqlStore {
                     password_hash: text(&r, 1)?,
                     created_at: r.try_get(2)?,
                     expires_at: r.try_get(3)?,
+                    scopes: optional_text(&r, 4)?,
+                })
+            })
+            .transpose()
+        };
+        self.read(read).await
+    }
+
+    pub async fn refresh(&self, digest: &str) -> Result<Option<RefreshRow>, StoreError> {
+        let sql = format!(
+            "SELECT username, service, issued_at, credential FROM `{}_refresh` WHERE digest = ?",
+            self.inner.table
+        );
+        let read = async {
+            let row = sqlx::query(&sql)
+                .bind(digest)
+                .fetch_optional(&self.inner.readers)
+                .await?;
+            row.map(|r| {
+                Ok(RefreshRow {
+                    username: text(&r, 0)?,
+                    service: text(&r, 1)?,
+                    issued_at: r.try_get(2)?,
+                    credential: text(&r, 3)?,
                 })
             })
             .transpose()
@@ -301,7 +327,7 @@ impl MysqlStore {
         // so the names with a prefix are exactly those in
         // [prefix, prefix + U+007F).
         let sql = format!(
-            "SELECT username, created_at, expires_at FROM `{}`
+            "SELECT username, created_at, expires_at, scopes FROM `{}`
              WHERE username >= ? AND username < ? AND username > ? AND {}
              ORDER BY username LIMIT ?",
             self.inner.table,
@@ -324,6 +350,7 @@ impl MysqlStore {
                         username: text(&r, 0)?,
                         created_at: r.try_get(1)?,
                         expires_at: r.try_get(2)?,
+                        scopes: optional_text(&r, 3)?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -341,6 +368,19 @@ fn text(row: &MySqlRow, index: usize) -> Result<String, sqlx::Error> {
         index: index.to_string(),
         source: Box::new(e),
     })
+}
+
+/// As [`text`], for a column that may be NULL.
+fn optional_text(row: &MySqlRow, index: usize) -> Result<Option<String>, sqlx::Error> {
+    let bytes: Option<Vec<u8>> = row.try_get(index)?;
+    bytes
+        .map(|b| {
+            String::from_utf8(b).map_err(|e| sqlx::Error::ColumnDecode {
+                index: index.to_string(),
+                source: Box::new(e),
+            })
+        })
+        .transpose()
 }
 
 /// Applies every migration this build knows and the database has not seen.
@@ -477,23 +517,27 @@ struct Statements {
     set_expiry: String,
     cleanup: String,
     sweep: String,
+    insert_refresh: String,
+    delete_refresh: String,
+    delete_orphan_refresh: String,
 }
 
 impl Statements {
     fn new(table: &TableName) -> Self {
         Self {
             insert: format!(
-                "INSERT INTO `{table}` (username, password, created_at, expires_at) VALUES (?, ?, ?, ?)"
+                "INSERT INTO `{table}` (username, password, created_at, expires_at, scopes) VALUES (?, ?, ?, ?, ?)"
             ),
             // The connection reports rows matched, not rows changed
             // (sqlx sets CLIENT_FOUND_ROWS), so 1 means the user exists.
             update: format!(
-                "UPDATE `{table}` SET password = ?, created_at = ?, expires_at = ? WHERE username = ?"
+                "UPDATE `{table}` SET password = ?, created_at = ?, expires_at = ?, scopes = ? WHERE username = ?"
             ),
             upsert: format!(
-                "INSERT INTO `{table}` (username, password, created_at, expires_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO `{table}` (username, password, created_at, expires_at, scopes) VALUES (?, ?, ?, ?, ?)
                  ON DUPLICATE KEY UPDATE password = VALUES(password),
-                     created_at = VALUES(created_at), expires_at = VALUES(expires_at)"
+                     created_at = VALUES(created_at), expires_at = VALUES(expires_at),
+                     scopes = VALUES(scopes)"
             ),
             remove: format!("DELETE FROM `{table}` WHERE username = ?"),
             lookup: format!(
@@ -506,6 +550,16 @@ impl Statements {
             sweep: format!(
                 "DELETE FROM `{table}` WHERE {} ORDER BY expires_at LIMIT ?",
                 expired_condition("?")
+            ),
+            insert_refresh: format!(
+                "INSERT INTO `{table}_refresh` (digest, username, service, issued_at, credential)
+                 VALUES (?, ?, ?, ?, ?)"
+            ),
+            delete_refresh: format!("DELETE FROM `{table}_refresh` WHERE username = ?"),
+            delete_orphan_refresh: format!(
+                "DELETE FROM `{table}_refresh`
+                 WHERE NOT EXISTS (SELECT 1 FROM `{table}` u WHERE u.username = `{table}_refresh`.username)
+                 LIMIT ?"
             ),
         }
     }
@@ -722,6 +776,7 @@ impl RowOps for Rows<'_> {
             .bind(row.hash)
             .bind(row.created_at)
             .bind(row.expires_at)
+            .bind(row.scopes)
             .execute(&mut *self.conn)
             .await;
         match inserted {
@@ -740,6 +795,7 @@ impl RowOps for Rows<'_> {
             .bind(row.hash)
             .bind(row.created_at)
             .bind(row.expires_at)
+            .bind(row.scopes)
             .bind(row.user.as_str())
             .execute(&mut *self.conn)
             .await?
@@ -755,6 +811,7 @@ impl RowOps for Rows<'_> {
             .bind(row.hash)
             .bind(row.created_at)
             .bind(row.expires_at)
+            .bind(row.scopes)
             .execute(&mut *self.conn)
             .await?
             .rows_affected();
@@ -809,6 +866,34 @@ impl RowOps for Rows<'_> {
             .execute(&mut *self.conn)
             .await?
             .rows_affected())
+    }
+
+    async fn insert_refresh(&mut self, token: NewRefresh<'_>) -> Result<(), Self::Error> {
+        sqlx::query(&self.sql.insert_refresh)
+            .bind(token.digest)
+            .bind(token.user.as_str())
+            .bind(token.service)
+            .bind(token.issued_at)
+            .bind(token.credential)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_refresh(&mut self, user: &Username) -> Result<(), Self::Error> {
+        sqlx::query(&self.sql.delete_refresh)
+            .bind(user.as_str())
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_orphan_refresh(&mut self, limit: u32) -> Result<(), Self::Error> {
+        sqlx::query(&self.sql.delete_orphan_refresh)
+            .bind(limit)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
     }
 }
 

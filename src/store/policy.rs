@@ -44,6 +44,17 @@ pub(super) struct NewRow<'a> {
     pub hash: &'a str,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    pub scopes: Option<&'a str>,
+}
+
+/// The columns of a refresh token being recorded.
+#[derive(Clone, Copy)]
+pub(super) struct NewRefresh<'a> {
+    pub digest: &'a str,
+    pub user: &'a Username,
+    pub service: &'a str,
+    pub issued_at: i64,
+    pub credential: &'a str,
 }
 
 /// The row operations a backend provides inside an open transaction, each
@@ -69,6 +80,11 @@ pub(super) trait RowOps {
     async fn delete_created_before(&mut self, cutoff: i64, limit: u32) -> Result<u64, Self::Error>;
     /// Deletes at most `limit` users expired at `now`.
     async fn delete_expired(&mut self, now: i64, limit: u32) -> Result<u64, Self::Error>;
+    async fn insert_refresh(&mut self, token: NewRefresh<'_>) -> Result<(), Self::Error>;
+    /// Deletes the user's refresh tokens.
+    async fn delete_refresh(&mut self, user: &Username) -> Result<(), Self::Error>;
+    /// Deletes at most `limit` refresh tokens whose user is gone.
+    async fn delete_orphan_refresh(&mut self, limit: u32) -> Result<(), Self::Error>;
 }
 
 /// Carries out one write inside the backend's open transaction.
@@ -79,6 +95,7 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
             hash,
             now,
             expires_at,
+            scopes,
             replace,
         } => {
             let row = NewRow {
@@ -86,20 +103,26 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
                 hash,
                 created_at: *now,
                 expires_at: *expires_at,
+                scopes: scopes.as_deref(),
             };
             if *replace {
-                WriteOutcome::Added {
-                    replaced: rows.upsert(row).await?,
+                let replaced = rows.upsert(row).await?;
+                if replaced {
+                    rows.delete_refresh(user).await?;
                 }
+                WriteOutcome::Added { replaced }
             } else if rows.insert_new(row).await? {
                 WriteOutcome::Added { replaced: false }
             } else {
                 WriteOutcome::Conflict
             }
         }
-        WriteOp::Remove { user } => WriteOutcome::Removed {
-            found: rows.delete(user).await?,
-        },
+        WriteOp::Remove { user } => {
+            rows.delete_refresh(user).await?;
+            WriteOutcome::Removed {
+                found: rows.delete(user).await?,
+            }
+        }
         WriteOp::Renew {
             user,
             now,
@@ -122,12 +145,33 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
                 }
             }
         },
-        WriteOp::Cleanup { cutoff, limit } => WriteOutcome::CleanedUp {
-            removed: rows.delete_created_before(*cutoff, *limit).await?,
-        },
-        WriteOp::Sweep { now, limit } => WriteOutcome::Swept {
-            removed: rows.delete_expired(*now, *limit).await?,
-        },
+        WriteOp::Cleanup { cutoff, limit } => {
+            let removed = rows.delete_created_before(*cutoff, *limit).await?;
+            rows.delete_orphan_refresh(*limit).await?;
+            WriteOutcome::CleanedUp { removed }
+        }
+        WriteOp::Sweep { now, limit } => {
+            let removed = rows.delete_expired(*now, *limit).await?;
+            rows.delete_orphan_refresh(*limit).await?;
+            WriteOutcome::Swept { removed }
+        }
+        WriteOp::IssueRefresh {
+            digest,
+            user,
+            service,
+            issued_at,
+            credential,
+        } => {
+            rows.insert_refresh(NewRefresh {
+                digest,
+                user,
+                service,
+                issued_at: *issued_at,
+                credential,
+            })
+            .await?;
+            WriteOutcome::RefreshIssued
+        }
         WriteOp::Ping => WriteOutcome::Pinged,
     })
 }

@@ -14,11 +14,12 @@ use tokio::sync::oneshot;
 
 use super::migrations::{Migration, SQLITE};
 use super::policy::{
-    self, expired_condition, live_condition, Backend, Failed, NewRow, Reach, RowOps,
+    self, expired_condition, live_condition, Backend, Failed, NewRefresh, NewRow, Reach, RowOps,
 };
 use super::queue::WriteQueue;
 use super::{
-    Create, ListQuery, ListedUser, LiveCredentials, StoreError, UserRow, WriteOp, WriteOutcome,
+    Create, ListQuery, ListedUser, LiveCredentials, RefreshRow, StoreError, UserRow, WriteOp,
+    WriteOutcome,
 };
 use crate::config::TableName;
 use crate::domain::Username;
@@ -250,11 +251,33 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn refresh(&self, digest: &str) -> Result<Option<RefreshRow>, StoreError> {
+        let sql = format!(
+            "SELECT username, service, issued_at, credential FROM \"{}_refresh\" WHERE digest = ?1",
+            self.inner.table
+        );
+        let digest = digest.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([digest], |r| {
+                    Ok(RefreshRow {
+                        username: r.get(0)?,
+                        service: r.get(1)?,
+                        issued_at: r.get(2)?,
+                        credential: r.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
     pub async fn list(&self, q: ListQuery) -> Result<Vec<ListedUser>, StoreError> {
         // Every character a name may hold sorts below U+007F, so the names
         // with a prefix are exactly those in [prefix, prefix + U+007F).
         let sql = format!(
-            "SELECT username, created_at, expires_at FROM \"{}\"
+            "SELECT username, created_at, expires_at, scopes FROM \"{}\"
              WHERE username >= ?1 AND username < ?2 AND username > ?3 AND {}
              ORDER BY username LIMIT ?5",
             self.inner.table,
@@ -269,6 +292,7 @@ impl SqliteStore {
                     username: r.get(0)?,
                     created_at: r.get(1)?,
                     expires_at: r.get(2)?,
+                    scopes: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -454,7 +478,7 @@ pub(super) fn migrate(
 /// The query of [`SqliteStore::get`] for `table`.
 fn get_query(table: &TableName) -> String {
     format!(
-        "SELECT username, password, created_at, expires_at FROM \"{table}\" WHERE username = ?1"
+        "SELECT username, password, created_at, expires_at, scopes FROM \"{table}\" WHERE username = ?1"
     )
 }
 
@@ -470,6 +494,7 @@ fn select_user(
                 password_hash: r.get(1)?,
                 created_at: r.get(2)?,
                 expires_at: r.get(3)?,
+                scopes: r.get(4)?,
             })
         })
         .optional()
@@ -484,16 +509,19 @@ struct Statements {
     set_expiry: String,
     cleanup: String,
     sweep: String,
+    insert_refresh: String,
+    delete_refresh: String,
+    delete_orphan_refresh: String,
 }
 
 impl Statements {
     fn new(table: &TableName) -> Self {
         Self {
             update: format!(
-                "UPDATE \"{table}\" SET password = ?2, created_at = ?3, expires_at = ?4 WHERE username = ?1"
+                "UPDATE \"{table}\" SET password = ?2, created_at = ?3, expires_at = ?4, scopes = ?5 WHERE username = ?1"
             ),
             insert_new: format!(
-                "INSERT INTO \"{table}\" (username, password, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO \"{table}\" (username, password, created_at, expires_at, scopes) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (username) DO NOTHING"
             ),
             remove: format!("DELETE FROM \"{table}\" WHERE username = ?1"),
@@ -509,6 +537,17 @@ impl Statements {
                 "DELETE FROM \"{table}\" WHERE rowid IN
                  (SELECT rowid FROM \"{table}\" WHERE {} LIMIT ?2)",
                 expired_condition("?1")
+            ),
+            insert_refresh: format!(
+                "INSERT INTO \"{table}_refresh\" (digest, username, service, issued_at, credential)
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            ),
+            delete_refresh: format!("DELETE FROM \"{table}_refresh\" WHERE username = ?1"),
+            delete_orphan_refresh: format!(
+                "DELETE FROM \"{table}_refresh\" WHERE rowid IN
+                 (SELECT r.rowid FROM \"{table}_refresh\" r
+                  WHERE NOT EXISTS (SELECT 1 FROM \"{table}\" u WHERE u.username = r.username)
+                  LIMIT ?1)"
             ),
         }
     }
@@ -600,7 +639,13 @@ impl RowOps for Rows<'_> {
     type Error = rusqlite::Error;
 
     async fn insert_new(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
-        let args = params![row.user.as_str(), row.hash, row.created_at, row.expires_at];
+        let args = params![
+            row.user.as_str(),
+            row.hash,
+            row.created_at,
+            row.expires_at,
+            row.scopes
+        ];
         Ok(self
             .conn
             .prepare_cached(&self.sql.insert_new)?
@@ -613,7 +658,13 @@ impl RowOps for Rows<'_> {
         if self.insert_new(row).await? {
             return Ok(false);
         }
-        let args = params![row.user.as_str(), row.hash, row.created_at, row.expires_at];
+        let args = params![
+            row.user.as_str(),
+            row.hash,
+            row.created_at,
+            row.expires_at,
+            row.scopes
+        ];
         self.conn.prepare_cached(&self.sql.update)?.execute(args)?;
         Ok(true)
     }
@@ -657,6 +708,33 @@ impl RowOps for Rows<'_> {
             .prepare_cached(&self.sql.sweep)?
             .execute(params![now, limit])? as u64)
     }
+
+    async fn insert_refresh(&mut self, token: NewRefresh<'_>) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(&self.sql.insert_refresh)?
+            .execute(params![
+                token.digest,
+                token.user.as_str(),
+                token.service,
+                token.issued_at,
+                token.credential
+            ])?;
+        Ok(())
+    }
+
+    async fn delete_refresh(&mut self, user: &Username) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(&self.sql.delete_refresh)?
+            .execute([user.as_str()])?;
+        Ok(())
+    }
+
+    async fn delete_orphan_refresh(&mut self, limit: u32) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(&self.sql.delete_orphan_refresh)?
+            .execute([limit])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -677,6 +755,7 @@ mod tests {
             hash: hash.into(),
             now,
             expires_at: Some(now + 100),
+            scopes: None,
             replace: true,
         }
     }

@@ -457,6 +457,7 @@ impl TestApp {
                 hash: hash.to_owned(),
                 now,
                 expires_at: Some(now + 3600),
+                scopes: None,
                 replace: true,
             })
             .await

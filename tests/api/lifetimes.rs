@@ -217,6 +217,7 @@ async fn sweeping_many_expired_users_goes_in_batches_and_spares_the_live() {
                 hash: "{SHA}x".into(),
                 now: T0,
                 expires_at: Some(T0 + 1),
+                scopes: None,
                 replace: true,
             })
             .await

@@ -22,6 +22,7 @@ fn add(user: &str, hash: &str, now: i64) -> WriteOp {
         hash: hash.into(),
         now,
         expires_at: Some(now + 100),
+        scopes: None,
         replace: true,
     }
 }
@@ -47,6 +48,7 @@ async fn add_replaces_or_refuses_and_remove_says_what_it_found() {
         hash: "h2".into(),
         now: 20,
         expires_at: None,
+        scopes: None,
         replace: false,
     };
     assert_eq!(
@@ -207,7 +209,8 @@ async fn list_filters_by_prefix_pages_and_hides_the_expired() {
         [ListedUser {
             username: "cj".into(),
             created_at: 1000,
-            expires_at: Some(1100)
+            expires_at: Some(1100),
+            scopes: None,
         }]
     );
 }
@@ -369,4 +372,86 @@ async fn live_credentials_are_the_live_users_with_the_next_expiry() {
         store.live_credentials(1150).await.unwrap().next_expiry,
         None
     );
+}
+
+#[tokio::test]
+async fn scopes_are_stored_and_refresh_tokens_die_with_their_credential() {
+    let (_db, store) = fresh().await;
+    let with_scopes = |user: &str, hash: &str, scopes: Option<&str>| WriteOp::Add {
+        user: u(user),
+        hash: hash.into(),
+        now: 1000,
+        expires_at: Some(2000),
+        scopes: scopes.map(Into::into),
+        replace: true,
+    };
+    store
+        .write(with_scopes(
+            "scoped",
+            "h1",
+            Some("repository:team/app:pull"),
+        ))
+        .await
+        .unwrap();
+    let row = store.get(&u("scoped")).await.unwrap().unwrap();
+    assert_eq!(row.scopes.as_deref(), Some("repository:team/app:pull"));
+    let listed = store
+        .list(ListQuery {
+            prefix: "scoped".into(),
+            after: None,
+            limit: 10,
+            now: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed[0].scopes.as_deref(),
+        Some("repository:team/app:pull")
+    );
+    let issue = |digest: &str, user: &str| WriteOp::IssueRefresh {
+        digest: digest.into(),
+        user: u(user),
+        service: "registry".into(),
+        issued_at: 1001,
+        credential: "c".repeat(64),
+    };
+    assert_eq!(
+        store.write(issue(&"a".repeat(64), "scoped")).await.unwrap(),
+        WriteOutcome::RefreshIssued
+    );
+    let found = store.refresh(&"a".repeat(64)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.username.as_str(),
+            found.service.as_str(),
+            found.issued_at
+        ),
+        ("scoped", "registry", 1001)
+    );
+    assert_eq!(found.credential, "c".repeat(64));
+    // A replacement revokes the refresh tokens of the old password.
+    store
+        .write(with_scopes("scoped", "h2", None))
+        .await
+        .unwrap();
+    assert!(store.refresh(&"a".repeat(64)).await.unwrap().is_none());
+    assert_eq!(store.get(&u("scoped")).await.unwrap().unwrap().scopes, None);
+    // So does a removal.
+    store.write(issue(&"b".repeat(64), "scoped")).await.unwrap();
+    store
+        .write(WriteOp::Remove { user: u("scoped") })
+        .await
+        .unwrap();
+    assert!(store.refresh(&"b".repeat(64)).await.unwrap().is_none());
+    // And a sweep or a cleanup takes those of the users it deletes.
+    store.write(with_scopes("swept", "h", None)).await.unwrap();
+    store.write(issue(&"d".repeat(64), "swept")).await.unwrap();
+    store
+        .write(WriteOp::Sweep {
+            now: 2000,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(store.refresh(&"d".repeat(64)).await.unwrap().is_none());
 }

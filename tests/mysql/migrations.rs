@@ -74,6 +74,7 @@ fn expected_schema() -> Vec<(String, String, String, String, String)> {
         ("password", "varchar(255)", "utf8mb4", "", "NO"),
         ("created_at", "bigint(20)", "", "", "NO"),
         ("expires_at", "bigint(20)", "", "", "YES"),
+        ("scopes", "text", "ascii", "ascii_bin", "YES"),
     ]
     .iter()
     .map(|(a, b, c, d, e)| {
@@ -219,6 +220,7 @@ async fn the_originals_table_is_adopted_in_place() {
                 hash: "$apr1$x".repeat(30),
                 now: 5,
                 expires_at: Some(10),
+                scopes: None,
                 replace: true,
             })
             .await

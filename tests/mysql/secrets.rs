@@ -130,7 +130,8 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
     // (The service's clock is the test's, years back: its users expired
     // long ago by the server's clock, which Apache's query uses.)
     sqlx::query(
-        "INSERT INTO users VALUES ('expired', '{SHA}x', 0, 1), ('forever', '{SHA}y', 0, NULL),
+        "INSERT INTO users (username, password, created_at, expires_at)
+             VALUES ('expired', '{SHA}x', 0, 1), ('forever', '{SHA}y', 0, NULL),
              ('live', '{SHA}z', 0, UNIX_TIMESTAMP() + 3600)",
     )
     .execute(pool(&db))

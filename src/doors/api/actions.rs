@@ -11,7 +11,7 @@ use super::params::Params;
 use super::AppState;
 use crate::audit::Caller;
 use crate::credentials::CredentialError;
-use crate::domain::{rfc3339, Granted, Password, PasswordError, Username};
+use crate::domain::{rfc3339, Granted, Password, PasswordError, ScopePattern, Username};
 use crate::htpasswd::HashType;
 
 /// Largest accepted `older_than`, in seconds (about 136 years).
@@ -53,7 +53,8 @@ async fn add_user(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
         .take_given("passwd")
         .map(|raw| parse_password(raw, creds.hash_type()))
         .transpose()?;
-    let added = creds.add(user, password, granted, &caller).await?;
+    let scopes = parse_scopes(&params)?;
+    let added = creds.add(user, password, scopes, granted, &caller).await?;
     let mut answer = Envelope::ok(Action::Add, format!("Added user {}", added.user))
         .with("user", added.user.as_str())
         .with("replaced", added.replaced)
@@ -61,7 +62,8 @@ async fn add_user(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
         .with("expires_at", added.expires_at)
         .with("expires", rfc3339(added.expires_at))
         .with("ttl", added.granted.ttl)
-        .with("ttl_clamped", added.granted.clamped);
+        .with("ttl_clamped", added.granted.clamped)
+        .with("scopes", added.scopes.clone());
     if let Some(password) = &added.generated_password {
         answer = answer.with("passwd", password.expose());
     }
@@ -157,6 +159,7 @@ async fn list_users(app: &AppState, req: Request) -> Result<Envelope, ApiError> 
                 "created_at": u.created_at,
                 "expires_at": u.expires_at,
                 "expires": u.expires_at.map(rfc3339),
+                "scopes": u.scopes,
             })
         })
         .collect();
@@ -178,6 +181,28 @@ fn grant(app: &AppState, params: &Params) -> Result<Granted, ApiError> {
 /// A whole number from `min` to `max`, or None.
 fn bounded(raw: &str, min: u64, max: u64) -> Option<u64> {
     raw.parse::<u64>().ok().filter(|n| (min..=max).contains(n))
+}
+
+/// The scope patterns of an add: absent, the configured default; given,
+/// each value one pattern or several separated by spaces. A `scope` given
+/// but empty is refused rather than read as the default.
+fn parse_scopes(params: &Params) -> Result<Option<Vec<ScopePattern>>, ApiError> {
+    let values = params.all("scope");
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let bad = |detail: String| ApiError::BadParameter {
+        name: "scope",
+        detail,
+    };
+    if values.iter().any(|v| v.trim().is_empty()) {
+        return Err(bad(
+            "is empty; give scope patterns such as repository:team/app:pull, or leave scope out for the default".into(),
+        ));
+    }
+    ScopePattern::parse_list(values)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 fn parse_user(params: &Params) -> Result<Username, ApiError> {

@@ -16,6 +16,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The parameters this API reads. Others (the original's `realm`) are ignored.
 const KNOWN: &[&str] = &[
     "user",
+    "scope",
     "passwd",
     "older_than",
     "ttl",
@@ -101,6 +102,15 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// Every value given for `name`, in order, empty ones included.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The first value given for `name`, empty or not: None only when the
     /// name is absent. For parameters where absence means "generate one"
     /// while an empty value (an unset variable in the caller's script) must
@@ -144,6 +154,19 @@ impl Params {
             let Some(&name) = KNOWN.iter().find(|k| **k == key) else {
                 continue;
             };
+            // A list of scopes is several values of `scope`.
+            if let (Value::Array(items), "scope") = (&value, name) {
+                for item in items {
+                    let Value::String(s) = item else {
+                        return Err(ApiError::BadParameter {
+                            name,
+                            detail: "must be a JSON string or a list of strings".into(),
+                        });
+                    };
+                    self.pairs.push((name.to_owned(), s.clone()));
+                }
+                continue;
+            }
             let text = match value {
                 Value::Null => String::new(),
                 Value::String(s) => s,
