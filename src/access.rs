@@ -32,29 +32,42 @@ impl Default for AccessPolicy {
 
 impl AccessPolicy {
     /// The address a request comes from: the peer's, unless the peer is a
-    /// trusted proxy, in which case X-Forwarded-For is read from the right,
-    /// past every trusted proxy, to the first address that is not one.
-    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+    /// trusted proxy, in which case X-Forwarded-For (every line of it, in
+    /// order, as one list) is read from the right, past every trusted proxy,
+    /// to the first address that is not one. A trusted proxy that sends no
+    /// X-Forwarded-For is itself the caller.
+    ///
+    /// Anything in the list that is not a bare IP address (a port, brackets,
+    /// `unknown`, an empty entry, a byte that is not visible ASCII) makes
+    /// the caller unknown: refused, never taken to be the proxy.
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<IpAddr, UnreadableForward> {
         if !contains(&self.trusted_proxies, peer) {
-            return peer;
+            return Ok(peer);
         }
-        let Some(header) = forwarded_for else {
-            return peer;
-        };
+        let mut hops = Vec::new();
+        for line in forwarded_for {
+            let text = std::str::from_utf8(line)
+                .ok()
+                .filter(|t| {
+                    t.bytes()
+                        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+                })
+                .ok_or(UnreadableForward)?;
+            hops.extend(text.split(',').map(str::trim));
+        }
         let mut client = peer;
-        for hop in header.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !contains(&self.trusted_proxies, ip) {
-                        break;
-                    }
-                }
-                // A hop that is not an address cannot be believed further.
-                Err(_) => break,
+        for hop in hops.iter().rev() {
+            let ip: IpAddr = hop.parse().map_err(|_| UnreadableForward)?;
+            client = ip;
+            if !contains(&self.trusted_proxies, ip) {
+                break;
             }
         }
-        client
+        Ok(client)
     }
 
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
@@ -70,6 +83,12 @@ impl AccessPolicy {
         identity.is_some_and(|id| self.allowed_subjects.iter().any(|p| p.matches(id)))
     }
 }
+
+/// A trusted proxy forwarded an X-Forwarded-For that is not a list of bare
+/// IP addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("X-Forwarded-For from a trusted proxy is not a list of IP addresses")]
+pub struct UnreadableForward;
 
 fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = canonical(ip);
@@ -184,21 +203,51 @@ mod tests {
     #[test]
     fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         let p = policy("10.0.0.0/8");
-        let xff = Some("203.0.113.7, 10.1.1.1");
+        let lines = |l: &[&'static str]| l.iter().map(|s| s.as_bytes()).collect::<Vec<_>>();
+        let xff = lines(&["203.0.113.7, 10.1.1.1"]);
         assert_eq!(
-            p.client_ip(ip("192.0.2.1"), xff),
-            ip("192.0.2.1"),
-            "untrusted peer"
+            p.client_ip(ip("192.0.2.1"), xff.clone()),
+            Ok(ip("192.0.2.1")),
+            "untrusted peer: its header is ignored"
         );
-        assert_eq!(p.client_ip(ip("10.0.0.2"), xff), ip("203.0.113.7"));
-        assert_eq!(p.client_ip(ip("10.0.0.2"), None), ip("10.0.0.2"));
+        assert_eq!(
+            p.client_ip(ip("10.0.0.2"), xff.clone()),
+            Ok(ip("203.0.113.7"))
+        );
+        assert_eq!(p.client_ip(ip("10.0.0.2"), lines(&[])), Ok(ip("10.0.0.2")));
         // A client cannot smuggle an address past the first untrusted hop.
         assert_eq!(
-            p.client_ip(ip("10.0.0.2"), Some("127.0.0.1, 198.51.100.9")),
-            ip("198.51.100.9")
+            p.client_ip(ip("10.0.0.2"), lines(&["127.0.0.1, 198.51.100.9"])),
+            Ok(ip("198.51.100.9"))
         );
-        assert_eq!(p.client_ip(ip("10.0.0.2"), Some("garbage")), ip("10.0.0.2"));
-        assert_eq!(policy("").client_ip(ip("127.0.0.1"), xff), ip("127.0.0.1"));
+        // Several lines are one list, read from the right.
+        assert_eq!(
+            p.client_ip(ip("10.0.0.2"), lines(&["127.0.0.1", "198.51.100.9"])),
+            Ok(ip("198.51.100.9"))
+        );
+        // Anything unreadable makes the caller unknown, never the proxy.
+        for bad in [
+            &["garbage"][..],
+            &["198.51.100.7:4444"],
+            &["[2001:db8::1]"],
+            &["198.51.100.7, unknown"],
+            &["198.51.100.7,,10.0.0.3"],
+            &["\u{e9}, 198.51.100.7"],
+        ] {
+            assert_eq!(
+                p.client_ip(ip("10.0.0.2"), lines(bad)),
+                Err(UnreadableForward),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            p.client_ip(ip("10.0.0.2"), vec![&b"\xff, 198.51.100.7"[..]]),
+            Err(UnreadableForward)
+        );
+        assert_eq!(
+            policy("").client_ip(ip("127.0.0.1"), xff),
+            Ok(ip("127.0.0.1"))
+        );
     }
 
     #[test]

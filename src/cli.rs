@@ -120,6 +120,15 @@ impl Cli {
     }
 }
 
+/// Ignores SIGHUP until the service installs its reload handler.
+pub fn ignore_hangup() {
+    // SAFETY: sets the disposition of one signal to "ignore"; no handler
+    // code runs.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// A failure and its exit code; the message goes to standard error.
 struct Failure(u8, String);
 
@@ -152,6 +161,8 @@ pub async fn run(cli: Cli, flags: FlagValues) -> ExitCode {
 async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
         Command::Serve => {
+            // SIGHUP is ignored from the start (main) and caught once the
+            // doors are up (the reload handler).
             // A missing database, bad TLS files, no door: 2. The database
             // failed (unreachable, broken), a port is taken: 1.
             let app = Application::build(&settings).await.map_err(|e| {

@@ -4,6 +4,11 @@ use registry_rubber::cli;
 
 fn main() -> ExitCode {
     let (cli, flags) = cli::parse();
+    if matches!(cli.command, cli::Command::Serve) {
+        // SIGHUP asks a running service to reload; until the doors are up
+        // there is nothing to reload, and it must not stop the start-up.
+        cli::ignore_hangup();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

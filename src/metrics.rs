@@ -57,6 +57,8 @@ pub struct Metrics {
     pub verify_cached: AtomicU64,
     pub verify_hashed: AtomicU64,
     pub verify_dummy: AtomicU64,
+    /// Requests refused because too many hashings were waiting.
+    pub hashing_refused: AtomicU64,
     /// The htpasswd file: users written into it, rewrites, and failed
     /// reads or writes.
     pub htpasswd_users: AtomicU64,
@@ -73,6 +75,8 @@ pub struct DoorMetrics {
     checks: bool,
     pub allowed: AtomicU64,
     pub refused: AtomicU64,
+    /// Connections closed at once because the door held max_connections.
+    pub connections_refused: AtomicU64,
 }
 
 impl DoorMetrics {
@@ -114,6 +118,7 @@ impl Metrics {
             checks,
             allowed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
         });
         if let Ok(mut doors) = self.doors.lock() {
             doors.push(Arc::clone(&metrics));
@@ -220,6 +225,12 @@ impl Metrics {
             "Failed reads of the users or writes of the htpasswd file, each retried.",
             get(&self.htpasswd_write_failures),
         );
+        counter(
+            &mut out,
+            "rubber_hashing_refused_total",
+            "Requests answered 503 because too many password hashings were waiting for a core.",
+            get(&self.hashing_refused),
+        );
         let doors: Vec<Arc<DoorMetrics>> = self.doors.lock().map(|d| d.clone()).unwrap_or_default();
         let name = "rubber_door_checks_total";
         let _ = writeln!(
@@ -235,6 +246,19 @@ impl Metrics {
                     get(c)
                 );
             }
+        }
+        let name = "rubber_connections_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections a door closed at once because it held max_connections.\n# TYPE {name} counter"
+        );
+        for d in &doors {
+            let _ = writeln!(
+                out,
+                "{name}{{door=\"{}\"}} {}",
+                d.door,
+                get(&d.connections_refused)
+            );
         }
         let name = "rubber_request_duration_seconds";
         let _ = writeln!(

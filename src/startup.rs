@@ -159,6 +159,15 @@ impl Application {
             .filter_map(|d| d.tls().map(|t| (d.name(), t)))
             .collect();
         background.push(tokio::spawn(reload_on_sighup(tls)));
+        let open_files = raise_open_files_limit();
+        let connections: usize = doors.iter().map(BoundDoor::max_connections).sum();
+        if open_files.is_some_and(|l| (l as usize) < connections + 64) {
+            tracing::warn!(
+                open_files,
+                connections,
+                "the limit on open files is below the doors' max_connections: raise LimitNOFILE or lower max_connections"
+            );
+        }
         for door in &doors {
             let tls = door.tls();
             tracing::info!(
@@ -177,6 +186,32 @@ impl Application {
         credentials.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Raises the soft limit on open files to the hard one, so that the doors'
+/// max_connections, not a low default, bound the connections. Returns the
+/// limit in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
 }
 
 /// Reloads every door's certificate, key and client CA on every SIGHUP. A

@@ -4,6 +4,8 @@
 //! rather than drop lines.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -27,4 +29,62 @@ pub fn init(format: LogFormat, level: &str) -> WorkerGuard {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
+}
+
+/// At most one line a second for something that may repeat on every
+/// request (a failing database): [`RateLimitedLines::admit`] says whether
+/// to write this one, and how many were left out since the last.
+pub struct RateLimitedLines {
+    second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimitedLines {
+    pub const fn new() -> Self {
+        Self {
+            second: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Some(lines left out since the last one written) when this line may
+    /// be written; None when it is to be left out.
+    pub fn admit(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RateLimitedLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_a_second_and_a_count_of_the_rest() {
+        let lines = RateLimitedLines::new();
+        assert_eq!(lines.admit(), Some(0));
+        assert_eq!(lines.admit(), None);
+        assert_eq!(lines.admit(), None);
+        lines.second.store(0, Ordering::Relaxed);
+        assert_eq!(lines.admit(), Some(2));
+    }
 }

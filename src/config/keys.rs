@@ -148,6 +148,9 @@ macro_rules! listener_keys {
             key!($section, "trusted_proxies", concat!($env, "TRUSTED_PROXIES"), "", "CIDRS",
                 "proxies whose X-Forwarded-For is believed, as CIDRs; otherwise forwarded headers are ignored",
                 $($door).+.trusted_proxies = values::cidrs),
+            key!($section, "max_connections", concat!($env, "MAX_CONNECTIONS"), "1024", "COUNT",
+                "most connections the listener holds at once; past that a new one is closed at once",
+                $($door).+.max_connections = |v| values::in_range(v, 1, 1_000_000)),
         ]
     };
 }
@@ -195,7 +198,7 @@ const LOG_LEVEL: Key = key!(Section::Core, "log_level", "RUBBER_LOG_LEVEL", "inf
     "error, warn, info (a line per request), debug, trace, or a filter such as info,registry_rubber::access=warn",
     log_level = values::log_level);
 
-const API: [Key; 7] = listener_keys!(
+const API: [Key; 8] = listener_keys!(
     Section::Api,
     "RUBBER_",
     "127.0.0.1:5080",
@@ -208,7 +211,7 @@ const API_ONLY: Key = key!(Section::Api, "allow_get_mutations", "RUBBER_ALLOW_GE
     "whether add, remove, delete, renew and cleanup accept GET, as the original; false is recommended",
     api.allow_get_mutations = values::boolean);
 
-const AUTH_REQUEST: [Key; 7] = listener_keys!(
+const AUTH_REQUEST: [Key; 8] = listener_keys!(
     Section::AuthRequest,
     "RUBBER_AUTH_",
     "",

@@ -79,6 +79,8 @@ pub struct ListenerSettings {
     pub allowed_subjects: Vec<SubjectPattern>,
     pub allow_from: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections held at once; past that a new one is closed at once.
+    pub max_connections: usize,
 }
 
 impl ListenerSettings {
@@ -351,7 +353,25 @@ impl Settings {
     /// Checks what no single key can: default_ttl <= max_ttl <= max_lifetime,
     /// and listener keys that only make sense together.
     pub fn check_consistency(&self) -> Result<(), ConfigError> {
-        for (section, listener) in self.listeners() {
+        let listeners = self.listeners();
+        for (i, (a, first)) in listeners.iter().enumerate() {
+            for (b, second) in &listeners[i + 1..] {
+                if let (Some(x), Some(y)) = (first.listen, second.listen) {
+                    if x == y && x.port() != 0 {
+                        let path = |s: &Section| match s.table() {
+                            Some(t) => format!("{t}.listen"),
+                            None => "listen".to_owned(),
+                        };
+                        return Err(ConfigError::Inconsistent(format!(
+                            "{} and {} are both {x}; each door needs an address of its own",
+                            self.cite(&path(a), x),
+                            self.cite(&path(b), y)
+                        )));
+                    }
+                }
+            }
+        }
+        for (section, listener) in listeners {
             let path = |name: &str| match section.table() {
                 Some(table) => format!("{table}.{name}"),
                 None => name.to_owned(),
@@ -461,9 +481,21 @@ fn unknown(path: &str, origin: Source) -> ConfigError {
 }
 
 fn unknown_env(var: &str, origin: Source) -> ConfigError {
+    // A near miss, or a door's key without the door's prefix
+    // (RUBBER_REALM for RUBBER_AUTH_REALM).
+    let suffix = format!("_{}", var.strip_prefix(ENV_PREFIX).unwrap_or(var));
+    let near = suggestion(var, keys().map(|k| k.env.to_owned()));
+    let hint = if near.is_empty() {
+        keys()
+            .find(|k| k.env.ends_with(&suffix))
+            .map(|k| format!(" (did you mean `{}`?)", k.env))
+            .unwrap_or_default()
+    } else {
+        near
+    };
     ConfigError::UnknownKey {
         key: var.to_owned(),
-        hint: suggestion(var, keys().map(|k| k.env.to_owned())),
+        hint,
         origin,
         valid: format!(
             " are the variables {}",

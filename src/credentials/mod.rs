@@ -8,7 +8,7 @@
 
 mod verifier;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, Semaphore};
@@ -28,6 +28,9 @@ pub use verifier::VerifyCache;
 /// Attempts at a fresh generated name before giving up (a clash needs two
 /// adds in one millisecond drawing the same six random characters).
 const NAME_ATTEMPTS: usize = 5;
+/// Hashing jobs that may wait for a core, per core: past that, a request
+/// that needs a hashing is answered 503 at once.
+const HASH_QUEUE_PER_CORE: usize = 32;
 /// Pause between two delete batches (sweep, cleanup), so that the writer
 /// commits the adds queued meanwhile in transactions of their own.
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
@@ -38,6 +41,10 @@ pub enum CredentialError {
     Store(#[from] StoreError),
     #[error("user {0} is not live: it does not exist or has expired")]
     NotLive(Username),
+    /// Too many password checks are waiting for a core: answered at once,
+    /// rather than after a wait that only grows.
+    #[error("too many password checks are waiting; try again shortly")]
+    Busy,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -107,11 +114,16 @@ pub struct Credentials {
     metrics: Arc<Metrics>,
     /// Admits as many concurrent password hashings as there are cores.
     hashing: Arc<Semaphore>,
+    /// Hashing jobs waiting for a core, and how many may wait.
+    hash_waiting: AtomicUsize,
+    max_hash_waiting: usize,
     /// A hash of a random password in the configured format: what a check
     /// verifies against when there is no live user, so that it costs what a
     /// wrong password costs.
     dummy_hash: String,
     cache: Option<VerifyCache>,
+    /// Key of [`Credentials::pseudonym`], drawn at start.
+    pseudonym_key: ring::hmac::Key,
 }
 
 impl Credentials {
@@ -129,6 +141,7 @@ impl Credentials {
         )
         .map_err(|e| CredentialError::Internal(format!("cannot make the dummy hash: {e}")))?;
         let metrics = Arc::new(Metrics::default());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             shared: Arc::new(Shared {
                 changes: Arc::new(Notify::new()),
@@ -144,11 +157,16 @@ impl Credentials {
             cleanup_threshold: settings.cleanup_threshold,
             clock,
             metrics,
-            hashing: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            hashing: Arc::new(Semaphore::new(cores)),
+            hash_waiting: AtomicUsize::new(0),
+            max_hash_waiting: cores * HASH_QUEUE_PER_CORE,
             dummy_hash,
             cache: VerifyCache::new(settings.verify_cache_entries),
+            pseudonym_key: ring::hmac::Key::generate(
+                ring::hmac::HMAC_SHA256,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| CredentialError::Internal("no random source for a key".into()))?,
         })
     }
 
@@ -185,6 +203,19 @@ impl Credentials {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// A stable stand-in for a name that must not be logged as it is (a
+    /// user name no credential has may be a password typed in the wrong
+    /// field): `unknown-` and a keyed digest, the same for the same name
+    /// while the process runs.
+    pub fn pseudonym(&self, name: &str) -> String {
+        let tag = ring::hmac::sign(&self.pseudonym_key, name.as_bytes());
+        let hex: String = tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("unknown-{hex}")
     }
 
     /// The store itself, for tools and tests that read or write rows
@@ -247,11 +278,16 @@ impl Credentials {
         user: &Username,
         password: &str,
     ) -> Result<Verdict, CredentialError> {
+        // No credential can have such a password: refused before any
+        // hashing, whoever the user (so this tells nothing about who exists,
+        // and costs an attacker's long password nothing).
+        if password.len() > MAX_PASSWORD_BYTES || password.contains('\0') {
+            return Ok(Verdict::Refused(Refusal::UnusablePassword));
+        }
         let row = self.store.get(user).await?;
         let now = self.clock.now();
-        let usable = password.len() <= MAX_PASSWORD_BYTES && !password.contains('\0');
         let refusal = match row {
-            Some(row) if row.is_live(now) && usable => {
+            Some(row) if row.is_live(now) => {
                 let digest = self
                     .cache
                     .as_ref()
@@ -265,14 +301,30 @@ impl Credentials {
                 let matches = self.check(password, row.password_hash.clone()).await?;
                 inc(&self.metrics.verify_hashed);
                 if !matches {
+                    // A row in another format or at another cost than the
+                    // dummy hash (the original's rows, a changed hash_type)
+                    // costs at least what an unknown user costs.
+                    if !htpasswd::same_work(&row.password_hash, &self.dummy_hash) {
+                        self.check(password, self.dummy_hash.clone()).await?;
+                    }
                     return Ok(Verdict::Refused(Refusal::WrongPassword));
                 }
-                if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-                    cache.insert(digest);
+                // The hashing may have waited for a core: a removal or a
+                // replacement committed meanwhile wins.
+                match self.store.get(user).await? {
+                    Some(now_row)
+                        if now_row.password_hash == row.password_hash
+                            && now_row.is_live(self.clock.now()) =>
+                    {
+                        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+                            cache.insert(digest);
+                        }
+                        return Ok(Verdict::Allowed(Box::new(now_row)));
+                    }
+                    Some(_) => return Ok(Verdict::Refused(Refusal::WrongPassword)),
+                    None => return Ok(Verdict::Refused(Refusal::UnknownUser)),
                 }
-                return Ok(Verdict::Allowed(Box::new(row)));
             }
-            Some(row) if row.is_live(now) => Refusal::UnusablePassword,
             Some(_) => Refusal::Expired,
             None => Refusal::UnknownUser,
         };
@@ -374,10 +426,23 @@ impl Credentials {
         if cheap {
             return Ok(job());
         }
-        let permit = Arc::clone(&self.hashing)
-            .acquire_owned()
-            .await
-            .map_err(|e| CredentialError::Internal(format!("hashing gate closed: {e}")))?;
+        let permit = match Arc::clone(&self.hashing).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Count this caller among the waiting, and refuse it when
+                // the queue is full.
+                let waiting = self.hash_waiting.fetch_add(1, Ordering::AcqRel);
+                let _leave = Leave(&self.hash_waiting);
+                if waiting >= self.max_hash_waiting {
+                    inc(&self.metrics.hashing_refused);
+                    return Err(CredentialError::Busy);
+                }
+                Arc::clone(&self.hashing)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| CredentialError::Internal(format!("hashing gate closed: {e}")))?
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let out = job();
             drop(permit);
@@ -644,6 +709,15 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
+}
+
+/// Leaves the count of waiting hashing jobs when dropped.
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The error for a write that failed or answered out of turn.

@@ -22,9 +22,10 @@ use base64::Engine;
 use super::{Door, Refused};
 use crate::audit::Caller;
 use crate::config::{AuthRequestSettings, Section};
-use crate::credentials::{Credentials, Verdict};
+use crate::credentials::{Credentials, Refusal, Verdict};
 use crate::domain::{Password, Username};
 use crate::metrics::{inc, DoorMetrics};
+use crate::telemetry::RateLimitedLines;
 
 /// The path nginx's `auth_request` subrequest is sent to.
 pub const PATH: &str = "/auth";
@@ -32,6 +33,8 @@ pub const PATH: &str = "/auth";
 pub const USER_HEADER: &str = "x-rubber-user";
 /// Longest X-Original-URI path written to the log.
 const MAX_LOGGED_URI: usize = 200;
+/// The door's error lines (a database outage fails every check).
+static ERROR_LINES: RateLimitedLines = RateLimitedLines::new();
 
 #[derive(Clone)]
 struct Checker {
@@ -119,12 +122,21 @@ async fn check(State(checker): State<Checker>, req: Request) -> Response {
         }
         Ok(Verdict::Refused(refusal)) => {
             inc(&checker.metrics.refused);
-            log_refusal(Some(&user), refusal.name(), &caller, headers);
+            // A name no credential has may be a password typed in the
+            // wrong field: only a pseudonym of it goes to the log.
+            let shown = match refusal {
+                Refusal::UnknownUser => checker.credentials.pseudonym(user.as_str()),
+                _ => user.as_str().to_owned(),
+            };
+            log_refusal(Some(&shown), refusal.name(), &caller, headers);
             checker.unauthorized()
         }
         Err(e) => {
-            // nginx answers its client 500 for this: closed, not open.
-            tracing::error!(door = "auth_request", user = user.as_str(), error = %e, "check failed: database unavailable");
+            // nginx answers its client 500 for this: closed, not open. One
+            // line a second at most: an outage must not flood the log.
+            if let Some(suppressed) = ERROR_LINES.admit() {
+                tracing::error!(door = "auth_request", error = %e, suppressed, "check failed");
+            }
             bare(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
@@ -178,12 +190,13 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(Username, Password), &'stat
 /// One line per refusal: the user name when there was a usable one (never
 /// the password or the header), why, the caller, and what nginx said the
 /// client asked for.
-fn log_refusal(user: Option<&Username>, reason: &str, caller: &Caller, headers: &HeaderMap) {
+fn log_refusal(user: Option<&str>, reason: &str, caller: &Caller, headers: &HeaderMap) {
     let original = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| loggable(v.split('?').next().unwrap_or_default()))
+        headers.get(name).map(|v| {
+            let bytes = v.as_bytes();
+            let path = bytes.split(|b| *b == b'?').next().unwrap_or_default();
+            loggable(&String::from_utf8_lossy(path))
+        })
     };
     tracing::info!(
         target: "registry_rubber::audit",
@@ -191,7 +204,7 @@ fn log_refusal(user: Option<&Username>, reason: &str, caller: &Caller, headers: 
         action = "check",
         result = "refused",
         reason,
-        user = user.map(Username::as_str),
+        user,
         caller = %caller,
         uri = original("x-original-uri").as_deref(),
         method = original("x-original-method").as_deref(),

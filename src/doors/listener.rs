@@ -19,8 +19,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use tokio::sync::Semaphore;
+
 use super::{ClientAddr, Door};
 use crate::config::Section;
+use crate::metrics::{inc, DoorMetrics};
+use crate::telemetry::RateLimitedLines;
 use crate::tls::{ClientIdentity, TlsError, TlsState};
 
 /// How long a client may take to send its request headers.
@@ -29,6 +33,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Lines about connections closed because a door was full.
+static FULL_LINES: RateLimitedLines = RateLimitedLines::new();
+/// Lines about failed accepts (out of descriptors, usually).
+static ACCEPT_LINES: RateLimitedLines = RateLimitedLines::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DoorError {
@@ -53,6 +61,10 @@ pub struct BoundDoor {
     local_addr: SocketAddr,
     tls: Option<Arc<TlsState>>,
     router: Router,
+    /// One permit per connection the door may hold.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    metrics: Arc<DoorMetrics>,
 }
 
 impl BoundDoor {
@@ -87,6 +99,9 @@ impl BoundDoor {
             local_addr,
             tls,
             router: door.router,
+            slots: Arc::new(Semaphore::new(door.listener.max_connections)),
+            max_connections: door.listener.max_connections,
+            metrics: door.metrics,
         }))
     }
 
@@ -104,6 +119,10 @@ impl BoundDoor {
 
     pub fn tls(&self) -> Option<Arc<TlsState>> {
         self.tls.clone()
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 }
 
@@ -133,18 +152,29 @@ pub async fn serve_doors(doors: Vec<BoundDoor>, shutdown: impl Future<Output = (
         let door = &doors[i];
         match result {
             Ok((stream, peer)) => {
+                let Ok(slot) = Arc::clone(&door.slots).try_acquire_owned() else {
+                    // Full: closed at once, so that a flood of connections
+                    // to one door never takes the descriptors of another.
+                    inc(&door.metrics.connections_refused);
+                    if let Some(suppressed) = FULL_LINES.admit() {
+                        tracing::warn!(door = door.name, client = %peer, suppressed, "connection closed: the door holds max_connections");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle_connection(
-                    stream,
-                    peer,
-                    door.tls.clone(),
-                    door.router.clone(),
-                    graceful.watcher(),
-                ));
+                let (tls, router, watcher) =
+                    (door.tls.clone(), door.router.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    handle_connection(stream, peer, tls, router, watcher).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Out of file descriptors, usually: back off briefly.
-                tracing::warn!(door = door.name, error = %e, "accept failed");
+                if let Some(suppressed) = ACCEPT_LINES.admit() {
+                    tracing::warn!(door = door.name, error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -43,6 +43,8 @@ pub enum Refused {
     Address,
     /// The client certificate's subject is not in `allowed_subjects`.
     Subject,
+    /// A trusted proxy forwarded an X-Forwarded-For that cannot be read.
+    Forwarded,
 }
 
 impl Refused {
@@ -50,6 +52,9 @@ impl Refused {
         match self {
             Refused::Address => "client address not in allow_from",
             Refused::Subject => "client certificate subject not in allowed_subjects",
+            Refused::Forwarded => {
+                "X-Forwarded-For from a trusted proxy is not a list of IP addresses"
+            }
         }
     }
 }
@@ -61,6 +66,7 @@ pub struct Door {
     pub section: Section,
     pub listener: ListenerSettings,
     pub router: Router,
+    pub metrics: Arc<DoorMetrics>,
 }
 
 /// How a door answers a caller its guard refused, in its own format; it
@@ -97,7 +103,7 @@ impl Door {
         };
         let observer = Observer {
             door: name,
-            metrics,
+            metrics: Arc::clone(&metrics),
         };
         let router = routes
             .layer(middleware::from_fn_with_state(guard, guard_calls))
@@ -107,6 +113,7 @@ impl Door {
             section,
             listener: listener.clone(),
             router,
+            metrics,
         }
     }
 }
@@ -119,15 +126,23 @@ async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -
     let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
     let forwarded = req
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    let client = peer.map(|ip| guard.access.client_ip(ip, forwarded));
     let caller = Caller {
-        ip: peer.map(|ip| guard.access.client_ip(ip, forwarded)),
+        ip: client.and_then(Result::ok),
         subject: identity.as_ref().map(|i| i.subject.clone()),
         local: None,
     };
-    let refusal = if caller.ip.is_some_and(|ip| !guard.access.allows_ip(ip)) {
-        Some(Refused::Address)
+    let refusal = if !matches!(client, Some(Ok(ip)) if guard.access.allows_ip(ip)) {
+        // No peer address, an unreadable forwarded one, or one outside
+        // allow_from: refused.
+        Some(if matches!(client, Some(Err(_))) {
+            Refused::Forwarded
+        } else {
+            Refused::Address
+        })
     } else if !guard.access.allows_subject(identity.as_deref()) {
         Some(Refused::Subject)
     } else {

@@ -183,6 +183,30 @@ pub fn verify(password: &str, stored: &str) -> bool {
     }
 }
 
+/// Whether checking a password against `a` costs what checking it against
+/// `b` costs: the same format, and for bcrypt the same cost and for
+/// SHA-crypt the same rounds.
+pub fn same_work(a: &str, b: &str) -> bool {
+    let parameters = |stored: &str| -> Option<(HashType, String)> {
+        let kind = detect(stored)?;
+        let params = match kind {
+            // $2y$10$...
+            HashType::Bcrypt => stored.get(..7)?.get(4..6)?.to_owned(),
+            // $5$rounds=N$salt$hash, rounds optional
+            HashType::Sha256 | HashType::Sha512 => stored
+                .get(3..)?
+                .split('$')
+                .next()
+                .filter(|p| p.starts_with("rounds="))
+                .unwrap_or_default()
+                .to_owned(),
+            HashType::Sha1 | HashType::Md5 => String::new(),
+        };
+        Some((kind, params))
+    };
+    parameters(a) == parameters(b)
+}
+
 /// Returns the format of a stored hash, judged by its prefix alone, or
 /// `None` if the prefix is not one of the supported formats.
 pub fn detect(stored: &str) -> Option<HashType> {

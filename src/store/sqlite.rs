@@ -47,6 +47,10 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// The file opened at start: if the path comes to name another file or
+    /// none (deleted, replaced), every read and write fails rather than go
+    /// on in a file nobody else sees.
+    file: FileId,
     table: TableName,
     queue: WriteQueue,
     /// The query of `get`, the credential check's read.
@@ -75,23 +79,30 @@ impl SqliteStore {
                     })
                     .and_then(|rt| Ok((rt, open_writer(&writer_path, &writer_table, create)?)));
                 let (runtime, conn) = match opened {
-                    Ok(ready) => {
-                        let _ = ready_tx.send(Ok(()));
-                        ready
-                    }
+                    Ok(ready) => ready,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                let file = match FileId::of(&writer_path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(file));
                 let writer = Writer {
                     conn,
                     sql: Statements::new(&writer_table),
+                    path: writer_path,
+                    file,
                 };
                 runtime.block_on(policy::run_writer(writer, rx, &counts));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        ready_rx.await.map_err(|_| StoreError::WriterGone)??;
+        let file = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let (path, stop) = (path.clone(), Arc::clone(&stop));
@@ -105,6 +116,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                file,
                 get_sql: get_query(&table),
                 table,
                 queue,
@@ -191,6 +203,9 @@ impl SqliteStore {
     /// it would have to wait for a lock.
     fn get_in_place(&self, user: &Username) -> Option<Result<Option<UserRow>, StoreError>> {
         let inner = &self.inner;
+        if let Err(e) = inner.file.check(&inner.path) {
+            return Some(Err(e));
+        }
         let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
         let conn = match pooled.map_or_else(|| open_reader(&inner.path), Ok) {
             Ok(conn) => conn,
@@ -318,6 +333,7 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            inner.file.check(&inner.path)?;
             let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
             let conn = match pooled {
                 Some(c) => c,
@@ -558,6 +574,38 @@ impl Statements {
 struct Writer {
     conn: Connection,
     sql: Statements,
+    path: PathBuf,
+    file: FileId,
+}
+
+/// A file's identity: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .map(|m| Self {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))
+    }
+
+    /// Fails unless `path` still names this file.
+    fn check(self, path: &Path) -> Result<(), StoreError> {
+        match Self::of(path) {
+            Ok(now) if now == self => Ok(()),
+            _ => Err(StoreError::Database(format!(
+                "the database file {} was deleted or replaced while in use; restore it, or restart the service to open what is there now",
+                path.display()
+            ))),
+        }
+    }
 }
 
 impl Backend for Writer {
@@ -565,6 +613,12 @@ impl Backend for Writer {
     /// held by another process (waited for up to BUSY_TIMEOUT) fails the
     /// batch before any statement runs.
     async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed> {
+        if let Err(error) = self.file.check(&self.path) {
+            return Err(Failed {
+                reach: Reach::Batch,
+                error,
+            });
+        }
         let result = self.transaction(ops).await;
         // A failed statement or commit is rolled back when the transaction is
         // dropped, but that rollback's own failure is silent; left open, the
@@ -783,6 +837,30 @@ mod tests {
             .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_replaced_file_fails_reads_and_writes() {
+        let (dir, store) = fresh().await;
+        store.write(add("kept", "h", 1)).await.unwrap();
+        let path = dir.path().join("db.sqlite");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let err = store.write(add("lost", "h", 1)).await.unwrap_err();
+        assert!(err.to_string().contains("deleted or replaced"), "{err}");
+        assert!(
+            store.get(&u("kept")).await.is_err(),
+            "no answer from a ghost"
+        );
+        assert!(store.ping().await.is_err(), "unhealthy");
+        // A new file at the path is another file: still refused.
+        drop(
+            SqliteStore::open(path.clone(), table(), Create::IfMissing)
+                .await
+                .unwrap(),
+        );
+        assert!(store.get(&u("kept")).await.is_err());
     }
 
     #[tokio::test]

@@ -485,3 +485,104 @@ async fn serve_logs_json_without_secrets_and_stops_gracefully() {
         assert!(!Path::new(&wal).exists(), "closed cleanly: {wal}");
     }
 }
+
+#[test]
+fn doors_on_one_address_and_a_doors_key_without_its_prefix_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &["check-config"],
+        &[
+            ("RUBBER_LISTEN", "127.0.0.1:15999"),
+            ("RUBBER_AUTH_LISTEN", "127.0.0.1:15999"),
+        ],
+        None,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("auth_request.listen")
+            && err.contains("RUBBER_AUTH_LISTEN")
+            && err.contains("an address of its own"),
+        "{err}"
+    );
+    let out = run(
+        &["check-config"],
+        &[("RUBBER_REALM", "x")],
+        None,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("did you mean `RUBBER_AUTH_REALM`"), "{err}");
+}
+
+/// A reload asked for while the service starts (a slow dummy hash, a
+/// database still opening) never stops it.
+#[test]
+fn sighup_during_start_up_does_not_stop_the_service() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUBBER_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .arg("serve")
+        .current_dir(dir.path())
+        .envs([
+            ("RUBBER_LISTEN", "127.0.0.1:0"),
+            ("RUBBER_HASH_TYPE", "bcrypt"),
+            ("RUBBER_BCRYPT_COST", "14"),
+            ("RUBBER_LOG_FORMAT", "json"),
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Once the process has said what it does with SIGHUP (between exec and
+    // that, the kernel's default applies to any program), send it, again and
+    // again, until it listens.
+    let hangup_handled = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().any(|l| {
+            (l.starts_with("SigIgn:") || l.starts_with("SigCgt:"))
+                && u64::from_str_radix(l.split_whitespace().nth(1).unwrap_or("0"), 16)
+                    .is_ok_and(|mask| mask & 1 == 1)
+        })
+    };
+    while !hangup_handled() {
+        assert!(Instant::now() < deadline, "SIGHUP never handled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    loop {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the service stopped on SIGHUP: {status}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"listening\"")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "alive after a SIGHUP at run time"
+    );
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -354,6 +354,45 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         .any(|l| l.contains("registry_rubber::audit") && l.contains("caller=203.0.113.9")));
 }
 
+/// Behind a trusted proxy on loopback, with the proxy's own address
+/// allowed (the documented set-up), an X-Forwarded-For that cannot be read
+/// never makes the caller the proxy.
+#[tokio::test]
+async fn an_unreadable_forwarded_address_is_refused_not_taken_for_the_proxy() {
+    let app = spawn_app_with(|s| {
+        s.api.listener.trusted_proxies = parse_cidrs("127.0.0.1").unwrap();
+    })
+    .await;
+    let mut n = 0;
+    for lines in [
+        vec![&b"198.51.100.7"[..]],
+        vec![b"\xff"],
+        vec![b"10.0.0.1\x80"],
+        vec![b"198.51.100.7:4444"],
+        vec![b"[2001:db8::1]"],
+        vec![b"198.51.100.7, unknown"],
+        vec![b"127.0.0.1", b"198.51.100.7"],
+    ] {
+        n += 1;
+        let user = format!("smuggled{n}");
+        let mut request =
+            format!("GET /add?user={user}&passwd=p HTTP/1.1\r\nHost: x\r\n").into_bytes();
+        for line in &lines {
+            request.extend_from_slice(b"X-Forwarded-For: ");
+            request.extend_from_slice(line);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        let (status, head, _) = app.raw(&request).await;
+        assert_eq!(status, 403, "{lines:?}: {head}");
+        assert!(app.stored_hash(&user).await.is_none());
+    }
+    // Loopback itself, and loopback forwarded, still get in.
+    app.get("/add?user=local&passwd=p")
+        .await
+        .assert_error("add", 200);
+}
+
 #[tokio::test]
 async fn post_only_mode_refuses_mutations_over_get() {
     let app = spawn_app_with(|s| s.api.allow_get_mutations = false).await;

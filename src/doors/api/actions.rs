@@ -230,6 +230,7 @@ impl From<CredentialError> for ApiError {
         match e {
             CredentialError::Store(e) => ApiError::Unavailable(e),
             CredentialError::NotLive(user) => ApiError::NotLive { user },
+            CredentialError::Busy => ApiError::Busy,
             CredentialError::Internal(cause) => ApiError::Internal(cause),
         }
     }

@@ -174,6 +174,8 @@ pub enum ApiError {
     NotLive { user: crate::domain::Username },
     #[error("database unavailable; try again shortly")]
     Unavailable(#[source] StoreError),
+    #[error("too many password hashings are waiting; try again shortly")]
+    Busy,
     #[error("internal error")]
     Internal(String),
 }
@@ -191,7 +193,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::NotLive { .. } => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
