@@ -2,8 +2,10 @@
 //! from deploy/httpd.conf.sample (only its `Define` values substituted), or
 //! behind a real nginx started from deploy/nginx.conf.sample (only its
 //! `${RR_*}` placeholders substituted) asking the service's auth_request
-//! door, guarded by credentials the real registry-rubber binary mints,
-//! exercised with skopeo and curl.
+//! door, or with no web server at all, the registry started from
+//! deploy/registry-htpasswd.yml.sample checking the htpasswd file the
+//! service keeps; guarded by credentials the real registry-rubber binary
+//! mints, exercised with skopeo and curl.
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
 //! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, nginx,
@@ -17,6 +19,7 @@ mod api_vhost;
 mod concurrency;
 mod credentials;
 mod hash_types;
+mod htpasswd;
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 mod mysql;

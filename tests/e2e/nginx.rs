@@ -8,7 +8,6 @@
 //! no running process.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,10 +18,9 @@ use crate::oci;
 use crate::support::clients::{run_curl, HttpAnswer};
 use crate::support::nginx::{
     assert_only_placeholders_differ, documented_envsubst_names, documented_render_commands,
-    placeholders, read_sample, render,
+    placeholders, read_sample, render, run_render_commands,
 };
 use crate::support::process::poll;
-use crate::support::tools::tools;
 use crate::support::{epoch_now, unique, Creds, Front, Stack, StackOptions};
 
 /// The realm the door names when RUBBER_AUTH_REALM is not set.
@@ -196,7 +194,7 @@ fn nginx_sample_documented_envsubst_command_renders_what_the_tests_render() {
     let sample = read_sample();
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let out = dir.path().join("nginx.conf");
-    let commands = documented_render_commands(&sample).replace(
+    let commands = documented_render_commands(&sample, "/etc/registry-rubber/nginx.conf").replace(
         "/etc/registry-rubber/nginx.conf",
         &out.display().to_string(),
     );
@@ -204,28 +202,7 @@ fn nginx_sample_documented_envsubst_command_renders_what_the_tests_render() {
         commands.contains("envsubst"),
         "the header renders with envsubst: {commands}"
     );
-    let run = |values: &BTreeMap<&str, String>| {
-        let mut command = Command::new("bash");
-        command
-            .args(["-euc", &commands])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env(
-                "PATH",
-                tools()
-                    .envsubst
-                    .parent()
-                    .map_or_else(Default::default, |p| {
-                        format!("{}:/usr/bin:/bin", p.display())
-                    }),
-            );
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RR_") {
-                command.env_remove(name);
-            }
-        }
-        command.envs(values.iter().map(|(k, v)| (*k, v.as_str())));
-        command.output().expect("run bash")
-    };
+    let run = |values: &BTreeMap<&str, String>| run_render_commands(&commands, values);
 
     let values = test_values();
     let output = run(&values);

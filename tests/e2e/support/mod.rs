@@ -1,12 +1,13 @@
 //! What every end-to-end test shares: finding the external programs, starting
-//! and stopping processes, the test PKI, the Apache and nginx samples, the
-//! whole stack, and the clients.
+//! and stopping processes, the test PKI, the Apache, nginx and registry
+//! samples, the whole stack, and the clients.
 
 pub mod apache;
 pub mod clients;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod registry_sample;
 pub mod stack;
 pub mod tools;
 

@@ -1,7 +1,8 @@
 //! deploy/nginx.conf.sample as the tests use it: read at run time, its
 //! `${RR_*}` placeholders (and nothing else) given values, as the envsubst
 //! command in its header does, and a private nginx started from the result
-//! and stopped by its PID.
+//! and stopped by its PID. The placeholder functions serve every sample
+//! written that way (deploy/registry-htpasswd.yml.sample too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -83,14 +84,12 @@ pub fn render(sample: &str, values: &BTreeMap<&str, String>) -> String {
     let missing: Vec<&&str> = used.iter().filter(|n| !values.contains_key(*n)).collect();
     assert!(
         missing.is_empty(),
-        "{} holds placeholders the tests give no value: {missing:?}",
-        sample_path().display()
+        "the sample holds placeholders the tests give no value: {missing:?}"
     );
     let unused: Vec<&&str> = values.keys().filter(|n| !used.contains(*n)).collect();
     assert!(
         unused.is_empty(),
-        "{} has no placeholder for {unused:?}; the tests substitute these values",
-        sample_path().display()
+        "the sample has no placeholder for {unused:?}; the tests substitute these values"
     );
     for (name, value) in values {
         assert!(
@@ -189,9 +188,9 @@ pub fn documented_envsubst_names(sample: &str) -> BTreeSet<&str> {
 }
 
 /// The shell commands of the sample's header that render it, from `vars=`
-/// to the envsubst line that writes the file, with the comment marks
+/// to the envsubst line that writes `output`, with the comment marks
 /// removed.
-pub fn documented_render_commands(sample: &str) -> String {
+pub fn documented_render_commands(sample: &str, output: &str) -> String {
     let lines: Vec<&str> = sample.lines().collect();
     let first = lines
         .iter()
@@ -200,8 +199,8 @@ pub fn documented_render_commands(sample: &str) -> String {
     let last = first
         + lines[first..]
             .iter()
-            .position(|l| l.contains("> /etc/registry-rubber/nginx.conf"))
-            .expect("the sample's header writes /etc/registry-rubber/nginx.conf");
+            .position(|l| l.contains(&format!("> {output}")))
+            .unwrap_or_else(|| panic!("the sample's header writes {output}"));
     lines[first..=last]
         .iter()
         .map(|l| {
@@ -210,6 +209,35 @@ pub fn documented_render_commands(sample: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Runs a sample's documented render `commands` with bash in the project's
+/// directory, with exactly `values` as the `RR_*` environment and envsubst
+/// on the PATH.
+pub fn run_render_commands(
+    commands: &str,
+    values: &BTreeMap<&str, String>,
+) -> std::process::Output {
+    let mut command = Command::new("bash");
+    command
+        .args(["-euc", commands])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "PATH",
+            tools()
+                .envsubst
+                .parent()
+                .map_or_else(Default::default, |p| {
+                    format!("{}:/usr/bin:/bin", p.display())
+                }),
+        );
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RR_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(values.iter().map(|(k, v)| (*k, v.as_str())));
+    command.output().expect("run bash")
 }
 
 /// A running nginx, stopped by the PID in its PID file when dropped.

@@ -115,10 +115,16 @@ impl ChildGuard {
     pub fn name(&self) -> &str {
         &self.name
     }
-}
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
+    /// The file its standard output and error go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Stops the process by its PID: SIGTERM, then SIGKILL if it has not
+    /// exited within the grace period; reaps it. Does nothing if it has
+    /// exited already.
+    pub fn stop(&mut self) {
         if self.exited().is_some() {
             return;
         }
@@ -129,5 +135,11 @@ impl Drop for ChildGuard {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,14 +1,17 @@
 //! One complete deployment per test: docker-registry, the registry-rubber
 //! binary, and in front of them Apache configured from
 //! deploy/httpd.conf.sample or nginx configured from deploy/nginx.conf.sample
-//! (asking the service's auth_request door), each on its own loopback ports,
-//! sharing one temporary directory that is removed when the stack drops
-//! (after every process in it has stopped).
+//! (asking the service's auth_request door), or no web server at all: the
+//! registry configured from deploy/registry-htpasswd.yml.sample, checking
+//! credentials itself against the htpasswd file the service keeps. Each on
+//! its own loopback ports, sharing one temporary directory that is removed
+//! when the stack drops (after every process in it has stopped).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use super::apache::{assert_only_defines_differ, read_sample, render, Apache, Sta
 use super::nginx::{self, Nginx};
 use super::pki::Pki;
 use super::process::{accepts, free_port, poll, ChildGuard};
+use super::registry_sample;
 use super::tools::tools;
 use crate::mariadb::MariaDb;
 
@@ -31,6 +35,15 @@ const PORT_ATTEMPTS: usize = 5;
 const APACHE_GROUP: &str = "www-data";
 /// The user nginx's worker processes run as (RR_NGINX_USER).
 const NGINX_USER: &str = "www-data";
+
+/// The user and group the registry runs as when it reads the service's
+/// htpasswd file itself: unprivileged, so that only the file's group bits
+/// let it read the file.
+const REGISTRY_USER: &str = "nobody";
+const REGISTRY_GROUP: &str = "nogroup";
+/// The realm the tests give RR_REALM in deploy/registry-htpasswd.yml.sample,
+/// with a space to see the quoting hold.
+pub const HTPASSWD_REALM: &str = "e2e registry";
 
 /// The subject a client certificate needs when mutual TLS is on (the values
 /// the tests give RR_API_CLIENT_OU and RR_API_CLIENT_CNS).
@@ -46,6 +59,11 @@ pub enum Front {
     /// nginx from deploy/nginx.conf.sample, asking the service's
     /// auth_request door about every request; no API virtual host.
     Nginx,
+    /// No web server: docker-registry from deploy/registry-htpasswd.yml.sample
+    /// serves HTTPS itself and checks Basic credentials against the htpasswd
+    /// file the (first) service instance keeps, with bcrypt at cost 4. It
+    /// runs as an unprivileged user that reads the file through its group.
+    Htpasswd,
 }
 
 impl Front {
@@ -53,6 +71,7 @@ impl Front {
         match self {
             Self::Apache => "Apache",
             Self::Nginx => "nginx",
+            Self::Htpasswd => "docker-registry's htpasswd",
         }
     }
 }
@@ -93,6 +112,8 @@ impl Default for StackOptions {
 enum FrontServer {
     Apache(Apache),
     Nginx(Nginx),
+    /// The registry faces the clients itself.
+    None,
 }
 
 impl FrontServer {
@@ -100,6 +121,7 @@ impl FrontServer {
         match self {
             Self::Apache(apache) => apache.error_log(),
             Self::Nginx(nginx) => nginx.error_log(),
+            Self::None => "(no web server: the registry checks credentials itself)".to_owned(),
         }
     }
 }
@@ -107,8 +129,9 @@ impl FrontServer {
 /// Where a service instance listens, from its `listening` log lines.
 #[derive(Debug, Clone, Copy)]
 struct ServiceAddrs {
-    /// The admin JSON API (`door` "api").
-    api: SocketAddr,
+    /// The admin JSON API (`door` "api"), unless the instance runs without
+    /// it (RUBBER_LISTEN empty: it only keeps the htpasswd file).
+    api: Option<SocketAddr>,
     /// The auth_request door (`door` "auth_request"), when switched on.
     auth: Option<SocketAddr>,
 }
@@ -131,10 +154,17 @@ pub struct Stack {
     /// Environment the service and the CLI need besides the URL (the
     /// database password file).
     database_env: Vec<(&'static str, String)>,
-    /// The service's own address (not through the web server).
-    service_url: String,
+    /// The service's own address (not through the web server); none while
+    /// it runs without its API.
+    service_url: Option<String>,
     /// The service's auth_request door (nginx stacks only).
     auth_addr: Option<SocketAddr>,
+    /// The htpasswd file the first instance keeps (htpasswd stacks only).
+    htpasswd_file: Option<PathBuf>,
+    /// How the stack was started, to start the service again the same way.
+    options: StackOptions,
+    /// How many times the first instance was started (names its log).
+    service_starts: u32,
     /// The second instance's own address.
     second_url: Option<String>,
     /// `127.0.0.1:PORT` of the web server's HTTPS registry server.
@@ -171,21 +201,33 @@ impl Stack {
         };
         let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", db.display()));
 
-        let (registry, registry_port) = start_registry(dir.path());
-        let (service, service_addrs) = start_service(
+        // The registry reading the service's file starts after the service
+        // has written it; the others first, as they always have.
+        let htpasswd_file =
+            (options.front == Front::Htpasswd).then(|| htpasswd_file_in(dir.path()));
+        let mut registry = (options.front != Front::Htpasswd).then(|| start_registry(dir.path()));
+        let (mut service, service_addrs) = start_service(
             dir.path(),
             "service",
             &database_url,
             &database_env,
             &options,
+            htpasswd_file.as_deref(),
         );
         let (second, second_url) = if options.mysql {
-            let (second, addr) =
-                start_service(dir.path(), "second", &database_url, &database_env, &options);
-            (Some(second), Some(format!("http://{}", addr.api)))
+            let (second, addr) = start_service(
+                dir.path(),
+                "second",
+                &database_url,
+                &database_env,
+                &options,
+                None,
+            );
+            (Some(second), addr.api.map(|api| format!("http://{api}")))
         } else {
             (None, None)
         };
+        let registry_port = registry.as_ref().map_or(0, |(_, port)| *port);
         let (front_server, ports) = match options.front {
             Front::Apache => {
                 let (apache, ports) = start_apache(
@@ -194,7 +236,9 @@ impl Stack {
                     &db,
                     dbd,
                     registry_port,
-                    service_addrs.api,
+                    service_addrs
+                        .api
+                        .expect("the service of an Apache stack has its API"),
                     &options,
                 );
                 (FrontServer::Apache(apache), ports)
@@ -206,7 +250,23 @@ impl Stack {
                 let (nginx, ports) = start_nginx(dir.path(), &pki, registry_port, door);
                 (FrontServer::Nginx(nginx), ports)
             }
+            Front::Htpasswd => {
+                let file = htpasswd_file
+                    .as_deref()
+                    .expect("an htpasswd stack names its file");
+                wait_for_file(file, &mut service);
+                let (started, port) = start_registry_from_sample(dir.path(), &pki, file);
+                registry = Some((started, port));
+                let ports = FrontPorts {
+                    http: 0,
+                    https: port,
+                    api: 0,
+                };
+                (FrontServer::None, ports)
+            }
         };
+        let (registry, _) = registry.expect("the registry was started");
+        let api_port = (options.front == Front::Apache).then_some(ports.api);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -222,12 +282,15 @@ impl Stack {
             db,
             database_url,
             database_env,
-            service_url: format!("http://{}", service_addrs.api),
+            service_url: service_addrs.api.map(|api| format!("http://{api}")),
             auth_addr: service_addrs.auth,
+            htpasswd_file,
+            options,
+            service_starts: 1,
             second_url,
             registry_host: format!("127.0.0.1:{}", ports.https),
             http_port: ports.http,
-            api_port: (options.front == Front::Apache).then_some(ports.api),
+            api_port,
             http,
             dir,
         }
@@ -244,12 +307,67 @@ impl Stack {
             .expect("only Apache stacks proxy the API on a port of their own")
     }
 
-    /// The web server's access log of the registry server.
+    /// The web server's access log of the registry server (the registry's
+    /// own log when no web server is in front).
     pub fn registry_access_log(&self) -> PathBuf {
         match self.front {
             Front::Apache => self.dir().join("httpd-logs/registry-access.log"),
             Front::Nginx => self.dir().join("nginx/logs/registry-access.log"),
+            Front::Htpasswd => self.registry.log_path().to_owned(),
         }
+    }
+
+    /// The htpasswd file the first service instance keeps and the registry
+    /// reads; panics unless this is an htpasswd stack.
+    pub fn htpasswd_file(&self) -> &Path {
+        self.htpasswd_file
+            .as_deref()
+            .expect("only htpasswd stacks keep a file")
+    }
+
+    /// What the registry has logged so far.
+    pub fn registry_log(&self) -> String {
+        self.registry.log()
+    }
+
+    /// Stops the first service instance by its PID (SIGTERM, which lets it
+    /// finish and close the database), leaving everything else running.
+    pub fn stop_service(&mut self) {
+        self.service.stop();
+    }
+
+    /// Starts the first service instance again, as the stack first started
+    /// it, on the same database (and file), after [`Stack::stop_service`].
+    pub fn start_service_again(&mut self) {
+        self.start_again_with(Vec::new());
+    }
+
+    /// Starts the first service instance again with no listener at all
+    /// (RUBBER_LISTEN empty): it only keeps the htpasswd file. The API
+    /// calls of this stack then panic; the CLI still works.
+    pub fn start_service_again_without_api(&mut self) {
+        self.start_again_with(vec![("RUBBER_LISTEN", "")]);
+    }
+
+    fn start_again_with(&mut self, env: Vec<(&'static str, &'static str)>) {
+        assert!(
+            self.service.exited().is_some(),
+            "stop the service before starting it again"
+        );
+        self.service_starts += 1;
+        let mut options = self.options.clone();
+        options.service_env.extend(env);
+        let (service, addrs) = start_service(
+            self.dir.path(),
+            &format!("service-{}", self.service_starts),
+            &self.database_url,
+            &self.database_env,
+            &options,
+            self.htpasswd_file.as_deref(),
+        );
+        self.service = service;
+        self.service_url = addrs.api.map(|api| format!("http://{api}"));
+        self.auth_addr = addrs.auth;
     }
 
     /// The logs of every process, for failure messages.
@@ -285,7 +403,11 @@ impl Stack {
 
     /// A call to the service's API directly; returns the status and the JSON answer.
     pub async fn api(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        self.api_at(&self.service_url, path, query).await
+        let base = self
+            .service_url
+            .as_deref()
+            .expect("the service runs without its API (RUBBER_LISTEN empty)");
+        self.api_at(base, path, query).await
     }
 
     /// A call to the second instance's API (MySQL stacks only); panics
@@ -478,12 +600,17 @@ fn start_registry(dir: &Path) -> (ChildGuard, u16) {
     unreachable!("the last attempt returns or panics")
 }
 
+/// Starts `registry-rubber serve` with its API on a free port; with
+/// `htpasswd_file`, the instance keeps that file. On an htpasswd stack every
+/// instance hashes with bcrypt at cost 4 (the registry checks every request)
+/// unless the options say otherwise.
 fn start_service(
     dir: &Path,
     name: &str,
     database_url: &str,
     database_env: &[(&'static str, String)],
     options: &StackOptions,
+    htpasswd_file: Option<&Path>,
 ) -> (ChildGuard, ServiceAddrs) {
     let door = options.front == Front::Nginx;
     let mut command = rubber_command();
@@ -496,6 +623,14 @@ fn start_service(
     if door {
         command.env("RUBBER_AUTH_LISTEN", "127.0.0.1:0");
     }
+    if options.front == Front::Htpasswd {
+        command
+            .env("RUBBER_HASH_TYPE", "bcrypt")
+            .env("RUBBER_BCRYPT_COST", "4");
+    }
+    if let Some(file) = htpasswd_file {
+        command.env("RUBBER_HTPASSWD_FILE", file);
+    }
     if let Some(hash_type) = options.hash_type {
         command.env("RUBBER_HASH_TYPE", hash_type);
     }
@@ -505,12 +640,23 @@ fn start_service(
         &mut command,
         &dir.join(format!("{name}.log")),
     );
+    // An empty RUBBER_LISTEN leaves the instance without its API.
+    let has_api = !options
+        .service_env
+        .iter()
+        .any(|(name, value)| *name == "RUBBER_LISTEN" && value.is_empty());
     let addrs = poll(START_TIMEOUT, || {
         if service.exited().is_some() {
             return Some(None);
         }
         let log = service.log();
-        let api = listening_address(&log, "api")?;
+        let api = if has_api {
+            Some(listening_address(&log, "api")?)
+        } else {
+            // No listener: the line that says it keeps the file.
+            log.contains("keeping the registry's htpasswd file")
+                .then_some(None)?
+        };
         let auth = if door {
             Some(listening_address(&log, "auth_request")?)
         } else {
@@ -521,11 +667,13 @@ fn start_service(
     match addrs {
         Some(Some(addrs)) => (service, addrs),
         _ => panic!(
-            "registry-rubber serve did not report the address of {}:\n{}",
+            "registry-rubber serve did not report {}:\n{}",
             if door {
-                "its API and its auth_request door"
+                "the address of its API and its auth_request door"
+            } else if has_api {
+                "the address of its API"
             } else {
-                "its API"
+                "that it keeps the htpasswd file"
             },
             service.log()
         ),
@@ -548,6 +696,103 @@ fn listening_address(log: &str, door: &str) -> Option<SocketAddr> {
         }
         fields["address"].as_str()?.parse().ok()
     })
+}
+
+/// The directory the service keeps the registry's htpasswd file in, made as
+/// the README says: owned by the service's user (root here), group the
+/// registry's, mode 2750, so that the file the service renames into it
+/// takes the registry's group and only the service writes there. Returns
+/// the file's path; the service creates the file.
+fn htpasswd_file_in(dir: &Path) -> PathBuf {
+    let file_dir = dir.join("htpasswd");
+    std::fs::create_dir(&file_dir).expect("create the htpasswd file's directory");
+    chgrp(&file_dir, group_id(REGISTRY_GROUP));
+    set_mode(&file_dir, 0o2750);
+    file_dir.join("htpasswd")
+}
+
+/// Waits until the service has written the file (it does at start, even
+/// with no users): a registry 2.8 that finds no file makes one of its own
+/// with a default user.
+fn wait_for_file(file: &Path, service: &mut ChildGuard) {
+    let written = poll(START_TIMEOUT, || {
+        if service.exited().is_some() {
+            return Some(false);
+        }
+        file.is_file().then_some(true)
+    });
+    assert!(
+        written == Some(true),
+        "registry-rubber did not write {} within {START_TIMEOUT:?}:\n{}",
+        file.display(),
+        service.log()
+    );
+}
+
+/// docker-registry from deploy/registry-htpasswd.yml.sample with every
+/// placeholder given a value (and nothing else changed): HTTPS with the test
+/// PKI's server certificate, `auth: htpasswd` on `file`, running as
+/// nobody:nogroup with its storage and a copy of the TLS key of its own.
+fn start_registry_from_sample(dir: &Path, pki: &Pki, file: &Path) -> (ChildGuard, u16) {
+    let (uid, gid) = (user_id(REGISTRY_USER), group_id(REGISTRY_GROUP));
+    let storage = dir.join("registry-storage");
+    let tls = dir.join("registry-tls");
+    for d in [&storage, &tls] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+    }
+    let (cert, key) = (tls.join("server.crt"), tls.join("server.key"));
+    for (from, to) in [(&pki.server_cert, &cert), (&pki.server_key, &key)] {
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+    for path in [&storage, &tls, &cert, &key] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {uid}:{gid} {}: {e}", path.display()));
+    }
+    set_mode(&key, 0o600);
+    let sample = registry_sample::read_sample();
+    let conf = dir.join("registry.yml");
+    let path = |p: &Path| p.display().to_string();
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        let values: BTreeMap<&str, String> = BTreeMap::from([
+            ("RR_STORAGE_DIR", path(&storage)),
+            ("RR_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
+            ("RR_HTTP_SECRET", "registry-rubber-e2e".to_owned()),
+            ("RR_TLS_CERT", path(&cert)),
+            ("RR_TLS_KEY", path(&key)),
+            ("RR_REALM", HTPASSWD_REALM.to_owned()),
+            ("RR_HTPASSWD_FILE", path(file)),
+        ]);
+        std::fs::write(&conf, nginx::render(&sample, &values))
+            .expect("write the registry configuration");
+        let written = std::fs::read_to_string(&conf).expect("read registry.yml back");
+        nginx::assert_only_placeholders_differ(&sample, &written);
+        let mut registry = ChildGuard::spawn(
+            "docker-registry",
+            Command::new(&tools().docker_registry)
+                .arg("serve")
+                .arg(&conf)
+                .uid(uid)
+                .gid(gid),
+            &dir.join(format!("registry-{attempt}.log")),
+        );
+        let up = poll(START_TIMEOUT, || {
+            if registry.exited().is_some() {
+                return Some(false);
+            }
+            accepts(port).then_some(true)
+        });
+        match up {
+            Some(true) if registry.exited().is_none() => return (registry, port),
+            _ if attempt < PORT_ATTEMPTS && registry.log().contains("address already in use") => {}
+            _ => panic!(
+                "docker-registry did not start from {} on port {port}:\n{}",
+                conf.display(),
+                registry.log()
+            ),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
 }
 
 /// The web server's ports; nginx uses no API port.
@@ -834,6 +1079,23 @@ fn group_id(name: &str) -> u32 {
         })
         .unwrap_or_else(|| {
             panic!("no group {name} in /etc/group (Debian's base-passwd package creates it)")
+        })
+}
+
+/// The numeric ID of a user, from /etc/passwd.
+fn user_id(name: &str) -> u32 {
+    let users = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    users
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name))
+                .then(|| fields.nth(1))
+                .flatten()
+                .and_then(|uid| uid.parse().ok())
+        })
+        .unwrap_or_else(|| {
+            panic!("no user {name} in /etc/passwd (Debian's base-passwd package creates it)")
         })
 }
 
