@@ -21,7 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::config::HtpasswdFileSettings;
 use crate::credentials::Credentials;
@@ -46,6 +46,11 @@ pub enum HtpasswdFileError {
     },
     #[error("htpasswd_file.group `{0}` is not a group on this host; name an existing group (the registry's) or a numeric group id (RUBBER_HTPASSWD_GROUP)")]
     UnknownGroup(String),
+    #[error("htpasswd_file.group `{group}`: the service cannot give its files that group ({source}); add the service's user to the group, or correct htpasswd_file.group (RUBBER_HTPASSWD_GROUP)")]
+    GroupNotPermitted {
+        group: String,
+        source: std::io::Error,
+    },
     #[error("htpasswd_file.path {0} is a directory; name a file in it (RUBBER_HTPASSWD_FILE)")]
     IsDirectory(PathBuf),
 }
@@ -77,25 +82,33 @@ impl Target {
         if path.is_dir() {
             return Err(HtpasswdFileError::IsDirectory(path));
         }
-        // Permissions alone do not tell (root passes every check): try.
-        let probe = temp_path(&path, "probe");
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&probe)
-        {
-            Ok(_) => {
-                let _ = std::fs::remove_file(&probe);
-            }
-            Err(source) => return Err(HtpasswdFileError::NotWritable { path, dir, source }),
-        }
         let gid = match settings.group.as_deref() {
             None => None,
             Some(group) => Some(
                 group_id(group).ok_or_else(|| HtpasswdFileError::UnknownGroup(group.to_owned()))?,
             ),
         };
+        // Permissions alone do not tell (root passes every check): try to
+        // create a file there, and to give it the group.
+        let probe = temp_path(&path, "probe");
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe);
+        let file = match created {
+            Ok(file) => file,
+            Err(source) => return Err(HtpasswdFileError::NotWritable { path, dir, source }),
+        };
+        let grouped = gid.map(|gid| std::os::unix::fs::fchown(&file, None, Some(gid)));
+        drop(file);
+        let _ = std::fs::remove_file(&probe);
+        if let Some(Err(source)) = grouped {
+            return Err(HtpasswdFileError::GroupNotPermitted {
+                group: settings.group.clone().unwrap_or_default(),
+                source,
+            });
+        }
         remove_stale_temp_files(&path);
         Ok(Some(Self {
             path,
@@ -124,6 +137,15 @@ impl Target {
                 std::os::unix::fs::fchown(&file, None, Some(gid))?;
             }
             file.write_all(content)?;
+            // The registry reads the file again only when its modification
+            // time changes: on a file system with coarse timestamps, two
+            // rewrites in one tick would look alike. Make them differ.
+            let old = std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok();
+            if let Some(distinct) = distinct_mtime(old, file.metadata()?.modified()?) {
+                file.set_modified(distinct)?;
+            }
             file.sync_all()?;
             std::fs::rename(&temp, &self.path)?;
             File::open(&self.dir)?.sync_all()
@@ -133,6 +155,13 @@ impl Target {
         }
         result
     }
+}
+
+/// The modification time to give a new file whose own is `new`, when it
+/// equals the old file's: one second later (a whole second, as some file
+/// systems keep no finer time). None when they differ already.
+fn distinct_mtime(old: Option<SystemTime>, new: SystemTime) -> Option<SystemTime> {
+    (old == Some(new)).then(|| new + Duration::from_secs(1))
 }
 
 /// `DIR/.NAME.TAG.tmp`, beside the file, so that the rename stays within
@@ -354,6 +383,49 @@ mod tests {
         let mut off = settings(&dir.path().join("htpasswd"));
         off.path = None;
         assert!(Target::check(&off).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_rewrite_in_the_same_tick_gets_another_modification_time() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(distinct_mtime(Some(t), t), Some(t + Duration::from_secs(1)));
+        assert_eq!(distinct_mtime(Some(t), t + Duration::from_nanos(1)), None);
+        assert_eq!(distinct_mtime(None, t), None, "no old file");
+    }
+
+    #[test]
+    fn a_group_the_service_cannot_give_is_refused_at_start() {
+        // As root every group can be given; as another user, a group the
+        // user is not in cannot. Run the check as nobody in a child.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("htpasswd");
+        let mut s = settings(&path);
+        s.group = Some("0".into());
+        // SAFETY: fork in a test: the child only calls setuid, runs the
+        // check and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = unsafe {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    3
+                } else {
+                    match Target::check(&s) {
+                        Err(HtpasswdFileError::GroupNotPermitted { .. }) => 0,
+                        _ => 1,
+                    }
+                }
+            };
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "the child ran");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "refused as nobody with group 0"
+        );
     }
 
     #[test]
