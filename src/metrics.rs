@@ -59,6 +59,9 @@ pub struct Metrics {
     pub verify_dummy: AtomicU64,
     /// Requests refused because too many hashings were waiting.
     pub hashing_refused: AtomicU64,
+    /// Access tokens and refresh tokens the token door issued.
+    pub tokens_issued: AtomicU64,
+    pub refresh_tokens_issued: AtomicU64,
     /// The htpasswd file: users written into it, rewrites, and failed
     /// reads or writes.
     pub htpasswd_users: AtomicU64,
@@ -231,6 +234,20 @@ impl Metrics {
             "Requests answered 503 because too many password hashings were waiting for a core.",
             get(&self.hashing_refused),
         );
+        let _ = writeln!(
+            out,
+            "# HELP rubber_tokens_issued_total Tokens the token door issued, by kind.\n# TYPE rubber_tokens_issued_total counter"
+        );
+        for (kind, c) in [
+            ("access", &self.tokens_issued),
+            ("refresh", &self.refresh_tokens_issued),
+        ] {
+            let _ = writeln!(
+                out,
+                "rubber_tokens_issued_total{{kind=\"{kind}\"}} {}",
+                get(c)
+            );
+        }
         let doors: Vec<Arc<DoorMetrics>> = self.doors.lock().map(|d| d.clone()).unwrap_or_default();
         let name = "rubber_door_checks_total";
         let _ = writeln!(

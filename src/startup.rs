@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Section, Settings};
 use crate::credentials::{CredentialError, Credentials};
+use crate::doors::token::{SignerError, TokenKeys};
 use crate::doors::{self, BoundDoor, DoorError};
 use crate::sinks::htpasswd_file::{self, HtpasswdFileError};
 use crate::store::{Create, Store, StoreError};
@@ -25,6 +26,8 @@ pub enum StartupError {
     Credentials(#[from] CredentialError),
     #[error(transparent)]
     HtpasswdFile(#[from] HtpasswdFileError),
+    #[error(transparent)]
+    TokenKey(#[from] SignerError),
     #[error(
         "no door is open: set listen (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
     )]
@@ -39,7 +42,8 @@ impl StartupError {
             StartupError::Store(e) => e.is_setup(),
             StartupError::Door(DoorError::Tls { .. })
             | StartupError::NoDoor
-            | StartupError::HtpasswdFile(_) => true,
+            | StartupError::HtpasswdFile(_)
+            | StartupError::TokenKey(_) => true,
             StartupError::Door(DoorError::Bind { .. }) | StartupError::Credentials(_) => false,
         }
     }
@@ -48,6 +52,8 @@ impl StartupError {
 pub struct Application {
     doors: Vec<BoundDoor>,
     credentials: Arc<Credentials>,
+    /// The token door's signing keys, to reload on SIGHUP.
+    token_keys: Option<Arc<TokenKeys>>,
     sweep_interval: Option<Duration>,
     /// The registry's htpasswd file, when it is kept, and its poll interval.
     htpasswd_file: Option<(htpasswd_file::Target, Duration)>,
@@ -68,6 +74,14 @@ impl Application {
                 Duration::from_secs(settings.htpasswd_file.poll_interval),
             )
         });
+        let token_keys = match (
+            &settings.token.listener.listen,
+            &settings.token.key,
+            &settings.token.cert,
+        ) {
+            (Some(_), Some(key), Some(cert)) => Some(Arc::new(TokenKeys::load(key, cert)?)),
+            _ => None,
+        };
         let no_listener = settings.listeners().iter().all(|(_, l)| l.listen.is_none());
         if no_listener && htpasswd_file.is_none() {
             return Err(StartupError::NoDoor);
@@ -81,10 +95,18 @@ impl Application {
             }
         };
         let mut bound = Vec::new();
-        for door in [
+        let mut all = vec![
             doors::api::door(Arc::clone(&credentials), &settings.api),
             doors::auth_request::door(Arc::clone(&credentials), &settings.auth_request),
-        ] {
+        ];
+        if let Some(keys) = &token_keys {
+            all.push(doors::token::door(
+                Arc::clone(&credentials),
+                &settings.token,
+                Arc::clone(keys),
+            ));
+        }
+        for door in all {
             match BoundDoor::bind(door).await {
                 Ok(Some(door)) => bound.push(door),
                 Ok(None) => {}
@@ -97,6 +119,7 @@ impl Application {
         Ok(Self {
             doors: bound,
             credentials,
+            token_keys,
             sweep_interval: (settings.sweep_interval > 0)
                 .then(|| Duration::from_secs(settings.sweep_interval)),
             htpasswd_file,
@@ -136,6 +159,7 @@ impl Application {
         let Self {
             doors,
             credentials,
+            token_keys,
             sweep_interval,
             htpasswd_file,
         } = self;
@@ -154,11 +178,12 @@ impl Application {
                 poll,
             )));
         }
-        let tls: Vec<(&'static str, Arc<TlsState>)> = doors
+        let mut reloadable: Vec<Reloadable> = doors
             .iter()
-            .filter_map(|d| d.tls().map(|t| (d.name(), t)))
+            .filter_map(|d| d.tls().map(|t| Reloadable::Tls(d.name(), t)))
             .collect();
-        background.push(tokio::spawn(reload_on_sighup(tls)));
+        reloadable.extend(token_keys.map(Reloadable::TokenKeys));
+        background.push(tokio::spawn(reload_on_sighup(reloadable)));
         let open_files = raise_open_files_limit();
         let connections: usize = doors.iter().map(BoundDoor::max_connections).sum();
         if open_files.is_some_and(|l| (l as usize) < connections + 64) {
@@ -214,11 +239,36 @@ pub fn raise_open_files_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
-/// Reloads every door's certificate, key and client CA on every SIGHUP. A
-/// bad new file is refused with a log line, and the files in force stay in
-/// use. With no TLS anywhere, SIGHUP is still caught (and logged), so that a
-/// reload never stops the service.
-async fn reload_on_sighup(tls: Vec<(&'static str, Arc<TlsState>)>) {
+/// What SIGHUP reloads.
+enum Reloadable {
+    /// A door's TLS certificate, key and client CA.
+    Tls(&'static str, Arc<TlsState>),
+    /// The token door's signing key and certificate.
+    TokenKeys(Arc<TokenKeys>),
+}
+
+impl Reloadable {
+    fn reload(&self) -> (&'static str, &'static str, Result<(), String>) {
+        match self {
+            Reloadable::Tls(door, tls) => (
+                door,
+                "TLS certificate, key and client CA",
+                tls.reload().map_err(|e| e.to_string()),
+            ),
+            Reloadable::TokenKeys(keys) => (
+                "token",
+                "token signing key and certificate",
+                keys.reload().map_err(|e| e.to_string()),
+            ),
+        }
+    }
+}
+
+/// Reloads every door's certificate, key and client CA, and the token
+/// door's signing key, on every SIGHUP. A bad new file is refused with a log
+/// line, and the files in force stay in use. With nothing to reload, SIGHUP
+/// is still caught (and logged), so that a reload never stops the service.
+async fn reload_on_sighup(tls: Vec<Reloadable>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -229,15 +279,13 @@ async fn reload_on_sighup(tls: Vec<(&'static str, Arc<TlsState>)>) {
     };
     while hup.recv().await.is_some() {
         if tls.is_empty() {
-            tracing::info!("SIGHUP: nothing to reload (no door speaks TLS)");
+            tracing::info!("SIGHUP: nothing to reload (no door speaks TLS or signs tokens)");
         }
-        for (door, state) in &tls {
-            match state.reload() {
-                Ok(()) => {
-                    tracing::info!(door, "SIGHUP: TLS certificate, key and client CA reloaded")
-                }
-                Err(e) => {
-                    tracing::error!(door, error = %e, "SIGHUP: TLS reload refused; the files in force stay")
+        for item in &tls {
+            match item.reload() {
+                (door, what, Ok(())) => tracing::info!(door, what, "SIGHUP: reloaded"),
+                (door, what, Err(e)) => {
+                    tracing::error!(door, what, error = %e, "SIGHUP: reload refused; the files in force stay")
                 }
             }
         }

@@ -25,14 +25,17 @@ pub enum Section {
     AuthRequest,
     /// `[htpasswd_file]`: the registry's own htpasswd file.
     HtpasswdFile,
+    /// `[token]`: the registry's token server.
+    Token,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Core,
         Section::Api,
         Section::AuthRequest,
         Section::HtpasswdFile,
+        Section::Token,
     ];
 
     /// The TOML table the section's keys live in; None: the top level.
@@ -41,6 +44,7 @@ impl Section {
             Section::Core | Section::Api => None,
             Section::AuthRequest => Some("auth_request"),
             Section::HtpasswdFile => Some("htpasswd_file"),
+            Section::Token => Some("token"),
         }
     }
 
@@ -51,6 +55,7 @@ impl Section {
             Section::Api => "Admin API (the JSON door that writes)",
             Section::AuthRequest => "[auth_request]: the nginx auth_request door",
             Section::HtpasswdFile => "[htpasswd_file]: the registry's own htpasswd file",
+            Section::Token => "[token]: the registry's token server",
         }
     }
 }
@@ -245,8 +250,44 @@ const HTPASSWD_FILE: [Key; 4] = [
         htpasswd_file.group = values::optional_text),
 ];
 
+const TOKEN: [Key; 8] = listener_keys!(
+    Section::Token,
+    "RUBBER_TOKEN_",
+    "",
+    "address and port of the token door (GET and POST /token, /.well-known/jwks.json); empty: the door is off",
+    "127.0.0.0/8,::1/128",
+    token.listener
+);
+
+const TOKEN_ONLY: [Key; 8] = [
+    key!(Section::Token, "key", "RUBBER_TOKEN_KEY", "", "FILE",
+        "PEM EC P-256 private key that signs the tokens (SEC1 or PKCS#8); reloaded on SIGHUP",
+        token.key = values::optional_path),
+    key!(Section::Token, "cert", "RUBBER_TOKEN_CERT", "", "FILE",
+        "PEM certificate of that key (and its chain), the one the registry's rootcertbundle trusts; sent in each token's x5c",
+        token.cert = values::optional_path),
+    key!(Section::Token, "issuer", "RUBBER_TOKEN_ISSUER", "registry-rubber", "TEXT",
+        "the tokens' iss, the registry's auth.token.issuer",
+        token.issuer = values::quotable),
+    key!(Section::Token, "service", "RUBBER_TOKEN_SERVICE", "registry", "TEXT",
+        "the registry's service name (auth.token.service): the tokens' aud, and the only service a request may name",
+        token.service = values::quotable),
+    key!(Section::Token, "ttl", "RUBBER_TOKEN_TTL", "300", "SECONDS",
+        "seconds an access token lives, at least 60; never beyond its credential's expiry",
+        token.ttl = |v| values::in_range(v, 60, 86_400)),
+    key!(Section::Token, "realm", "RUBBER_TOKEN_REALM", "registry token", "TEXT",
+        "realm of the Basic challenge a refused token request answers with",
+        token.realm = values::quotable),
+    key!(Section::Token, "default_scopes", "RUBBER_TOKEN_DEFAULT_SCOPES", "repository:*:pull,push", "SCOPES",
+        "what a credential added without scope may be granted: scope patterns separated by spaces",
+        token.default_scopes = values::scope_patterns),
+    key!(Section::Token, "acl", "RUBBER_TOKEN_ACL", "", "RULES",
+        "static rules that limit every grant, first match wins: [[token.acl]] tables (account, name, actions, type) or `account=GLOB scope=TYPE:NAME:ACTIONS` separated by ;",
+        token.acl = values::acl_rules),
+];
+
 /// The keys by section, in the order the documentation lists them.
-static SECTIONS: [&[Key]; 7] = [
+static SECTIONS: [&[Key]; 9] = [
     &CORE,
     &[LOG_LEVEL],
     &API,
@@ -254,6 +295,8 @@ static SECTIONS: [&[Key]; 7] = [
     &AUTH_REQUEST,
     &[AUTH_REQUEST_ONLY],
     &HTPASSWD_FILE,
+    &TOKEN,
+    &TOKEN_ONLY,
 ];
 
 /// Every key, in the order the documentation lists them.

@@ -62,6 +62,8 @@ pub struct Settings {
     pub auth_request: AuthRequestSettings,
     /// The registry's own htpasswd file.
     pub htpasswd_file: HtpasswdFileSettings,
+    /// The registry's token server.
+    pub token: TokenSettings,
     /// Where each key set by a file, the environment or a flag came from.
     origins: BTreeMap<String, Source>,
 }
@@ -115,6 +117,25 @@ pub struct AuthRequestSettings {
     pub listener: ListenerSettings,
     /// Realm of the Basic challenge a refusal carries.
     pub realm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    pub listener: ListenerSettings,
+    /// PEM EC P-256 private key that signs, and its certificate.
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub issuer: String,
+    /// The registry's service name: the tokens' audience.
+    pub service: String,
+    /// Seconds an access token lives.
+    pub ttl: u64,
+    /// Realm of the Basic challenge a refusal carries.
+    pub realm: String,
+    /// What a credential without scopes of its own may be granted.
+    pub default_scopes: Vec<crate::domain::ScopePattern>,
+    /// Static rules limiting every grant; the first match decides.
+    pub acl: Vec<crate::domain::AclRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +240,17 @@ impl Settings {
             auth_request: AuthRequestSettings {
                 listener: ListenerSettings::default(),
                 realm: String::new(),
+            },
+            token: TokenSettings {
+                listener: ListenerSettings::default(),
+                key: None,
+                cert: None,
+                issuer: String::new(),
+                service: String::new(),
+                ttl: 0,
+                realm: String::new(),
+                default_scopes: Vec::new(),
+                acl: Vec::new(),
             },
             htpasswd_file: HtpasswdFileSettings {
                 path: None,
@@ -343,10 +375,11 @@ impl Settings {
     }
 
     /// The doors, each with its section and listener settings.
-    pub fn listeners(&self) -> [(Section, &ListenerSettings); 2] {
+    pub fn listeners(&self) -> [(Section, &ListenerSettings); 3] {
         [
             (Section::Api, &self.api.listener),
             (Section::AuthRequest, &self.auth_request.listener),
+            (Section::Token, &self.token.listener),
         ]
     }
 
@@ -409,6 +442,13 @@ impl Settings {
                     path("tls_key")
                 ));
             }
+        }
+        let token = &self.token;
+        if token.listener.listen.is_some() && (token.key.is_none() || token.cert.is_none()) {
+            return Err(ConfigError::Inconsistent(format!(
+                "token.listen is set (from {}) but token.key or token.cert is not: the token door signs with a key whose certificate the registry trusts; set both (RUBBER_TOKEN_KEY, RUBBER_TOKEN_CERT)",
+                self.origin("token.listen")
+            )));
         }
         if self.htpasswd_file.path.is_some() && self.hash_type != HashType::Bcrypt {
             return Err(ConfigError::Inconsistent(format!(
@@ -553,18 +593,48 @@ fn read_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     Ok(out)
 }
 
+/// A TOML value in the textual form the environment would give: a list as
+/// its items joined by `, `; a list of tables (`[[token.acl]]`) as each
+/// table's `key=value` fields joined by spaces (a list value by commas), the
+/// tables joined by `; `.
 fn toml_scalar(value: &toml::Value) -> Option<String> {
-    match value {
+    let scalar = |v: &toml::Value| match v {
         toml::Value::String(s) => Some(s.clone()),
         toml::Value::Integer(i) => Some(i.to_string()),
         toml::Value::Float(f) => Some(f.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
-        toml::Value::Array(items) => items
+        _ => None,
+    };
+    let list = |items: &[toml::Value], separator: &str| {
+        items
             .iter()
-            .map(toml_scalar)
+            .map(scalar)
             .collect::<Option<Vec<_>>>()
-            .map(|v| v.join(",")),
-        toml::Value::Datetime(_) | toml::Value::Table(_) => None,
+            .map(|v| v.join(separator))
+    };
+    match value {
+        toml::Value::Array(items)
+            if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+        {
+            items
+                .iter()
+                .map(|item| {
+                    item.as_table()?
+                        .iter()
+                        .map(|(k, v)| match v {
+                            toml::Value::Array(values) => {
+                                list(values, ",").map(|v| format!("{k}={v}"))
+                            }
+                            other => scalar(other).map(|v| format!("{k}={v}")),
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .map(|fields| fields.join(" "))
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|tables| tables.join("; "))
+        }
+        toml::Value::Array(items) => list(items, ", "),
+        other => scalar(other),
     }
 }
 
@@ -1087,6 +1157,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("did you mean `RUBBER_AUTH_LISTEN`"), "{e}");
+    }
+
+    #[test]
+    fn token_acl_tables_and_scope_lists_load_from_a_file() {
+        let f = toml_file(
+            "[token]\ndefault_scopes = [\"repository:a:pull\", \"repository:b:pull,push\"]\n\n[[token.acl]]\naccount = \"ci-*\"\nname = \"team/*\"\nactions = [\"pull\", \"push\"]\n\n[[token.acl]]\naccount = \"admin\"\ntype = \"registry\"\nname = \"catalog\"\nactions = [\"*\"]\n",
+        );
+        let s = Settings::load_from(Some(f.path()), &[], &vec![]).unwrap();
+        assert_eq!(
+            crate::domain::ScopePattern::join(&s.token.default_scopes),
+            "repository:a:pull repository:b:pull,push"
+        );
+        let rules: Vec<String> = s.token.acl.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rules,
+            [
+                "account=ci-* scope=repository:team/*:pull,push",
+                "account=admin scope=registry:catalog:*"
+            ]
+        );
+        // What check-config prints loads back the same.
+        let shown = describe_toml(&s);
+        let again = Settings::load_from(Some(toml_file(&shown).path()), &[], &vec![]).unwrap();
+        assert_eq!(again.token.acl, s.token.acl);
+        let e = Settings::load_from(
+            None,
+            &env(&[("RUBBER_TOKEN_LISTEN", "127.0.0.1:1")]),
+            &vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("token.key") && e.contains("RUBBER_TOKEN_CERT"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::access::{parse_cidrs, SubjectPattern};
+use crate::domain::{AclRule, ScopePattern};
 use crate::htpasswd::HashType;
 
 /// The default database: an SQLite file in the working directory, created
@@ -457,6 +458,16 @@ pub fn optional_text(value: &str) -> Result<Option<String>, String> {
     Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty()))
 }
 
+/// Scope patterns separated by spaces (a TOML list too).
+pub fn scope_patterns(value: &str) -> Result<Vec<ScopePattern>, String> {
+    ScopePattern::parse_list([value]).map_err(|e| e.to_string())
+}
+
+/// ACL rules separated by `;` (`[[token.acl]]` tables in a file).
+pub fn acl_rules(value: &str) -> Result<Vec<AclRule>, String> {
+    AclRule::parse_list(value)
+}
+
 /// How a value prints in `check-config`: as TOML, or nothing when unset.
 pub trait Shown {
     fn shown(&self) -> Option<toml::Value>;
@@ -517,6 +528,23 @@ impl<T: Shown> Shown for Option<T> {
 impl Shown for Vec<IpNet> {
     fn shown(&self) -> Option<toml::Value> {
         Some(toml::Value::Array(self.iter().filter_map(text).collect()))
+    }
+}
+
+impl Shown for Vec<ScopePattern> {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(ScopePattern::join(self)))
+    }
+}
+
+impl Shown for Vec<AclRule> {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(
+            self.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
     }
 }
 

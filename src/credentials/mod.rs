@@ -205,6 +205,60 @@ impl Credentials {
         &self.metrics
     }
 
+    /// Issues a refresh token for the credential `row`, to get more access
+    /// tokens for `service`: a random token whose digest only is stored,
+    /// bound to the credential's current hash, so that a replaced, removed
+    /// or re-created credential never honours it.
+    pub async fn issue_refresh(
+        &self,
+        row: &UserRow,
+        service: &str,
+    ) -> Result<String, CredentialError> {
+        use base64::Engine;
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| CredentialError::Internal("no random source for a token".into()))?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let user = Username::parse(&row.username)
+            .map_err(|e| CredentialError::Internal(format!("stored user name: {e}")))?;
+        let op = WriteOp::IssueRefresh {
+            digest: sha256_hex(token.as_bytes()),
+            user,
+            service: service.to_owned(),
+            issued_at: self.clock.now(),
+            credential: sha256_hex(row.password_hash.as_bytes()),
+        };
+        let shared = Arc::clone(&self.shared);
+        match detached(async move { shared.write(op).await }).await? {
+            Ok(WriteOutcome::RefreshIssued) => Ok(token),
+            other => Err(unexpected("refresh", other)),
+        }
+    }
+
+    /// The credential a refresh token was issued to, for `service`, when
+    /// the token is known, the credential is still the one it was issued to
+    /// and is live; None otherwise.
+    pub async fn redeem_refresh(
+        &self,
+        token: &str,
+        service: &str,
+    ) -> Result<Option<UserRow>, CredentialError> {
+        let Some(found) = self.store.refresh(&sha256_hex(token.as_bytes())).await? else {
+            return Ok(None);
+        };
+        if found.service != service {
+            return Ok(None);
+        }
+        let Ok(user) = Username::parse(&found.username) else {
+            return Ok(None);
+        };
+        let row = self.store.get(&user).await?;
+        Ok(row.filter(|row| {
+            row.is_live(self.clock.now())
+                && sha256_hex(row.password_hash.as_bytes()) == found.credential
+        }))
+    }
+
     /// A stable stand-in for a name that must not be logged as it is (a
     /// user name no credential has may be a password typed in the wrong
     /// field): `unknown-` and a keyed digest, the same for the same name
@@ -709,6 +763,15 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
+}
+
+/// The SHA-256 of `bytes`, in lower-case hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Leaves the count of waiting hashing jobs when dropped.

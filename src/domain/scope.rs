@@ -249,13 +249,16 @@ impl ScopePattern {
         self.kind == kind && glob(&self.name, name)
     }
 
-    /// Parses a list: patterns separated by spaces (or given one by one).
+    /// Parses a list: patterns separated by spaces, or by a comma and a
+    /// space (as a TOML list arrives), or given one by one. (An action list
+    /// never ends with a comma, so a trailing one only separates.)
     pub fn parse_list<'a>(
         values: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<ScopePattern>, ScopeError> {
         let mut out: Vec<ScopePattern> = Vec::new();
         for value in values {
             for scope in value.split_ascii_whitespace() {
+                let scope = scope.strip_suffix(',').unwrap_or(scope);
                 let pattern = ScopePattern::parse(scope)?;
                 if !out.contains(&pattern) {
                     out.push(pattern);

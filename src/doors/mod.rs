@@ -2,7 +2,8 @@
 //! listener (address, TLS, who may call) and its own answer format.
 //!
 //! - [`api`]: the JSON admin API that writes, in the original's envelope;
-//! - [`auth_request`]: nginx's `auth_request` check, a bare 200 or 401.
+//! - [`auth_request`]: nginx's `auth_request` check, a bare 200 or 401;
+//! - [`token`]: the registry's token server, in the registry's error shape.
 //!
 //! What every door shares lives here: the access guard (address allowlist,
 //! forwarded addresses from trusted proxies only, client certificate
@@ -12,7 +13,10 @@
 
 pub mod api;
 pub mod auth_request;
+pub mod basic;
+pub mod form;
 mod listener;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

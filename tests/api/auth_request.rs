@@ -93,21 +93,8 @@ async fn app_with_door(hash_type: HashType) -> TestApp {
     .await
 }
 
-/// The value of one line of /metrics, such as
-/// `rubber_verifications_total{how="dummy"}`.
 async fn metric(app: &TestApp, series: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    crate::helpers::metric_value(app, series).await
 }
 
 #[tokio::test]

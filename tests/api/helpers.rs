@@ -268,6 +268,8 @@ pub struct TestApp {
     pub tls: Option<Arc<registry_rubber::tls::TlsState>>,
     /// The auth_request door's address, when the settings open it.
     pub auth: Option<SocketAddr>,
+    /// The token door's address, when the settings open it.
+    pub token: Option<SocketAddr>,
 }
 
 /// The clock's starting point: an epoch time like the names pipelines use.
@@ -329,6 +331,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         .expect("application builds");
     let addr = app.local_addr();
     let auth = app.door_addr(registry_rubber::config::Section::AuthRequest);
+    let token = app.door_addr(registry_rubber::config::Section::Token);
     let store = app.credentials().store().clone();
     let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -340,6 +343,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         client: reqwest::Client::new(),
         tls,
         auth,
+        token,
     }
 }
 
@@ -380,6 +384,16 @@ impl Answer {
 }
 
 impl TestApp {
+    /// The address of a door the settings opened.
+    #[allow(dead_code)]
+    pub fn door(&self, section: registry_rubber::config::Section) -> Option<SocketAddr> {
+        match section {
+            registry_rubber::config::Section::AuthRequest => self.auth,
+            registry_rubber::config::Section::Token => self.token,
+            _ => Some(self.addr),
+        }
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.addr, path_and_query)
     }
@@ -477,6 +491,24 @@ impl TestApp {
     pub async fn row_count(&self) -> i64 {
         self.db.row_count().await
     }
+}
+
+/// The value of one series of /metrics, such as
+/// `rubber_verifications_total{how="dummy"}`.
+#[allow(dead_code)]
+pub async fn metric_value(app: &TestApp, series: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
 }
 
 /// A CIDR list as the configuration parses it.

@@ -17,4 +17,5 @@ mod logs;
 mod race;
 mod store_contract;
 mod tls;
+mod token;
 mod two_instances;

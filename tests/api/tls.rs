@@ -608,7 +608,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
         .status()
         .unwrap()
         .success());
-    wait_for("TLS certificate, key and client CA reloaded");
+    wait_for("SIGHUP: reloaded");
     let after = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(after.status, Some(200));
     assert_eq!(after.server_cert, Some(rotated.der()));
@@ -620,7 +620,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
         .status()
         .unwrap()
         .success());
-    wait_for("TLS reload refused");
+    wait_for("SIGHUP: reload refused");
     let still = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(still.status, Some(200));
     assert_eq!(still.server_cert, Some(rotated.der()));

@@ -3,12 +3,13 @@
 //! percent-encoding, invalid UTF-8, a malformed or oversized body are refused,
 //! and no error message repeats what the client sent.
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, Method};
 use serde_json::Value;
 
 use super::envelope::ApiError;
+use crate::doors::form::{self, media_type, BodyError, FormError};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -130,17 +131,17 @@ impl Params {
     }
 
     fn extend_form(&mut self, input: &[u8], what: &str) -> Result<(), ApiError> {
-        for pair in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
-            let (key, value) = match pair.iter().position(|b| *b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &b""[..]),
-            };
-            let key = decode_component(key, what)?;
-            let value = decode_component(value, what)?;
-            if KNOWN.contains(&key.as_str()) {
-                self.pairs.push((key, value));
+        let pairs = form::pairs(input).map_err(|e| match e {
+            FormError::PercentEncoding => {
+                ApiError::Malformed(format!("malformed percent-encoding in the {what}"))
             }
-        }
+            FormError::NotUtf8 => ApiError::Malformed(format!("the {what} is not valid UTF-8")),
+        })?;
+        self.pairs.extend(
+            pairs
+                .into_iter()
+                .filter(|(k, _)| KNOWN.contains(&k.as_str())),
+        );
         Ok(())
     }
 
@@ -222,62 +223,15 @@ impl<'de> serde::Deserialize<'de> for JsonPairs {
     }
 }
 
-/// The media type of a Content-Type header, lower case, without parameters.
-fn media_type(value: &str) -> String {
-    value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        // The limit shows as a length-limit error somewhere in the chain;
-        // anything else is a broken upload.
-        let mut source: Option<&dyn std::error::Error> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return ApiError::TooLarge {
-                    limit: MAX_BODY_BYTES,
-                };
-            }
-            source = err.source();
-        }
-        ApiError::Malformed("request body could not be read".into())
-    })
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
-/// space, `%XX` a byte; anything else after `%` is an error, and so is a
-/// result that is not UTF-8.
-fn decode_component(input: &[u8], what: &str) -> Result<String, ApiError> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let byte = input
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .filter(|_| {
-                        input[i + 1].is_ascii_hexdigit() && input[i + 2].is_ascii_hexdigit()
-                    })
-                    .ok_or_else(|| {
-                        ApiError::Malformed(format!("malformed percent-encoding in the {what}"))
-                    })?;
-                out.push(byte);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out)
-        .map_err(|_| ApiError::Malformed(format!("the {what} is not valid UTF-8")))
+    form::read_body(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => ApiError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            },
+            BodyError::Broken => ApiError::Malformed("request body could not be read".into()),
+        })
 }
 
 #[cfg(test)]
