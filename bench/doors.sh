@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark of the nginx auth_request door against Apache's mod_authn_dbd,
-# checking the same credential in the same users table, in the same run.
+# Benchmark of the doors that check credentials: the nginx auth_request door
+# against Apache's mod_authn_dbd, checking the same credential in the same
+# users table, in the same run; and the token door's tokens per second.
 #
 #   bench/doors.sh                    # median of 3 runs of 5 s per figure
 #   RUNS=5 DURATION=10 bench/doors.sh
@@ -11,7 +12,8 @@
 # still read every time) and a tiny static file behind Apache's Basic
 # authentication with AuthDBDUserPWQuery (Apache has no safe cache: it hashes
 # on every request). It also measures the cheapest answer the service gives
-# (a 404 from the door: no database, no hashing) and a refused check.
+# (a 404 from the door: no database, no hashing), a refused check, and the
+# token door signing an ES256 token for a cached bcrypt credential.
 #
 # Environment: RUNS (3), DURATION (5), CONNECTIONS (32), THREADS (2),
 # HASH_TYPES ("sha1 md5 sha256 sha512 bcrypt"), BENCH_DIR (target/bench),
@@ -112,8 +114,15 @@ until [ -s "$BENCH_DIR/httpd/httpd.pid" ] && curl -s -o /dev/null "http://127.0.
 done
 APACHE_PID=$(cat "$BENCH_DIR/httpd/httpd.pid")
 
-RUBBER_AUTH_LISTEN=127.0.0.1:0 start_service
+# The token door's signing key and certificate, made as the README says.
+openssl ecparam -name prime256v1 -genkey -noout -out "$BENCH_DIR/signing.key" 2>/dev/null
+openssl req -new -x509 -key "$BENCH_DIR/signing.key" -out "$BENCH_DIR/signing.crt" -days 1 \
+  -subj /CN=registry-rubber-token 2>/dev/null
+RUBBER_AUTH_LISTEN=127.0.0.1:0 RUBBER_TOKEN_LISTEN=127.0.0.1:0 \
+  RUBBER_TOKEN_KEY="$BENCH_DIR/signing.key" RUBBER_TOKEN_CERT="$BENCH_DIR/signing.crt" start_service
 [ -n "$AUTH_ADDR" ] || { echo "bench: the auth_request door did not open" >&2; exit 1; }
+TOKEN_ADDR=$(service_address token)
+[ -n "$TOKEN_ADDR" ] || { echo "bench: the token door did not open" >&2; exit 1; }
 
 basic() { printf 'Basic %s' "$(printf '%s:%s' "$1" "$2" | base64 -w0)"; }
 # Both doors must agree before anything is timed.
@@ -144,7 +153,8 @@ bench_one() {
 
 bench_one "door 404 (cheapest answer)" "http://$AUTH_ADDR/nothing" "$(basic x y)"
 CHEAPEST=$RESULT_RATE
-bench_one "door refused (sha1 user)" "http://$AUTH_ADDR/auth" "$(basic bench-sha1 wrong)"
+FIRST_TYPE=${HASH_TYPES%% *}
+bench_one "door refused ($FIRST_TYPE user)" "http://$AUTH_ADDR/auth" "$(basic "bench-$FIRST_TYPE" wrong)"
 declare -A DOOR APACHE_RATE
 for h in $HASH_TYPES; do
   bench_one "door $h (cached)" "http://$AUTH_ADDR/auth" "$(basic "bench-$h" "$PASSWORD")"
@@ -153,10 +163,19 @@ for h in $HASH_TYPES; do
   APACHE_RATE[$h]=$RESULT_RATE
 done
 
+TOKEN_URL="http://$TOKEN_ADDR/token?service=registry&scope=repository:team/app:pull,push"
+if [[ " $HASH_TYPES " == *" bcrypt "* ]]; then
+  curl -fsS -o /dev/null -H "Authorization: $(basic bench-bcrypt "$PASSWORD")" "$TOKEN_URL" ||
+    { echo "bench: the token door refused the bench credential" >&2; exit 1; }
+  bench_one "token door, bcrypt (cached)" "$TOKEN_URL" "$(basic bench-bcrypt "$PASSWORD")"
+  TOKENS=$RESULT_RATE
+fi
+
 echo
 echo "== ratios (medians, same run)"
 for h in $HASH_TYPES; do
   printf '%-8s door %9s/s   Apache %9s/s   door/Apache %8sx   door/cheapest answer %5s\n' \
     "$h" "${DOOR[$h]}" "${APACHE_RATE[$h]}" "$(ratio "${DOOR[$h]}" "${APACHE_RATE[$h]}")" "$(ratio "${DOOR[$h]}" "$CHEAPEST")"
 done
-curl -s "http://$ADDR/metrics" | grep -E '^rubber_(verifications_total|door_checks_total)' | sed 's/^/   /'
+[ -z "${TOKENS:-}" ] || printf '%-8s token door %9s tokens/s   door/cheapest answer %5s\n' bcrypt "$TOKENS" "$(ratio "$TOKENS" "$CHEAPEST")"
+curl -s "http://$ADDR/metrics" | grep -E '^rubber_(verifications_total|door_checks_total|tokens_issued_total)' | sed 's/^/   /'
