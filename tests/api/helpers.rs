@@ -340,7 +340,12 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         db,
         store,
         clock,
-        client: reqwest::Client::new(),
+        // Every request bounded: a service that stops answering fails the
+        // test instead of hanging the suite.
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .expect("an HTTP client"),
         tls,
         auth,
         token,

@@ -324,7 +324,9 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(async {
+            // Bounded: the server may be frozen (a test that failed while
+            // it was), and a drop must never hang the test binary.
+            let dropping = async {
                 let mut admin = MySqlConnection::connect(&server)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -338,6 +340,11 @@ impl Drop for TestDatabase {
                     .map_err(|e| e.to_string())?;
                 let _ = admin.close().await;
                 Ok::<_, String>(())
+            };
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(15), dropping)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 15 s".into()))
             })
         })
         .join();
