@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::audit::Caller;
 use crate::clock::SystemClock;
 use crate::config::{self, keys, FlagValues, Settings, CONFIG_FILE_ENV};
-use crate::credentials::Credentials;
+use crate::credentials::{CredentialError, Credentials};
 use crate::domain::{rfc3339, Password, ScopePattern, Username};
 use crate::htpasswd::{self, HashType};
 use crate::startup::{shutdown_signal, Application};
@@ -245,7 +245,10 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
             let creds = open_credentials(&settings).await?;
             let removed = creds.cleanup(older_than, &Caller::local("cli")).await;
             creds.close().await;
-            let removed = removed.map_err(failed)?;
+            let removed = removed.map_err(|e| match e {
+                CredentialError::BelowFloor { .. } => usage(e),
+                other => failed(other),
+            })?;
             println!("removed {removed} users older than {older_than} seconds");
         }
     }

@@ -160,7 +160,7 @@ macro_rules! listener_keys {
     };
 }
 
-const CORE: [Key; 12] = [
+const CORE: [Key; 13] = [
     key!(Section::Core, "database_url", "RUBBER_DATABASE_URL", "sqlite:registry-rubber.sqlite", "URL",
         "sqlite:///absolute/path.sqlite, sqlite:relative/path.sqlite, or mysql://user@host:3306/database (mariadb:// too); a password prints as ***",
         database = values::DatabaseUrl::parse),
@@ -182,6 +182,9 @@ const CORE: [Key; 12] = [
     key!(Section::Core, "cleanup_threshold", "RUBBER_CLEANUP_THRESHOLD", "600", "SECONDS",
         "cleanup removes users created longer ago than this, unless the request names older_than",
         cleanup_threshold = |v| values::seconds(v, 0)),
+    key!(Section::Core, "min_older_than", "RUBBER_MIN_OLDER_THAN", "60", "SECONDS",
+        "the smallest older_than a cleanup takes: a cleanup of younger credentials (older_than=0 removes them all) is refused",
+        min_older_than = |v| values::seconds(v, 0)),
     key!(Section::Core, "default_ttl", "RUBBER_DEFAULT_TTL", "3600", "SECONDS",
         "seconds a credential lives when add names no ttl",
         ttl.default_ttl = |v| values::seconds(v, 1)),

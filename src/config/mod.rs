@@ -50,6 +50,8 @@ pub struct Settings {
     pub verify_cache_entries: usize,
     /// Default age, in seconds, beyond which `cleanup` removes a user.
     pub cleanup_threshold: u64,
+    /// The smallest `older_than` a cleanup takes.
+    pub min_older_than: u64,
     /// Lifetimes granted to credentials.
     pub ttl: TtlPolicy,
     /// Seconds between sweeps of expired users; 0: no sweeper.
@@ -225,6 +227,7 @@ impl Settings {
             bcrypt_cost: 0,
             verify_cache_entries: 0,
             cleanup_threshold: 0,
+            min_older_than: 0,
             ttl: TtlPolicy {
                 default_ttl: 0,
                 max_ttl: 0,
@@ -455,6 +458,13 @@ impl Settings {
                 "htpasswd_file.path is set (from {}) but {}: the registry reads only bcrypt hashes from an htpasswd file; set hash_type = \"bcrypt\" (RUBBER_HASH_TYPE=bcrypt), or leave htpasswd_file.path unset",
                 self.origin("htpasswd_file.path"),
                 self.cite("hash_type", self.hash_type)
+            )));
+        }
+        if self.min_older_than > self.cleanup_threshold {
+            return Err(ConfigError::Inconsistent(format!(
+                "{} exceeds {}: a cleanup without older_than would be refused; lower min_older_than or raise cleanup_threshold",
+                self.cite("min_older_than", self.min_older_than),
+                self.cite("cleanup_threshold", self.cleanup_threshold)
             )));
         }
         let t = &self.ttl;

@@ -41,6 +41,9 @@ pub enum CredentialError {
     Store(#[from] StoreError),
     #[error("user {0} is not live: it does not exist or has expired")]
     NotLive(Username),
+    /// A cleanup of credentials younger than the configured floor.
+    #[error("older_than must be at least {floor} seconds (min_older_than)")]
+    BelowFloor { floor: u64 },
     /// Too many password checks are waiting for a core: answered at once,
     /// rather than after a wait that only grows.
     #[error("too many password checks are waiting; try again shortly")]
@@ -110,6 +113,7 @@ pub struct Credentials {
     bcrypt_cost: u32,
     ttl: TtlPolicy,
     cleanup_threshold: u64,
+    min_older_than: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// Admits as many concurrent password hashings as there are cores.
@@ -155,6 +159,7 @@ impl Credentials {
             bcrypt_cost: settings.bcrypt_cost,
             ttl: settings.ttl,
             cleanup_threshold: settings.cleanup_threshold,
+            min_older_than: settings.min_older_than,
             clock,
             metrics,
             hashing: Arc::new(Semaphore::new(cores)),
@@ -436,6 +441,11 @@ impl Credentials {
     /// Removes every user created more than `older_than` seconds ago, in
     /// batches of DELETE_BATCH, one transaction each; returns how many.
     pub async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
+        if older_than < self.min_older_than {
+            return Err(CredentialError::BelowFloor {
+                floor: self.min_older_than,
+            });
+        }
         let (shared, caller) = (Arc::clone(&self.shared), caller.clone());
         detached(async move { shared.cleanup(older_than, &caller).await }).await?
     }

@@ -68,6 +68,30 @@ async fn re_adding_a_user_restarts_its_age() {
 }
 
 #[tokio::test]
+async fn a_cleanup_below_the_floor_is_refused_and_removes_nothing() {
+    let app = spawn_app_with(|s| s.min_older_than = 60).await;
+    app.add("young", "p").await;
+    app.clock.advance(30);
+    for a in [
+        app.get("/cleanup?older_than=0").await,
+        app.get("/cleanup?older_than=59").await,
+        app.post_form("/cleanup", &[("older_than", "10")]).await,
+    ] {
+        a.assert_error("cleanup", 400);
+        assert!(
+            a.body["msg"].as_str().unwrap().contains("min_older_than"),
+            "{a:?}"
+        );
+    }
+    assert_eq!(app.row_count().await, 1);
+    app.get("/cleanup?older_than=60").await.assert_envelope(
+        "cleanup",
+        200,
+        "removed 0 users older than 60 seconds",
+    );
+}
+
+#[tokio::test]
 async fn a_bad_older_than_is_refused_and_removes_nothing() {
     let app = spawn_app().await;
     app.add("u", "x").await;

@@ -128,8 +128,16 @@ async fn migrate_then_add_remove_cleanup() {
     let out = e.run(&["cleanup", "--older-than", "3600"], None);
     assert!(out.status.success());
     assert!(e.hash_of("a").await.is_some(), "young users stay");
-    let out2 = e.run(&["cleanup", "--older-than", "0"], None);
-    assert!(out2.status.success());
+    // Below the floor of 60 s: refused as bad usage, nothing removed.
+    let refused = e.run(&["cleanup", "--older-than", "0"], None);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("min_older_than"));
+    assert!(e.hash_of("a").await.is_some());
+    let out2 = e.run(
+        &["--min-older-than", "0", "cleanup", "--older-than", "0"],
+        None,
+    );
+    assert!(out2.status.success(), "{}", text(&out2.stderr));
     // Users created within the current second are not older than 0 seconds;
     // the removal count is reported either way.
     assert!(

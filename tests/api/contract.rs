@@ -185,15 +185,28 @@ async fn post_form_and_json_bodies_work_like_get() {
 }
 
 #[tokio::test]
-async fn post_may_name_the_user_in_the_query_and_the_password_in_the_body() {
+async fn a_post_with_parameters_in_its_url_is_refused_and_changes_nothing() {
     let app = spawn_app().await;
-    app.post_form("/add?user=mixed", &[("passwd", "body-secret")])
-        .await
-        .assert_envelope("add", 200, "Added user mixed");
-    assert!(htpasswd::verify(
-        "body-secret",
-        &app.stored_hash("mixed").await.unwrap()
-    ));
+    for (path, action) in [
+        ("/add?user=mixed", "add"),
+        ("/add?passwd=in-url-secret", "add"),
+        ("/remove?user=kept", "remove"),
+        ("/cleanup?older_than=0", "cleanup"),
+    ] {
+        app.post_form(path, &[("user", "mixed"), ("passwd", "body-secret")])
+            .await
+            .assert_envelope(
+                action,
+                400,
+                "POST takes its parameters in the body (a form or JSON), never in the URL, where proxies log them",
+            );
+        // An empty body is no different.
+        let a = app
+            .post_raw(path, "application/x-www-form-urlencoded", Vec::new())
+            .await;
+        assert_eq!(a.status, 400, "{a:?}");
+    }
+    assert_eq!(app.row_count().await, 0);
 }
 
 #[tokio::test]

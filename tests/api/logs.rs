@@ -26,7 +26,7 @@ async fn no_password_or_hash_reaches_the_logs() {
         .await
         .assert_error("add", 200);
     app.add("log-1", secrets[3]).await.assert_error("add", 200);
-    app.post_form("/add?user=log-4", &[("passwd", secrets[4])])
+    app.post_form("/add", &[("passwd", secrets[4]), ("user", "log-4")])
         .await
         .assert_error("add", 200);
     let mut hashes = Vec::new();

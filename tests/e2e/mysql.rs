@@ -25,8 +25,12 @@ async fn wait_past(epoch: i64) {
 async fn two_instances_and_apache_share_one_mariadb() {
     let stack = Stack::start_with(StackOptions {
         mysql: true,
-        // No sweeper: expiry must come from Apache's query alone.
-        service_env: vec![("RUBBER_SWEEP_INTERVAL", "0")],
+        // No sweeper: expiry must come from Apache's query alone; and a
+        // cleanup of everything, below the default floor.
+        service_env: vec![
+            ("RUBBER_SWEEP_INTERVAL", "0"),
+            ("RUBBER_MIN_OLDER_THAN", "0"),
+        ],
         ..StackOptions::default()
     });
 

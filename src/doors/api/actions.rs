@@ -231,6 +231,12 @@ impl From<CredentialError> for ApiError {
             CredentialError::Store(e) => ApiError::Unavailable(e),
             CredentialError::NotLive(user) => ApiError::NotLive { user },
             CredentialError::Busy => ApiError::Busy,
+            CredentialError::BelowFloor { floor } => ApiError::BadParameter {
+                name: "older_than",
+                detail: format!(
+                    "must be at least {floor} seconds (min_older_than): a cleanup of younger credentials is refused"
+                ),
+            },
             CredentialError::Internal(cause) => ApiError::Internal(cause),
         }
     }

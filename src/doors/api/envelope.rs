@@ -155,6 +155,8 @@ pub enum ApiError {
     BadParameter { name: &'static str, detail: String },
     #[error("{0}")]
     Malformed(String),
+    #[error("POST takes its parameters in the body (a form or JSON), never in the URL, where proxies log them")]
+    QueryOnPost,
     #[error(
         "unsupported content type; send application/json or application/x-www-form-urlencoded"
     )]
@@ -187,7 +189,8 @@ impl ApiError {
             | ApiError::PasswordRequired
             | ApiError::BadPassword(_)
             | ApiError::BadParameter { .. }
-            | ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            | ApiError::Malformed(_)
+            | ApiError::QueryOnPost => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

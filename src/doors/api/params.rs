@@ -41,15 +41,20 @@ impl std::fmt::Debug for Params {
 }
 
 impl Params {
-    /// Reads the parameters of a mutation. GET takes the query string; POST
-    /// takes the body, then the query string for names the body lacks. Any
-    /// other method, HEAD included, is refused before anything runs.
+    /// Reads the parameters of a mutation. GET takes the query string, as
+    /// the original's callers send them; POST takes the body only: a POST
+    /// with a query string is refused, so that a password never rides in a
+    /// URL that proxies log. Any other method, HEAD included, is refused
+    /// before anything runs.
     pub async fn from_mutation(req: Request) -> Result<Params, ApiError> {
         let (parts, body) = req.into_parts();
         let mut params = Params::default();
         match parts.method {
             Method::GET => {}
             Method::POST => {
+                if parts.uri.query().is_some_and(|q| !q.is_empty()) {
+                    return Err(ApiError::QueryOnPost);
+                }
                 let content_type = parts
                     .headers
                     .get(header::CONTENT_TYPE)
