@@ -215,9 +215,14 @@ const API: [Key; 8] = listener_keys!(
     api.listener
 );
 
-const API_ONLY: Key = key!(Section::Api, "allow_get_mutations", "RUBBER_ALLOW_GET_MUTATIONS", "true", "BOOL",
-    "whether add, remove, delete, renew and cleanup accept GET, as the original; false is recommended",
-    api.allow_get_mutations = values::boolean);
+const API_ONLY: [Key; 2] = [
+    key!(Section::Api, "allow_get_mutations", "RUBBER_ALLOW_GET_MUTATIONS", "true", "BOOL",
+        "whether add, remove, delete, renew and cleanup accept GET, as the original; false is recommended",
+        api.allow_get_mutations = values::boolean),
+    key!(Section::Api, "allowed_hosts", "RUBBER_ALLOWED_HOSTS", "", "NAMES",
+        "host names the API answers to (the Host header), besides localhost, 127.0.0.1 and ::1 on a loopback or wildcard address and the address itself; a request naming another is refused, as a page that rebinds its name to this host would",
+        api.allowed_hosts = values::host_names),
+];
 
 const AUTH_REQUEST: [Key; 8] = listener_keys!(
     Section::AuthRequest,
@@ -294,7 +299,7 @@ static SECTIONS: [&[Key]; 9] = [
     &CORE,
     &[LOG_LEVEL],
     &API,
-    &[API_ONLY],
+    &API_ONLY,
     &AUTH_REQUEST,
     &[AUTH_REQUEST_ONLY],
     &HTPASSWD_FILE,

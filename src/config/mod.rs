@@ -112,6 +112,8 @@ pub struct ApiSettings {
     pub listener: ListenerSettings,
     /// Whether mutations may use GET, as the original's callers do.
     pub allow_get_mutations: bool,
+    /// Host names the API answers to besides the listen address's own.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +241,7 @@ impl Settings {
             api: ApiSettings {
                 listener: ListenerSettings::default(),
                 allow_get_mutations: false,
+                allowed_hosts: Vec::new(),
             },
             auth_request: AuthRequestSettings {
                 listener: ListenerSettings::default(),

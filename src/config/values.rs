@@ -453,6 +453,33 @@ impl fmt::Display for FileMode {
     }
 }
 
+/// Host names separated by commas: DNS names or IP addresses, lower-cased,
+/// without ports.
+pub fn host_names(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            let plain = name.trim_start_matches('[').trim_end_matches(']');
+            let ok = plain.parse::<std::net::IpAddr>().is_ok()
+                || (name.len() <= 253
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }));
+            if ok {
+                Ok(plain.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "`{name}` is not a host name or an IP address (no port); write names such as api.example.com, 10.0.0.5"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Text, or none for an empty value.
 pub fn optional_text(value: &str) -> Result<Option<String>, String> {
     Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty()))
@@ -522,6 +549,12 @@ impl Shown for PathBuf {
 impl<T: Shown> Shown for Option<T> {
     fn shown(&self) -> Option<toml::Value> {
         self.as_ref().and_then(Shown::shown)
+    }
+}
+
+impl Shown for Vec<String> {
+    fn shown(&self) -> Option<toml::Value> {
+        Some(toml::Value::Array(self.iter().filter_map(text).collect()))
     }
 }
 

@@ -450,7 +450,7 @@ async fn serve_logs_json_without_secrets_and_stops_gracefully() {
     let body = "user=graceful&passwd=Json-Log-Secret-77";
     write!(
         stream,
-        "POST /add HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /add HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -48,7 +48,7 @@ async fn head_never_mutates() {
     ] {
         let (status, head, _) = app
             .raw(
-                format!("HEAD {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                format!("HEAD {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             )
             .await;
@@ -65,7 +65,7 @@ async fn head_never_mutates() {
         &app.stored_hash("1423382819").await.unwrap()
     ));
     let (status, _, _) = app
-        .raw(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .raw(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(status, 200);
 }
@@ -93,7 +93,7 @@ async fn malformed_percent_encoding_and_invalid_utf8_are_refused() {
     // Raw bytes that are not even ASCII in the request line are not HTTP:
     // the HTTP parser refuses them with a bare 400 before any handler runs.
     let (status, _, _) = app
-        .raw(b"GET /add?user=u&passwd=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .raw(b"GET /add?user=u&passwd=\xff\xfe HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(status, 400);
     let a = app

@@ -116,7 +116,7 @@ async fn a_request_abandoned_by_its_client_is_still_logged() {
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let port = stream.local_addr().unwrap().port();
     stream
-        .write_all(b"GET /add?user=hung-up&passwd=p HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /add?user=hung-up&passwd=p HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

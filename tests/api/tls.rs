@@ -211,7 +211,7 @@ async fn https_serves_the_api_and_plain_http_gets_nothing() {
     assert_eq!(r.server_cert, Some(pki.server.der()));
     // Plain HTTP on the HTTPS port gets no HTTP answer.
     let (status, _, _) = app
-        .raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     assert_ne!(status, 200);
 }
@@ -376,7 +376,7 @@ async fn an_unreadable_forwarded_address_is_refused_not_taken_for_the_proxy() {
         n += 1;
         let user = format!("smuggled{n}");
         let mut request =
-            format!("GET /add?user={user}&passwd=p HTTP/1.1\r\nHost: x\r\n").into_bytes();
+            format!("GET /add?user={user}&passwd=p HTTP/1.1\r\nHost: localhost\r\n").into_bytes();
         for line in &lines {
             request.extend_from_slice(b"X-Forwarded-For: ");
             request.extend_from_slice(line);
@@ -625,4 +625,61 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     assert_eq!(still.status, Some(200));
     assert_eq!(still.server_cert, Some(rotated.der()));
     assert!(child.0.try_wait().unwrap().is_none(), "still running");
+}
+
+/// A web page cannot use a browser against the API: not by rebinding its
+/// own name to this address (the Host is not one of the API's names), nor
+/// from its own origin (Origin or Sec-Fetch-Site say another site).
+#[tokio::test]
+async fn requests_a_web_page_could_make_are_refused() {
+    let app = spawn_app_with(|s| s.api.allowed_hosts = vec!["api.example.com".into()]).await;
+    let port = app.addr.port();
+    let request = |user: &str, extra: &str| {
+        format!("GET /add?user={user}&passwd=p HTTP/1.1\r\n{extra}Connection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let cases: &[(&str, &str, u16)] = &[
+        ("rebound", "Host: evil.example:5080\r\n", 421),
+        ("rebound2", "Host: evil.example\r\n", 421),
+        ("nohost", "", 421),
+        (
+            "page",
+            &format!("Host: 127.0.0.1:{port}\r\nOrigin: https://evil.example\r\n"),
+            403,
+        ),
+        (
+            "nullorigin",
+            &format!("Host: 127.0.0.1:{port}\r\nOrigin: null\r\n"),
+            403,
+        ),
+        (
+            "crosssite",
+            &format!("Host: 127.0.0.1:{port}\r\nSec-Fetch-Site: cross-site\r\n"),
+            403,
+        ),
+        (
+            "samesite",
+            &format!("Host: 127.0.0.1:{port}\r\nSec-Fetch-Site: same-site\r\n"),
+            403,
+        ),
+    ];
+    for (user, extra, status) in cases {
+        let (got, head, body) = app.raw(&request(user, extra)).await;
+        assert_eq!(got, *status, "{user}: {head}");
+        assert!(body.contains("\"status_code\""), "an envelope: {body}");
+        assert!(app.stored_hash(user).await.is_none(), "{user} was written");
+    }
+    let allowed: &[(&str, String)] = &[
+        ("direct", format!("Host: 127.0.0.1:{port}\r\n")),
+        ("local", format!("Host: localhost:{port}\r\n")),
+        ("v6", format!("Host: [::1]:{port}\r\n")),
+        ("named", "Host: API.example.com\r\n".to_owned()),
+        ("typed", format!("Host: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n")),
+        ("same", format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n")),
+    ];
+    for (user, extra) in allowed {
+        let (got, head, _) = app.raw(&request(user, extra)).await;
+        assert_eq!(got, 200, "{user}: {head}");
+        assert!(app.stored_hash(user).await.is_some(), "{user}");
+    }
 }

@@ -172,6 +172,8 @@ pub enum ApiError {
     NotFound,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    #[error("misdirected: the Host of the request is not one of this API's names; add it to allowed_hosts")]
+    Misdirected,
     #[error("user {user} is not live: it does not exist or has expired")]
     NotLive { user: crate::domain::Username },
     #[error("database unavailable; try again shortly")]
@@ -193,6 +195,7 @@ impl ApiError {
             | ApiError::QueryOnPost => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::NotLive { .. } => StatusCode::NOT_FOUND,

@@ -49,15 +49,21 @@ pub fn door(credentials: Arc<Credentials>, settings: &ApiSettings) -> Door {
         "api",
         Section::Api,
         &settings.listener,
-        router(AppState { credentials }, settings.allow_get_mutations),
+        router(
+            AppState { credentials },
+            settings.allow_get_mutations,
+            HostNames::for_api(settings),
+        ),
         refuse,
         metrics,
     )
 }
 
 /// The API's routes; with `allow_get_mutations` off, mutations over GET are
-/// refused before their handler runs.
-pub fn router(state: AppState, allow_get_mutations: bool) -> Router {
+/// refused before their handler runs. Requests a web browser sends for a
+/// page of another site, or under a host name that is not the API's, are
+/// refused before anything else.
+pub fn router(state: AppState, allow_get_mutations: bool, hosts: HostNames) -> Router {
     let mut router = Router::new();
     for (path, action) in ROUTES {
         router = router.route(path, handler(action));
@@ -68,7 +74,83 @@ pub fn router(state: AppState, allow_get_mutations: bool) -> Router {
     } else {
         router.layer(middleware::from_fn(post_only))
     };
-    router.with_state(state)
+    router
+        .layer(middleware::from_fn_with_state(
+            Arc::new(hosts),
+            from_browsers,
+        ))
+        .with_state(state)
+}
+
+/// The host names the API answers to.
+#[derive(Debug, Clone)]
+pub struct HostNames(Vec<String>);
+
+impl HostNames {
+    /// `allowed_hosts`, with the listen address itself, and localhost,
+    /// 127.0.0.1 and ::1 when it is a loopback or wildcard address.
+    pub fn for_api(settings: &ApiSettings) -> Self {
+        let mut names = settings.allowed_hosts.clone();
+        if let Some(addr) = settings.listener.listen {
+            let ip = addr.ip();
+            if ip.is_loopback() || ip.is_unspecified() {
+                names.extend(["localhost", "127.0.0.1", "::1"].map(str::to_owned));
+            }
+            if !ip.is_unspecified() {
+                names.push(ip.to_string());
+            }
+        }
+        Self(names)
+    }
+
+    /// Whether `authority` (`host`, `host:port`, `[v6]:port`) names one of
+    /// them.
+    fn allows(&self, authority: &str) -> bool {
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    authority
+                }
+            }),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.contains(&host)
+    }
+}
+
+/// Refuses what a web page could make a browser send: a Host that is not
+/// one of the API's names (a page whose name was rebound to this address),
+/// an `Origin` of another site, or `Sec-Fetch-Site` saying cross-site or
+/// same-site. Pipelines (curl, scripts) send neither Origin nor
+/// Sec-Fetch-Site, and the Host they connect to.
+async fn from_browsers(State(hosts): State<Arc<HostNames>>, req: Request, next: Next) -> Response {
+    let action = Action::of_path(req.uri().path());
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|h| hosts.allows(h)) {
+        return action.answer(Err(ApiError::Misdirected));
+    }
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    let cross_site = matches!(fetch_site, Some(b"cross-site" | b"same-site"));
+    let foreign_origin = headers.get(header::ORIGIN).is_some_and(|origin| {
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        !authority.is_some_and(|a| hosts.allows(a))
+    });
+    if cross_site || foreign_origin {
+        return action.answer(Err(ApiError::Forbidden(
+            "request from a web page of another site",
+        )));
+    }
+    next.run(req).await
 }
 
 fn handler(action: Action) -> MethodRouter<AppState> {
