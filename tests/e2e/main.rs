@@ -4,8 +4,9 @@
 //! `${RR_*}` placeholders substituted) asking the service's auth_request
 //! door, or with no web server at all, the registry started from
 //! deploy/registry-htpasswd.yml.sample checking the htpasswd file the
-//! service keeps; guarded by credentials the real registry-rubber binary
-//! mints, exercised with skopeo and curl.
+//! service keeps, or from deploy/registry-token.yml.sample trusting the
+//! tokens the service's token door signs; guarded by credentials the real
+//! registry-rubber binary mints, exercised with skopeo and curl.
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
 //! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, nginx,
@@ -27,3 +28,4 @@ mod nginx;
 mod oci;
 mod sample;
 mod support;
+mod token;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Output};
 
 use super::stack::Stack;
 use super::tools::tools;
@@ -40,10 +40,18 @@ pub struct Run {
 }
 
 impl Run {
-    fn of(what: String, command: &mut Command) -> Self {
+    /// Runs `command` (a [`skopeo`] command) to its end; `what` names it in
+    /// failure messages.
+    pub fn of(what: String, command: &mut Command) -> Self {
         let output = command
             .output()
             .unwrap_or_else(|e| panic!("{what}: cannot run skopeo: {e}"));
+        Self::from_output(what, output)
+    }
+
+    /// The outcome of a skopeo run the caller drove itself (one fed on its
+    /// standard input).
+    pub fn from_output(what: String, output: Output) -> Self {
         Self {
             what,
             status: output.status,
@@ -54,6 +62,11 @@ impl Run {
 
     pub fn succeeded(&self) -> bool {
         self.status.success()
+    }
+
+    /// What skopeo wrote on standard error (why it failed).
+    pub fn stderr(&self) -> &str {
+        &self.stderr
     }
 
     /// Whether skopeo failed because the registry (Apache) refused the
@@ -115,7 +128,8 @@ impl HttpAnswer {
     }
 }
 
-fn skopeo() -> Command {
+/// skopeo with the options every run takes.
+pub fn skopeo() -> Command {
     let mut command = Command::new(&tools().skopeo);
     // The signature policy is not under test; the host's policy.json may be
     // absent or strict.

@@ -161,3 +161,52 @@ fn openssl(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The README's commands that make the token door's signing key (SEC1, as
+/// `openssl ecparam` writes it) and its self-signed certificate, the
+/// registry's `rootcertbundle`. Run word for word, in the directory that
+/// gets the two files.
+pub const TOKEN_SIGNER_COMMANDS: [&str; 2] = [
+    "openssl ecparam -name prime256v1 -genkey -noout -out signing.key",
+    "openssl req -new -x509 -key signing.key -out signing.crt -days 365 -subj /CN=registry-rubber-token",
+];
+
+/// A signing key and its certificate, made by [`TOKEN_SIGNER_COMMANDS`].
+#[derive(Debug, Clone)]
+pub struct TokenSigner {
+    /// `signing.key`: PEM, SEC1 (`BEGIN EC PRIVATE KEY`).
+    pub key: PathBuf,
+    /// `signing.crt`: PEM, self-signed.
+    pub cert: PathBuf,
+}
+
+impl TokenSigner {
+    /// Runs the README's commands in `dir` (created if missing), with the
+    /// openssl the tools found.
+    pub fn create(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        for line in TOKEN_SIGNER_COMMANDS {
+            let mut words = line.split_whitespace();
+            assert_eq!(words.next(), Some("openssl"), "{line}");
+            openssl(Command::new(&tools().openssl).args(words).current_dir(dir));
+        }
+        Self {
+            key: dir.join("signing.key"),
+            cert: dir.join("signing.crt"),
+        }
+    }
+
+    /// The key as PKCS#8 DER (`openssl pkcs8 -topk8`), the form ring signs
+    /// with, for tests that sign tokens themselves.
+    pub fn pkcs8_der(&self) -> Vec<u8> {
+        let out = self.key.with_extension("pk8");
+        openssl(
+            Command::new(&tools().openssl)
+                .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
+                .arg(&self.key)
+                .arg("-out")
+                .arg(&out),
+        );
+        std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()))
+    }
+}

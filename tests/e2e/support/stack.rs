@@ -3,9 +3,11 @@
 //! deploy/httpd.conf.sample or nginx configured from deploy/nginx.conf.sample
 //! (asking the service's auth_request door), or no web server at all: the
 //! registry configured from deploy/registry-htpasswd.yml.sample, checking
-//! credentials itself against the htpasswd file the service keeps. Each on
-//! its own loopback ports, sharing one temporary directory that is removed
-//! when the stack drops (after every process in it has stopped).
+//! credentials itself against the htpasswd file the service keeps, or from
+//! deploy/registry-token.yml.sample, trusting the tokens the service's
+//! token door signs. Each on its own loopback ports, sharing one temporary
+//! directory that is removed when the stack drops (after every process in
+//! it has stopped).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -20,7 +22,7 @@ use serde_json::Value;
 
 use super::apache::{assert_only_defines_differ, read_sample, render, Apache, StartError};
 use super::nginx::{self, Nginx};
-use super::pki::Pki;
+use super::pki::{Pki, TokenSigner};
 use super::process::{accepts, free_port, poll, ChildGuard};
 use super::registry_sample;
 use super::tools::tools;
@@ -45,6 +47,13 @@ const REGISTRY_GROUP: &str = "nogroup";
 /// with a space to see the quoting hold.
 pub const HTPASSWD_REALM: &str = "e2e registry";
 
+/// The service and issuer the tests give RR_TOKEN_SERVICE and
+/// RR_TOKEN_ISSUER in deploy/registry-token.yml.sample, and the service's
+/// RUBBER_TOKEN_SERVICE and RUBBER_TOKEN_ISSUER (not the defaults, to see
+/// that both sides are configured).
+pub const TOKEN_SERVICE: &str = "e2e-registry";
+pub const TOKEN_ISSUER: &str = "e2e-registry-rubber";
+
 /// The subject a client certificate needs when mutual TLS is on (the values
 /// the tests give RR_API_CLIENT_OU and RR_API_CLIENT_CNS).
 pub const CLIENT_OU: &str = "e2e-clients";
@@ -64,6 +73,12 @@ pub enum Front {
     /// file the (first) service instance keeps, with bcrypt at cost 4. It
     /// runs as an unprivileged user that reads the file through its group.
     Htpasswd,
+    /// No web server: docker-registry from deploy/registry-token.yml.sample
+    /// serves HTTPS itself, as an unprivileged user, and accepts the tokens
+    /// the (first) service instance's token door signs with a key and
+    /// certificate made by the README's openssl commands; its realm is that
+    /// door, plain http on loopback.
+    Token,
 }
 
 impl Front {
@@ -72,6 +87,7 @@ impl Front {
             Self::Apache => "Apache",
             Self::Nginx => "nginx",
             Self::Htpasswd => "docker-registry's htpasswd",
+            Self::Token => "docker-registry's token",
         }
     }
 }
@@ -93,6 +109,9 @@ pub struct StackOptions {
     /// with DBDriver mysql through a read-only account (or by the door, for
     /// nginx), and run a second service instance on the same database.
     pub mysql: bool,
+    /// The token door speaks HTTPS with the test PKI's server certificate,
+    /// and the registry's realm is https (token stacks only).
+    pub token_tls: bool,
 }
 
 impl Default for StackOptions {
@@ -104,6 +123,7 @@ impl Default for StackOptions {
             api_allow: "127.0.0.1",
             service_env: Vec::new(),
             mysql: false,
+            token_tls: false,
         }
     }
 }
@@ -121,9 +141,19 @@ impl FrontServer {
         match self {
             Self::Apache(apache) => apache.error_log(),
             Self::Nginx(nginx) => nginx.error_log(),
-            Self::None => "(no web server: the registry checks credentials itself)".to_owned(),
+            Self::None => "(no web server: the registry checks requests itself)".to_owned(),
         }
     }
+}
+
+/// What a token stack's service instances are given for their token door.
+#[derive(Debug, Clone)]
+struct TokenDoorFiles {
+    /// The signing key and certificate, made by the README's commands.
+    signer: TokenSigner,
+    /// The door's HTTPS certificate and key (the test PKI's server pair),
+    /// when it speaks TLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where a service instance listens, from its `listening` log lines.
@@ -134,6 +164,8 @@ struct ServiceAddrs {
     api: Option<SocketAddr>,
     /// The auth_request door (`door` "auth_request"), when switched on.
     auth: Option<SocketAddr>,
+    /// The token door (`door` "token"), when switched on.
+    token: Option<SocketAddr>,
 }
 
 /// Fields drop in order: the web server first, the temporary directory last.
@@ -161,6 +193,11 @@ pub struct Stack {
     auth_addr: Option<SocketAddr>,
     /// The htpasswd file the first instance keeps (htpasswd stacks only).
     htpasswd_file: Option<PathBuf>,
+    /// The token doors of the first and the second instance, and the key
+    /// and certificate they sign with (token stacks only).
+    token_addr: Option<SocketAddr>,
+    second_token_addr: Option<SocketAddr>,
+    token_door: Option<TokenDoorFiles>,
     /// How the stack was started, to start the service again the same way.
     options: StackOptions,
     /// How many times the first instance was started (names its log).
@@ -205,7 +242,15 @@ impl Stack {
         // has written it; the others first, as they always have.
         let htpasswd_file =
             (options.front == Front::Htpasswd).then(|| htpasswd_file_in(dir.path()));
-        let mut registry = (options.front != Front::Htpasswd).then(|| start_registry(dir.path()));
+        // The token door's key and certificate, made as the README says.
+        let token_door = (options.front == Front::Token).then(|| TokenDoorFiles {
+            signer: TokenSigner::create(&dir.path().join("token-signer")),
+            tls: options
+                .token_tls
+                .then(|| (pki.server_cert.clone(), pki.server_key.clone())),
+        });
+        let mut registry = matches!(options.front, Front::Apache | Front::Nginx)
+            .then(|| start_registry(dir.path()));
         let (mut service, service_addrs) = start_service(
             dir.path(),
             "service",
@@ -213,8 +258,9 @@ impl Stack {
             &database_env,
             &options,
             htpasswd_file.as_deref(),
+            token_door.as_ref(),
         );
-        let (second, second_url) = if options.mysql {
+        let (second, second_url, second_token_addr) = if options.mysql {
             let (second, addr) = start_service(
                 dir.path(),
                 "second",
@@ -222,10 +268,15 @@ impl Stack {
                 &database_env,
                 &options,
                 None,
+                token_door.as_ref(),
             );
-            (Some(second), addr.api.map(|api| format!("http://{api}")))
+            (
+                Some(second),
+                addr.api.map(|api| format!("http://{api}")),
+                addr.token,
+            )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let registry_port = registry.as_ref().map_or(0, |(_, port)| *port);
         let (front_server, ports) = match options.front {
@@ -255,7 +306,47 @@ impl Stack {
                     .as_deref()
                     .expect("an htpasswd stack names its file");
                 wait_for_file(file, &mut service);
-                let (started, port) = start_registry_from_sample(dir.path(), &pki, file);
+                let (started, port) = start_registry_from_sample(
+                    dir.path(),
+                    &pki,
+                    &registry_sample::read_sample(),
+                    BTreeMap::from([
+                        ("RR_REALM", HTPASSWD_REALM.to_owned()),
+                        ("RR_HTPASSWD_FILE", file.display().to_string()),
+                    ]),
+                    &[],
+                );
+                registry = Some((started, port));
+                let ports = FrontPorts {
+                    http: 0,
+                    https: port,
+                    api: 0,
+                };
+                (FrontServer::None, ports)
+            }
+            Front::Token => {
+                let door = service_addrs
+                    .token
+                    .expect("the service of a token stack runs its token door");
+                let files = token_door
+                    .as_ref()
+                    .expect("a token stack has a signing key");
+                let scheme = if files.tls.is_some() { "https" } else { "http" };
+                let (started, port) = start_registry_from_sample(
+                    dir.path(),
+                    &pki,
+                    &registry_sample::read_token_sample(),
+                    BTreeMap::from([
+                        ("RR_TOKEN_REALM", format!("{scheme}://{door}/token")),
+                        ("RR_TOKEN_SERVICE", TOKEN_SERVICE.to_owned()),
+                        ("RR_TOKEN_ISSUER", TOKEN_ISSUER.to_owned()),
+                    ]),
+                    &[(
+                        "RR_TOKEN_ROOTCERTBUNDLE",
+                        &files.signer.cert,
+                        "token-signing.crt",
+                    )],
+                );
                 registry = Some((started, port));
                 let ports = FrontPorts {
                     http: 0,
@@ -285,6 +376,9 @@ impl Stack {
             service_url: service_addrs.api.map(|api| format!("http://{api}")),
             auth_addr: service_addrs.auth,
             htpasswd_file,
+            token_addr: service_addrs.token,
+            second_token_addr,
+            token_door,
             options,
             service_starts: 1,
             second_url,
@@ -313,8 +407,41 @@ impl Stack {
         match self.front {
             Front::Apache => self.dir().join("httpd-logs/registry-access.log"),
             Front::Nginx => self.dir().join("nginx/logs/registry-access.log"),
-            Front::Htpasswd => self.registry.log_path().to_owned(),
+            Front::Htpasswd | Front::Token => self.registry.log_path().to_owned(),
         }
+    }
+
+    /// The first service instance's token door; panics unless this is a
+    /// token stack.
+    pub fn token_door(&self) -> SocketAddr {
+        self.token_addr
+            .expect("only token stacks run the token door")
+    }
+
+    /// The second instance's token door (token stacks on MySQL only).
+    pub fn second_token_door(&self) -> SocketAddr {
+        self.second_token_addr
+            .expect("a second instance runs on MySQL stacks only")
+    }
+
+    /// The key and certificate the token doors sign with, the registry's
+    /// rootcertbundle (token stacks only).
+    pub fn token_signer(&self) -> &TokenSigner {
+        &self
+            .token_door
+            .as_ref()
+            .expect("only token stacks have a signing key")
+            .signer
+    }
+
+    /// The realm the registry names: the first instance's token door, over
+    /// https when the stack's `token_tls` says so (token stacks only).
+    pub fn token_realm(&self) -> String {
+        let scheme = match &self.token_door {
+            Some(TokenDoorFiles { tls: Some(_), .. }) => "https",
+            _ => "http",
+        };
+        format!("{scheme}://{}/token", self.token_door())
     }
 
     /// The htpasswd file the first service instance keeps and the registry
@@ -364,10 +491,12 @@ impl Stack {
             &self.database_env,
             &options,
             self.htpasswd_file.as_deref(),
+            self.token_door.as_ref(),
         );
         self.service = service;
         self.service_url = addrs.api.map(|api| format!("http://{api}"));
         self.auth_addr = addrs.auth;
+        self.token_addr = addrs.token;
     }
 
     /// The logs of every process, for failure messages.
@@ -378,6 +507,9 @@ impl Stack {
         };
         if let Some(door) = self.auth_addr {
             service_state.push_str(&format!(" (auth_request door at {door})"));
+        }
+        if let Some(door) = self.token_addr {
+            service_state.push_str(&format!(" (token door at {door})"));
         }
         let second = match &self.second {
             Some(second) => format!("\n--- second instance ---\n{}", tail(&second.log(), 40)),
@@ -611,6 +743,7 @@ fn start_service(
     database_env: &[(&'static str, String)],
     options: &StackOptions,
     htpasswd_file: Option<&Path>,
+    token_door: Option<&TokenDoorFiles>,
 ) -> (ChildGuard, ServiceAddrs) {
     let door = options.front == Front::Nginx;
     let mut command = rubber_command();
@@ -630,6 +763,19 @@ fn start_service(
     }
     if let Some(file) = htpasswd_file {
         command.env("RUBBER_HTPASSWD_FILE", file);
+    }
+    if let Some(files) = token_door {
+        command
+            .env("RUBBER_TOKEN_LISTEN", "127.0.0.1:0")
+            .env("RUBBER_TOKEN_KEY", &files.signer.key)
+            .env("RUBBER_TOKEN_CERT", &files.signer.cert)
+            .env("RUBBER_TOKEN_SERVICE", TOKEN_SERVICE)
+            .env("RUBBER_TOKEN_ISSUER", TOKEN_ISSUER);
+        if let Some((cert, key)) = &files.tls {
+            command
+                .env("RUBBER_TOKEN_TLS_CERT", cert)
+                .env("RUBBER_TOKEN_TLS_KEY", key);
+        }
     }
     if let Some(hash_type) = options.hash_type {
         command.env("RUBBER_HASH_TYPE", hash_type);
@@ -662,7 +808,12 @@ fn start_service(
         } else {
             None
         };
-        Some(Some(ServiceAddrs { api, auth }))
+        let token = if token_door.is_some() {
+            Some(listening_address(&log, "token")?)
+        } else {
+            None
+        };
+        Some(Some(ServiceAddrs { api, auth, token }))
     });
     match addrs {
         Some(Some(addrs)) => (service, addrs),
@@ -670,6 +821,8 @@ fn start_service(
             "registry-rubber serve did not report {}:\n{}",
             if door {
                 "the address of its API and its auth_request door"
+            } else if token_door.is_some() {
+                "the address of its API and its token door"
             } else if has_api {
                 "the address of its API"
             } else {
@@ -681,8 +834,9 @@ fn start_service(
 }
 
 /// The address in the service's JSON `listening` log line of `door`
-/// ("api" for the admin API, "auth_request" for the door nginx asks): the
-/// service writes one such line per listener.
+/// ("api" for the admin API, "auth_request" for the door nginx asks,
+/// "token" for the token door): the service writes one such line per
+/// listener.
 fn listening_address(log: &str, door: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let event: Value = serde_json::from_str(line).ok()?;
@@ -729,11 +883,20 @@ fn wait_for_file(file: &Path, service: &mut ChildGuard) {
     );
 }
 
-/// docker-registry from deploy/registry-htpasswd.yml.sample with every
-/// placeholder given a value (and nothing else changed): HTTPS with the test
-/// PKI's server certificate, `auth: htpasswd` on `file`, running as
-/// nobody:nogroup with its storage and a copy of the TLS key of its own.
-fn start_registry_from_sample(dir: &Path, pki: &Pki, file: &Path) -> (ChildGuard, u16) {
+/// docker-registry from one of its samples (deploy/registry-htpasswd.yml.sample
+/// or deploy/registry-token.yml.sample) with every placeholder given a
+/// value (and nothing else changed): HTTPS with the test PKI's server
+/// certificate, running as nobody:nogroup with its storage and a copy of
+/// the TLS key of its own. `auth` gives the placeholders of its `auth:`
+/// block; `copies` names files the registry's user must own a copy of
+/// (placeholder, source, file name), such as the token rootcertbundle.
+fn start_registry_from_sample(
+    dir: &Path,
+    pki: &Pki,
+    sample: &str,
+    auth: BTreeMap<&'static str, String>,
+    copies: &[(&'static str, &Path, &str)],
+) -> (ChildGuard, u16) {
     let (uid, gid) = (user_id(REGISTRY_USER), group_id(REGISTRY_GROUP));
     let storage = dir.join("registry-storage");
     let tls = dir.join("registry-tls");
@@ -741,32 +904,43 @@ fn start_registry_from_sample(dir: &Path, pki: &Pki, file: &Path) -> (ChildGuard
         std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
     }
     let (cert, key) = (tls.join("server.crt"), tls.join("server.key"));
-    for (from, to) in [(&pki.server_cert, &cert), (&pki.server_key, &key)] {
+    let mut files = vec![
+        (&pki.server_cert as &Path, cert.clone()),
+        (&pki.server_key, key.clone()),
+    ];
+    let mut auth = auth;
+    for (placeholder, from, name) in copies {
+        let to = tls.join(name);
+        auth.insert(placeholder, to.display().to_string());
+        files.push((from, to));
+    }
+    for (from, to) in &files {
         std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
     }
-    for path in [&storage, &tls, &cert, &key] {
+    for path in [&storage, &tls]
+        .into_iter()
+        .chain(files.iter().map(|(_, to)| to))
+    {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
             .unwrap_or_else(|e| panic!("chown {uid}:{gid} {}: {e}", path.display()));
     }
     set_mode(&key, 0o600);
-    let sample = registry_sample::read_sample();
     let conf = dir.join("registry.yml");
     let path = |p: &Path| p.display().to_string();
     for attempt in 1..=PORT_ATTEMPTS {
         let port = free_port();
-        let values: BTreeMap<&str, String> = BTreeMap::from([
+        let mut values: BTreeMap<&str, String> = BTreeMap::from([
             ("RR_STORAGE_DIR", path(&storage)),
             ("RR_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
             ("RR_HTTP_SECRET", "registry-rubber-e2e".to_owned()),
             ("RR_TLS_CERT", path(&cert)),
             ("RR_TLS_KEY", path(&key)),
-            ("RR_REALM", HTPASSWD_REALM.to_owned()),
-            ("RR_HTPASSWD_FILE", path(file)),
         ]);
-        std::fs::write(&conf, nginx::render(&sample, &values))
+        values.extend(auth.iter().map(|(k, v)| (*k, v.clone())));
+        std::fs::write(&conf, nginx::render(sample, &values))
             .expect("write the registry configuration");
         let written = std::fs::read_to_string(&conf).expect("read registry.yml back");
-        nginx::assert_only_placeholders_differ(&sample, &written);
+        nginx::assert_only_placeholders_differ(sample, &written);
         let mut registry = ChildGuard::spawn(
             "docker-registry",
             Command::new(&tools().docker_registry)
