@@ -435,13 +435,19 @@ async fn removed_and_expired_credentials_get_no_token_and_none_outlives_its_cred
     assert_eq!(claims["exp"], T0 + 140);
     // Within the leeway, no token at all: it would outlive the credential.
     app.clock.advance(141);
-    assert_unauthorized(
-        &get(
-            app,
-            "service=registry",
-            Some(&basic("brief", "Brief-Pass-1")),
-        )
-        .await,
+    let late = get(
+        app,
+        "service=registry",
+        Some(&basic("brief", "Brief-Pass-1")),
+    )
+    .await;
+    assert_unauthorized(&late);
+    assert!(
+        late.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("leeway"),
+        "says why: {late:?}"
     );
     app.clock.advance(100);
     assert_unauthorized(

@@ -109,6 +109,9 @@ enum TokenError {
     /// No usable credentials: 401 with the Basic challenge. The reason goes
     /// to the log only.
     Unauthorized(&'static str),
+    /// A live credential too close to its expiry for any token: one would
+    /// outlive it by the registry's leeway. 401, saying so.
+    ExpiresTooSoon,
     /// The request itself is wrong: 400.
     BadRequest(String),
     /// The database or the hashing queue cannot answer now: 503.
@@ -123,6 +126,13 @@ impl TokenDoor {
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "authentication required: give the credentials of a live user".to_owned(),
+            ),
+            TokenError::ExpiresTooSoon => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                format!(
+                    "the credential expires within the registry's {REGISTRY_LEEWAY} s leeway, which a token would outlive; renew it, or add one with a longer ttl"
+                ),
             ),
             TokenError::BadRequest(why) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", why.clone()),
             TokenError::Unavailable(CredentialError::Busy) => (
@@ -406,7 +416,7 @@ impl TokenDoor {
             exp = exp.min(expires_at - REGISTRY_LEEWAY);
         }
         if exp <= now {
-            return Err(TokenError::Unauthorized("expires_within_the_leeway"));
+            return Err(TokenError::ExpiresTooSoon);
         }
         let own = match &row.scopes {
             None => self.default_scopes.clone(),
@@ -487,12 +497,14 @@ impl TokenDoor {
                 issued.into_response()
             }
             Err(error) => {
-                if let TokenError::Unauthorized(_) | TokenError::BadRequest(_) = &error {
+                let reason = match &error {
+                    TokenError::Unauthorized(r) => Some(*r),
+                    TokenError::ExpiresTooSoon => Some("expires_within_the_leeway"),
+                    TokenError::BadRequest(_) => Some("bad_request"),
+                    TokenError::Unavailable(_) | TokenError::Internal(_) => None,
+                };
+                if let Some(reason) = reason {
                     inc(&self.metrics.refused);
-                    let reason = match &error {
-                        TokenError::Unauthorized(r) => *r,
-                        _ => "bad_request",
-                    };
                     tracing::info!(
                         target: "registry_rubber::audit",
                         door = "token",
