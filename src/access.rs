@@ -129,9 +129,14 @@ pub struct SubjectPattern {
 }
 
 impl SubjectPattern {
+    /// Whether the certificate carries exactly the attributes asked for. A
+    /// subject with two CNs (or two OUs, when an OU is asked for) matches
+    /// nothing: which one counts would be a guess, and "CN=other, CN=deployer"
+    /// must not pass for CN=deployer.
     pub fn matches(&self, id: &ClientIdentity) -> bool {
-        let has = |want: &Option<String>, got: &[String]| {
-            want.as_ref().is_none_or(|w| got.iter().any(|g| g == w))
+        let has = |want: &Option<String>, got: &[String]| match want {
+            None => true,
+            Some(w) => matches!(got, [only] if only == w),
         };
         has(&self.common_name, &id.common_names) && has(&self.org_unit, &id.org_units)
     }
@@ -273,6 +278,23 @@ mod tests {
         assert!(p("OU=pipelines+CN=deployer").matches(&id));
         assert!(!p("OU=pipelines+CN=other").matches(&id));
         assert!(!p("OU=ops").matches(&id));
+        // Two CNs (or two OUs): matches nothing that names a CN (an OU).
+        let doubled = ClientIdentity {
+            subject: "CN=other, CN=deployer, OU=pipelines".into(),
+            common_names: vec!["other".into(), "deployer".into()],
+            org_units: vec!["pipelines".into()],
+        };
+        assert!(!p("CN=deployer").matches(&doubled));
+        assert!(!p("CN=other").matches(&doubled));
+        assert!(!p("OU=pipelines+CN=deployer").matches(&doubled));
+        assert!(p("OU=pipelines").matches(&doubled), "only the OU asked for");
+        let two_units = ClientIdentity {
+            subject: "CN=deployer, OU=ops, OU=pipelines".into(),
+            common_names: vec!["deployer".into()],
+            org_units: vec!["ops".into(), "pipelines".into()],
+        };
+        assert!(!p("OU=pipelines").matches(&two_units));
+        assert!(p("CN=deployer").matches(&two_units));
         for bad in ["", "CN", "CN=", "O=acme", "CN=a+CN=b"] {
             assert!(bad.parse::<SubjectPattern>().is_err(), "{bad}");
         }
