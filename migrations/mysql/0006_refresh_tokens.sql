@@ -5,7 +5,7 @@
 -- the credential.
 CREATE TABLE `{table}_refresh` (
     digest    CHAR(64)     CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
-    username  VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    username  VARBINARY(128) NOT NULL,
     service   VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL,
     issued_at BIGINT       NOT NULL,
     credential CHAR(64)    CHARACTER SET ascii COLLATE ascii_bin NOT NULL,

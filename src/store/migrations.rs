@@ -46,6 +46,7 @@ pub const SQLITE: &[Migration] = &[
     migration!("sqlite", 4, "0004", "expires_at_index"),
     migration!("sqlite", 5, "0005", "scopes"),
     migration!("sqlite", 6, "0006", "refresh_tokens"),
+    migration!("sqlite", 7, "0007", "exact_user_names"),
 ];
 
 pub const MYSQL: &[Migration] = &[
@@ -55,6 +56,7 @@ pub const MYSQL: &[Migration] = &[
     migration!("mysql", 4, "0004", "expires_at_index"),
     migration!("mysql", 5, "0005", "scopes"),
     migration!("mysql", 6, "0006", "refresh_tokens"),
+    migration!("mysql", 7, "0007", "exact_user_names"),
 ];
 
 impl Migration {
@@ -147,7 +149,7 @@ mod tests {
     #[test]
     fn mysql_files_split_into_their_statements() {
         let counts: Vec<usize> = MYSQL.iter().map(|m| m.statements("t").len()).collect();
-        assert_eq!(counts, [1, 3, 1, 1, 1, 1]);
+        assert_eq!(counts, [1, 3, 1, 1, 1, 1, 1]);
         for m in MYSQL {
             let statements = m.statements("users");
             let ddl = statements

@@ -70,7 +70,7 @@ async fn recorded(db: &TestDb, table: &str) -> Vec<(i64, String, i64)> {
 
 fn expected_schema() -> Vec<(String, String, String, String, String)> {
     [
-        ("username", "varchar(128)", "ascii", "ascii_bin", "NO"),
+        ("username", "varbinary(128)", "", "", "NO"),
         ("password", "varchar(255)", "utf8mb4", "", "NO"),
         ("created_at", "bigint(20)", "", "", "NO"),
         ("expires_at", "bigint(20)", "", "", "YES"),

@@ -145,6 +145,9 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
     let query = "SELECT password FROM users WHERE username = ? AND (expires_at IS NULL OR expires_at > UNIX_TIMESTAMP())";
     for (user, found) in [
         ("live", true),
+        // Names compare byte for byte: a trailing space is another name.
+        ("live ", false),
+        ("LIVE", false),
         ("forever", true),
         ("expired", false),
         ("via-url", false),

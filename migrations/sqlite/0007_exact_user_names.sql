@@ -1,0 +1,3 @@
+-- User names compare byte for byte: SQLite already compares TEXT exactly,
+-- trailing spaces included, so there is nothing to change here. (MySQL's
+-- migration of the same number makes its column do the same.)
