@@ -160,13 +160,19 @@ macro_rules! listener_keys {
     };
 }
 
-const CORE: [Key; 13] = [
+const CORE: [Key; 15] = [
     key!(Section::Core, "database_url", "RUBBER_DATABASE_URL", "sqlite:registry-rubber.sqlite", "URL",
         "sqlite:///absolute/path.sqlite, sqlite:relative/path.sqlite, or mysql://user@host:3306/database (mariadb:// too); a password prints as ***",
         database = values::DatabaseUrl::parse),
     key!(Section::Core, "database_password_file", "RUBBER_DATABASE_PASSWORD_FILE", "", "FILE",
         "absolute path of a file holding the MySQL/MariaDB password (one trailing newline dropped)",
         database_password_file = values::optional_absolute_path),
+    key!(Section::Core, "database_tls", "RUBBER_DATABASE_TLS", "auto", "MODE",
+        "TLS to a MySQL/MariaDB server: auto (none on loopback, required elsewhere), disabled, required, verify-ca or verify-identity",
+        database_tls = values::database_tls),
+    key!(Section::Core, "database_tls_ca", "RUBBER_DATABASE_TLS_CA", "", "FILE",
+        "PEM CA bundle that issued the MySQL/MariaDB server's certificate, for verify-ca and verify-identity (default: public CAs)",
+        database_tls_ca = values::optional_path),
     key!(Section::Core, "table", "RUBBER_TABLE", "users", "NAME",
         "table holding the users, an SQL identifier",
         table = values::TableName::parse),

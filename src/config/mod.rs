@@ -25,8 +25,8 @@ use crate::tls::TlsFiles;
 
 pub use keys::{keys, Key, Section};
 pub use values::{
-    DatabaseUrl, LogFormat, MysqlUrl, Secret, TableName, DEFAULT_DATABASE_URL, DEFAULT_MYSQL_PORT,
-    REDACTED,
+    DatabaseTls, DatabaseUrl, LogFormat, MysqlUrl, Secret, TableName, DEFAULT_DATABASE_URL,
+    DEFAULT_MYSQL_PORT, REDACTED,
 };
 
 /// Prefix of every environment variable that sets a key.
@@ -42,6 +42,9 @@ pub struct Settings {
     /// File holding the MySQL/MariaDB password, read once at load time into
     /// `database` (the URL then carries no password of its own).
     pub database_password_file: Option<PathBuf>,
+    /// TLS to a MySQL/MariaDB server, and the CA its certificate comes from.
+    pub database_tls: values::DatabaseTls,
+    pub database_tls_ca: Option<PathBuf>,
     pub table: TableName,
     /// Format of newly written password hashes.
     pub hash_type: HashType,
@@ -224,6 +227,8 @@ impl Settings {
         Self {
             database: DatabaseUrl::default_sqlite(),
             database_password_file: None,
+            database_tls: values::DatabaseTls::Auto,
+            database_tls_ca: None,
             table: TableName(String::new()),
             hash_type: HashType::Md5,
             bcrypt_cost: 0,
@@ -447,6 +452,17 @@ impl Settings {
                     path("tls_cert"),
                     path("tls_key")
                 ));
+            }
+        }
+        if let (Some(ca), DatabaseUrl::Mysql(url)) = (&self.database_tls_ca, &self.database) {
+            let mode = self.database_tls.for_host(&url.host);
+            if !matches!(mode, DatabaseTls::VerifyCa | DatabaseTls::VerifyIdentity) {
+                return Err(ConfigError::Inconsistent(format!(
+                    "database_tls_ca is set ({}, from {}) but database_tls is {mode} for {}: the CA is only used to verify the server; set database_tls = \"verify-identity\" (or verify-ca)",
+                    ca.display(),
+                    self.origin("database_tls_ca"),
+                    url.host
+                )));
             }
         }
         let token = &self.token;

@@ -480,6 +480,65 @@ pub fn host_names(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// How the connection to a MySQL/MariaDB server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseTls {
+    /// Chosen by the host: none on a loopback address (or `localhost`),
+    /// `Required` on any other.
+    Auto,
+    /// Plain TCP, even to another host: only if the network is trusted.
+    Disabled,
+    /// TLS, the server's certificate not checked.
+    Required,
+    /// TLS, the certificate issued by `database_tls_ca` (or a public CA).
+    VerifyCa,
+    /// As `VerifyCa`, and issued for the URL's host.
+    VerifyIdentity,
+}
+
+impl DatabaseTls {
+    /// The mode in force for a server at `host`.
+    pub fn for_host(self, host: &str) -> DatabaseTls {
+        if self != DatabaseTls::Auto {
+            return self;
+        }
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            DatabaseTls::Disabled
+        } else {
+            DatabaseTls::Required
+        }
+    }
+}
+
+impl fmt::Display for DatabaseTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DatabaseTls::Auto => "auto",
+            DatabaseTls::Disabled => "disabled",
+            DatabaseTls::Required => "required",
+            DatabaseTls::VerifyCa => "verify-ca",
+            DatabaseTls::VerifyIdentity => "verify-identity",
+        })
+    }
+}
+
+pub fn database_tls(value: &str) -> Result<DatabaseTls, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => Ok(DatabaseTls::Auto),
+        "disabled" => Ok(DatabaseTls::Disabled),
+        "required" => Ok(DatabaseTls::Required),
+        "verify-ca" => Ok(DatabaseTls::VerifyCa),
+        "verify-identity" => Ok(DatabaseTls::VerifyIdentity),
+        _ => Err(format!(
+            "`{value}` is not a TLS mode; use auto, disabled, required, verify-ca or verify-identity"
+        )),
+    }
+}
+
 /// Text, or none for an empty value.
 pub fn optional_text(value: &str) -> Result<Option<String>, String> {
     Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty()))
@@ -520,7 +579,8 @@ shown_as_text!(
     DatabaseUrl,
     TableName,
     LogFormat,
-    FileMode
+    FileMode,
+    DatabaseTls
 );
 
 macro_rules! shown_as_integer {

@@ -315,7 +315,11 @@ impl Store {
                 Ok(Store::Sqlite(store))
             }
             DatabaseUrl::Mysql(url) => {
-                let store = MysqlStore::open(url, settings.table.clone()).await?;
+                let tls = mysql::Tls {
+                    mode: settings.database_tls.for_host(&url.host),
+                    ca: settings.database_tls_ca.clone(),
+                };
+                let store = MysqlStore::open(url, settings.table.clone(), tls).await?;
                 Ok(Store::Mysql(store))
             }
         }

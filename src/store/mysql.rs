@@ -34,7 +34,7 @@ use super::queue::WriteQueue;
 use super::{
     ListQuery, ListedUser, LiveCredentials, RefreshRow, StoreError, UserRow, WriteOp, WriteOutcome,
 };
-use crate::config::{MysqlUrl, TableName};
+use crate::config::{DatabaseTls, MysqlUrl, TableName};
 use crate::domain::Username;
 
 /// Reader connections kept at most.
@@ -76,16 +76,32 @@ struct Inner {
     readers: MySqlPool,
 }
 
-/// The connect options for a URL. No TLS: run the service and the server on
-/// one host or a trusted network.
-fn connect_options(url: &MysqlUrl) -> MySqlConnectOptions {
+/// How connections to the server are protected.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Resolved for the URL's host: never `Auto`.
+    pub mode: DatabaseTls,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// The connect options for a URL, with TLS as `tls` asks.
+fn connect_options(url: &MysqlUrl, tls: &Tls) -> MySqlConnectOptions {
+    let mode = match tls.mode {
+        DatabaseTls::Auto | DatabaseTls::Disabled => MySqlSslMode::Disabled,
+        DatabaseTls::Required => MySqlSslMode::Required,
+        DatabaseTls::VerifyCa => MySqlSslMode::VerifyCa,
+        DatabaseTls::VerifyIdentity => MySqlSslMode::VerifyIdentity,
+    };
     let mut options = MySqlConnectOptions::new()
         .host(&url.host)
         .port(url.port)
         .username(&url.user)
         .database(&url.database)
-        .ssl_mode(MySqlSslMode::Disabled)
+        .ssl_mode(mode)
         .charset("utf8mb4");
+    if let Some(ca) = &tls.ca {
+        options = options.ssl_ca(ca);
+    }
     if let Some(password) = &url.password {
         options = options.password(password.expose());
     }
@@ -135,8 +151,8 @@ async fn connect(
 impl MysqlStore {
     /// Connects, brings the schema up to date, and starts the writer. The
     /// database itself must exist; its tables are created here.
-    pub async fn open(url: &MysqlUrl, table: TableName) -> Result<Self, StoreError> {
-        let options = connect_options(url);
+    pub async fn open(url: &MysqlUrl, table: TableName, tls: Tls) -> Result<Self, StoreError> {
+        let options = connect_options(url, &tls);
         let mut conn = connect(&options, &url.database).await?;
         migrate(&mut conn, &table).await?;
         let readers = MySqlPoolOptions::new()

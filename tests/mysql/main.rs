@@ -14,6 +14,7 @@ mod helpers;
 mod migrations;
 mod outage;
 mod secrets;
+mod tls;
 
 use std::sync::Arc;
 

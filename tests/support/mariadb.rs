@@ -95,10 +95,17 @@ pub struct MariaDb {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Options the server starts with besides the tests' usual ones.
+    extra: Vec<String>,
 }
 
 impl MariaDb {
     pub fn start() -> MariaDb {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server started with these options too (TLS, say).
+    pub fn start_with(extra: Vec<String>) -> MariaDb {
         let dir = tempfile::tempdir().expect("temporary directory");
         let status = Command::new("cp")
             .arg("-a")
@@ -111,6 +118,7 @@ impl MariaDb {
             dir,
             port: free_port(),
             child: None,
+            extra,
         };
         server.launch();
         server
@@ -140,6 +148,7 @@ impl MariaDb {
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-log-file-size=8M",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -246,6 +255,11 @@ impl MariaDb {
             "SQL failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The server's own directory, for files it needs (certificates).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn port(&self) -> u16 {
