@@ -10,6 +10,31 @@ use ipnet::IpNet;
 
 use crate::tls::ClientIdentity;
 
+/// The access policy in force at a door, swapped whole when the
+/// configuration is reloaded.
+pub struct AccessCell(std::sync::RwLock<std::sync::Arc<AccessPolicy>>);
+
+impl AccessCell {
+    pub fn new(policy: AccessPolicy) -> Self {
+        Self(std::sync::RwLock::new(std::sync::Arc::new(policy)))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<AccessPolicy> {
+        match self.0.read() {
+            Ok(p) => std::sync::Arc::clone(&p),
+            Err(poisoned) => std::sync::Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn set(&self, policy: AccessPolicy) {
+        let policy = std::sync::Arc::new(policy);
+        match self.0.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+}
+
 /// The default allowlist: loopback only.
 pub const DEFAULT_ALLOW_FROM: &str = "127.0.0.0/8,::1/128";
 

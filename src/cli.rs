@@ -18,7 +18,7 @@ use crate::config::{self, keys, FlagValues, Settings, CONFIG_FILE_ENV};
 use crate::credentials::{CredentialError, Credentials};
 use crate::domain::{rfc3339, Password, ScopePattern, Username};
 use crate::htpasswd::{self, HashType};
-use crate::startup::{shutdown_signal, Application};
+use crate::startup::{shutdown_signal, Application, SettingsSource};
 use crate::store::{Create, Store};
 
 pub const EXIT_FAILED: u8 = 1;
@@ -149,7 +149,11 @@ pub async fn run(cli: Cli, flags: FlagValues) -> ExitCode {
         }
     };
     let _log_guard = crate::telemetry::init(settings.log_format, &settings.log_level);
-    match dispatch(cli.command, settings).await {
+    // A reload reads the configuration again from the same file, the
+    // process's environment, and the same flags.
+    let file = cli.config_file();
+    let source: SettingsSource = Arc::new(move || Settings::load(file.as_deref(), &flags));
+    match dispatch(cli.command, settings, source).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
             eprintln!("registry-rubber: {message}");
@@ -158,7 +162,11 @@ pub async fn run(cli: Cli, flags: FlagValues) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
+async fn dispatch(
+    command: Command,
+    settings: Settings,
+    source: SettingsSource,
+) -> Result<(), Failure> {
     match command {
         Command::Serve => {
             // SIGHUP is ignored from the start (main) and caught once the
@@ -172,7 +180,9 @@ async fn dispatch(command: Command, settings: Settings) -> Result<(), Failure> {
                     failed(e)
                 }
             })?;
-            app.run_until_stopped(shutdown_signal()).await;
+            app.reload_settings_from(source)
+                .run_until_stopped(shutdown_signal())
+                .await;
         }
         Command::CheckConfig => print!("{}", config::describe_toml(&settings)),
         Command::Migrate => {

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::AccessCell;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Section, Settings};
+use crate::config::{ConfigError, Section, Settings};
 use crate::credentials::{CredentialError, Credentials};
 use crate::doors::token::{SignerError, TokenKeys};
 use crate::doors::{self, BoundDoor, DoorError};
@@ -52,8 +53,9 @@ impl StartupError {
 pub struct Application {
     doors: Vec<BoundDoor>,
     credentials: Arc<Credentials>,
-    /// The token door's signing keys, to reload on SIGHUP.
-    token_keys: Option<Arc<TokenKeys>>,
+    /// What SIGHUP reloads, and where the configuration is read again from.
+    reloader: Arc<Reloader>,
+    settings_source: Option<SettingsSource>,
     sweep_interval: Option<Duration>,
     /// The registry's htpasswd file, when it is kept, and its poll interval.
     htpasswd_file: Option<(htpasswd_file::Target, Duration)>,
@@ -116,14 +118,40 @@ impl Application {
                 }
             }
         }
+        let reloader = Arc::new(Reloader {
+            doors: bound
+                .iter()
+                .map(|d| ReloadableDoor {
+                    name: d.name(),
+                    section: d.section(),
+                    access: d.access(),
+                    tls: d.tls(),
+                })
+                .collect(),
+            token_keys,
+            started_with: settings.clone(),
+        });
         Ok(Self {
             doors: bound,
             credentials,
-            token_keys,
+            reloader,
+            settings_source: None,
             sweep_interval: (settings.sweep_interval > 0)
                 .then(|| Duration::from_secs(settings.sweep_interval)),
             htpasswd_file,
         })
+    }
+
+    /// Where a SIGHUP reads the configuration again from; without one, a
+    /// SIGHUP reads the files in force again and changes nothing else.
+    pub fn reload_settings_from(mut self, source: SettingsSource) -> Self {
+        self.settings_source = Some(source);
+        self
+    }
+
+    /// What a reload changes, to apply it as SIGHUP does.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
     }
 
     /// The address the admin API listens on.
@@ -159,7 +187,8 @@ impl Application {
         let Self {
             doors,
             credentials,
-            token_keys,
+            reloader,
+            settings_source,
             sweep_interval,
             htpasswd_file,
         } = self;
@@ -178,12 +207,7 @@ impl Application {
                 poll,
             )));
         }
-        let mut reloadable: Vec<Reloadable> = doors
-            .iter()
-            .filter_map(|d| d.tls().map(|t| Reloadable::Tls(d.name(), t)))
-            .collect();
-        reloadable.extend(token_keys.map(Reloadable::TokenKeys));
-        background.push(tokio::spawn(reload_on_sighup(reloadable)));
+        background.push(tokio::spawn(reload_on_sighup(reloader, settings_source)));
         let open_files = raise_open_files_limit();
         let connections: usize = doors.iter().map(BoundDoor::max_connections).sum();
         if open_files.is_some_and(|l| (l as usize) < connections + 64) {
@@ -239,53 +263,146 @@ pub fn raise_open_files_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
-/// What SIGHUP reloads.
-enum Reloadable {
-    /// A door's TLS certificate, key and client CA.
-    Tls(&'static str, Arc<TlsState>),
-    /// The token door's signing key and certificate.
-    TokenKeys(Arc<TokenKeys>),
+/// Reads the configuration again from where it came from (the file, the
+/// environment, the flags), for a reload.
+pub type SettingsSource = Arc<dyn Fn() -> Result<Settings, ConfigError> + Send + Sync>;
+
+/// The keys a reload puts in force; any other that changed waits for a
+/// restart, and the log says so.
+const RELOADABLE: [&str; 9] = [
+    "allow_from",
+    "trusted_proxies",
+    "allowed_subjects",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_crl",
+    "key",
+    "cert",
+];
+
+/// What a reload can change without a restart: each door's allowlist,
+/// trusted proxies and subjects, each door's TLS files (certificate, key,
+/// client CA, revocation lists), and the token door's signing key.
+pub struct Reloader {
+    doors: Vec<ReloadableDoor>,
+    token_keys: Option<Arc<TokenKeys>>,
+    started_with: Settings,
 }
 
-impl Reloadable {
-    fn reload(&self) -> (&'static str, &'static str, Result<(), String>) {
-        match self {
-            Reloadable::Tls(door, tls) => (
-                door,
-                "TLS certificate, key and client CA",
-                tls.reload().map_err(|e| e.to_string()),
-            ),
-            Reloadable::TokenKeys(keys) => (
-                "token",
-                "token signing key and certificate",
-                keys.reload().map_err(|e| e.to_string()),
-            ),
+/// What of one door a reload reaches.
+struct ReloadableDoor {
+    name: &'static str,
+    section: Section,
+    access: Arc<AccessCell>,
+    tls: Option<Arc<TlsState>>,
+}
+
+/// One thing a reload did or refused: the door, what, and how it went.
+pub type Reloaded = (&'static str, &'static str, Result<(), String>);
+
+impl Reloader {
+    /// With `settings` (the configuration read again), puts in force what
+    /// it says for the reloadable keys; without, reads the files in force
+    /// again. A file that is bad is refused and the one in force stays.
+    pub fn apply(&self, settings: Option<&Settings>) -> Vec<Reloaded> {
+        let mut done = Vec::new();
+        for ReloadableDoor {
+            name: door,
+            section,
+            access,
+            tls,
+        } in &self.doors
+        {
+            let listener = settings.and_then(|s| {
+                s.listeners()
+                    .into_iter()
+                    .find(|(sec, _)| sec == section)
+                    .map(|(_, l)| l)
+            });
+            if let Some(listener) = listener {
+                access.set(listener.access());
+                done.push((*door, "allowlist, trusted proxies and subjects", Ok(())));
+            }
+            let tls_result = match (tls, listener.map(|l| l.tls_files())) {
+                (Some(state), Some(Some(files))) => {
+                    Some(state.reload_from(files).map_err(|e| e.to_string()))
+                }
+                (Some(state), None) => Some(state.reload().map_err(|e| e.to_string())),
+                (Some(_), Some(None)) | (None, Some(Some(_))) => Some(Err(
+                    "turning TLS on or off needs a restart; the TLS in force stays".to_owned(),
+                )),
+                (None, _) => None,
+            };
+            if let Some(result) = tls_result {
+                done.push((
+                    *door,
+                    "TLS certificate, key, client CA and revocation lists",
+                    result,
+                ));
+            }
         }
+        if let Some(keys) = &self.token_keys {
+            let result = match settings.map(|s| (&s.token.key, &s.token.cert)) {
+                Some((Some(key), Some(cert))) => keys.reload_from(key, cert),
+                _ => keys.reload(),
+            };
+            done.push((
+                "token",
+                "signing key and certificate",
+                result.map_err(|e| e.to_string()),
+            ));
+        }
+        done
+    }
+
+    /// The keys whose new value waits for a restart.
+    pub fn needing_restart(&self, settings: &Settings) -> Vec<String> {
+        crate::config::keys()
+            .filter(|k| !RELOADABLE.contains(&k.name))
+            .filter(|k| k.show(&self.started_with) != k.show(settings))
+            .map(|k| k.path())
+            .collect()
     }
 }
 
-/// Reloads every door's certificate, key and client CA, and the token
-/// door's signing key, on every SIGHUP. A bad new file is refused with a log
-/// line, and the files in force stay in use. With nothing to reload, SIGHUP
-/// is still caught (and logged), so that a reload never stops the service.
-async fn reload_on_sighup(tls: Vec<Reloadable>) {
+/// On every SIGHUP: reads the configuration again (when it has a source)
+/// and puts in force what can change without a restart. A configuration
+/// that no longer loads, or a bad file, is refused with a log line and what
+/// is in force stays. SIGHUP never stops the service.
+async fn reload_on_sighup(reloader: Arc<Reloader>, source: Option<SettingsSource>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; TLS files will not reload");
+            tracing::error!(error = %e, "cannot listen for SIGHUP; nothing will reload");
             return;
         }
     };
     while hup.recv().await.is_some() {
-        if tls.is_empty() {
-            tracing::info!("SIGHUP: nothing to reload (no door speaks TLS or signs tokens)");
+        let settings = match source.as_ref().map(|load| load()) {
+            Some(Ok(settings)) => Some(settings),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the configuration does not load; nothing reloaded, what is in force stays");
+                continue;
+            }
+            None => None,
+        };
+        if let Some(settings) = &settings {
+            let waiting = reloader.needing_restart(settings);
+            if !waiting.is_empty() {
+                tracing::warn!(keys = %waiting.join(", "), "SIGHUP: these changed keys take effect at the next restart");
+            }
         }
-        for item in &tls {
-            match item.reload() {
-                (door, what, Ok(())) => tracing::info!(door, what, "SIGHUP: reloaded"),
-                (door, what, Err(e)) => {
-                    tracing::error!(door, what, error = %e, "SIGHUP: reload refused; the files in force stay")
+        let done = reloader.apply(settings.as_ref());
+        if done.is_empty() {
+            tracing::info!("SIGHUP: nothing to reload");
+        }
+        for (door, what, result) in done {
+            match result {
+                Ok(()) => tracing::info!(door, what, "SIGHUP: reloaded"),
+                Err(e) => {
+                    tracing::error!(door, what, error = %e, "SIGHUP: reload refused; what is in force stays")
                 }
             }
         }

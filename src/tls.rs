@@ -20,6 +20,9 @@ pub struct TlsFiles {
     /// When set, every client must present a certificate issued by a CA in
     /// this bundle.
     pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists of that CA: a revoked client
+    /// certificate fails the handshake.
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +50,7 @@ pub enum TlsError {
 /// The TLS settings in force, swapped whole on reload: connections accepted
 /// before a reload keep the configuration they started with.
 pub struct TlsState {
-    files: TlsFiles,
+    files: RwLock<TlsFiles>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
@@ -55,9 +58,16 @@ impl TlsState {
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let config = server_config(&files)?;
         Ok(Self {
-            files,
+            files: RwLock::new(files),
             current: RwLock::new(config),
         })
+    }
+
+    fn files(&self) -> TlsFiles {
+        match self.files.read() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
@@ -70,16 +80,26 @@ impl TlsState {
 
     /// Reads the files again. On any error the configuration in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files)?;
+        self.reload_from(self.files())
+    }
+
+    /// Reads these files (the configuration may have named others) and puts
+    /// them in force. On any error the configuration in force stays.
+    pub fn reload_from(&self, files: TlsFiles) -> Result<(), TlsError> {
+        let config = server_config(&files)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
             Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        match self.files.write() {
+            Ok(mut f) => *f = files,
+            Err(poisoned) => *poisoned.into_inner() = files,
         }
         Ok(())
     }
 
     pub fn requires_client_certificate(&self) -> bool {
-        self.files.client_ca.is_some()
+        self.files().client_ca.is_some()
     }
 }
 
@@ -105,7 +125,26 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                     .add(ca)
                     .map_err(|e| invalid("tls_client_ca", path, e))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl_path) = &files.crl {
+                let crls = rustls_pemfile::crls(&mut open("tls_crl", crl_path)?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| TlsError::Read {
+                        key: "tls_crl",
+                        path: crl_path.clone(),
+                        source,
+                    })?;
+                if crls.is_empty() {
+                    return Err(invalid(
+                        "tls_crl",
+                        crl_path,
+                        "holds no PEM revocation list (-----BEGIN X509 CRL-----)",
+                    ));
+                }
+                verifier = verifier.with_crls(crls);
+            }
+            let verifier = verifier
                 .build()
                 .map_err(|e| invalid("tls_client_ca", path, e))?;
             builder.with_client_cert_verifier(verifier)

@@ -144,6 +144,9 @@ macro_rules! listener_keys {
             key!($section, "tls_client_ca", concat!($env, "TLS_CLIENT_CA"), "", "FILE",
                 "PEM CA bundle; set, every client must present a certificate one of them issued",
                 $($door).+.tls_client_ca = values::optional_path),
+            key!($section, "tls_crl", concat!($env, "TLS_CRL"), "", "FILE",
+                "PEM revocation lists of tls_client_ca: a revoked client certificate fails the handshake; reloaded on SIGHUP",
+                $($door).+.tls_crl = values::optional_path),
             key!($section, "allowed_subjects", concat!($env, "ALLOWED_SUBJECTS"), "", "LIST",
                 "client certificate subjects allowed to call: CN=name, OU=unit or OU=unit+CN=name; empty: any",
                 $($door).+.allowed_subjects = values::subjects),
@@ -212,7 +215,7 @@ const LOG_LEVEL: Key = key!(Section::Core, "log_level", "RUBBER_LOG_LEVEL", "inf
     "error, warn, info (a line per request), debug, trace, or a filter such as info,registry_rubber::access=warn",
     log_level = values::log_level);
 
-const API: [Key; 8] = listener_keys!(
+const API: [Key; 9] = listener_keys!(
     Section::Api,
     "RUBBER_",
     "127.0.0.1:5080",
@@ -230,7 +233,7 @@ const API_ONLY: [Key; 2] = [
         api.allowed_hosts = values::host_names),
 ];
 
-const AUTH_REQUEST: [Key; 8] = listener_keys!(
+const AUTH_REQUEST: [Key; 9] = listener_keys!(
     Section::AuthRequest,
     "RUBBER_AUTH_",
     "",
@@ -264,7 +267,7 @@ const HTPASSWD_FILE: [Key; 4] = [
         htpasswd_file.group = values::optional_text),
 ];
 
-const TOKEN: [Key; 8] = listener_keys!(
+const TOKEN: [Key; 9] = listener_keys!(
     Section::Token,
     "RUBBER_TOKEN_",
     "",

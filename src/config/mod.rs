@@ -83,6 +83,8 @@ pub struct ListenerSettings {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: set, every client must present a certificate it issued.
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM revocation lists of that CA.
+    pub tls_crl: Option<PathBuf>,
     pub allowed_subjects: Vec<SubjectPattern>,
     pub allow_from: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
@@ -97,6 +99,7 @@ impl ListenerSettings {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
+            crl: self.tls_crl.clone(),
         })
     }
 
@@ -439,6 +442,16 @@ impl Settings {
                     "{} (from {}) needs HTTPS: set {} and {} as well",
                     path("tls_client_ca"),
                     self.origin(&path("tls_client_ca")),
+                    path("tls_cert"),
+                    path("tls_key")
+                ));
+            }
+            if listener.tls_crl.is_some() && listener.tls_client_ca.is_none() {
+                return inconsistent(format!(
+                    "{} (from {}) needs client certificates: set {} (and {}, {})",
+                    path("tls_crl"),
+                    self.origin(&path("tls_crl")),
+                    path("tls_client_ca"),
                     path("tls_cert"),
                     path("tls_key")
                 ));

@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use tokio::sync::Semaphore;
 
 use super::{ClientAddr, Door};
+use crate::access::AccessCell;
 use crate::config::Section;
 use crate::metrics::{inc, DoorMetrics};
 use crate::telemetry::RateLimitedLines;
@@ -65,6 +66,7 @@ pub struct BoundDoor {
     slots: Arc<Semaphore>,
     max_connections: usize,
     metrics: Arc<DoorMetrics>,
+    access: Arc<AccessCell>,
 }
 
 impl BoundDoor {
@@ -102,6 +104,7 @@ impl BoundDoor {
             slots: Arc::new(Semaphore::new(door.listener.max_connections)),
             max_connections: door.listener.max_connections,
             metrics: door.metrics,
+            access: door.access,
         }))
     }
 
@@ -123,6 +126,10 @@ impl BoundDoor {
 
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    pub fn access(&self) -> Arc<AccessCell> {
+        Arc::clone(&self.access)
     }
 }
 

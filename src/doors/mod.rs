@@ -28,7 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 
-use crate::access::AccessPolicy;
+use crate::access::AccessCell;
 use crate::audit::Caller;
 use crate::config::{ListenerSettings, Section};
 use crate::metrics::DoorMetrics;
@@ -71,6 +71,8 @@ pub struct Door {
     pub listener: ListenerSettings,
     pub router: Router,
     pub metrics: Arc<DoorMetrics>,
+    /// Who may call, swapped on reload.
+    pub access: Arc<AccessCell>,
 }
 
 /// How a door answers a caller its guard refused, in its own format; it
@@ -80,7 +82,7 @@ pub type Refuse = fn(Refused, &Request) -> Response;
 /// How a door sees its calls.
 #[derive(Clone)]
 struct Guard {
-    access: Arc<AccessPolicy>,
+    access: Arc<AccessCell>,
     refuse: Refuse,
 }
 
@@ -101,8 +103,9 @@ impl Door {
         refuse: Refuse,
         metrics: Arc<DoorMetrics>,
     ) -> Self {
+        let access = Arc::new(AccessCell::new(listener.access()));
         let guard = Guard {
-            access: Arc::new(listener.access()),
+            access: Arc::clone(&access),
             refuse,
         };
         let observer = Observer {
@@ -118,6 +121,7 @@ impl Door {
             listener: listener.clone(),
             router,
             metrics,
+            access,
         }
     }
 }
@@ -133,13 +137,14 @@ async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -
         .get_all("x-forwarded-for")
         .iter()
         .map(|v| v.as_bytes());
-    let client = peer.map(|ip| guard.access.client_ip(ip, forwarded));
+    let access = guard.access.current();
+    let client = peer.map(|ip| access.client_ip(ip, forwarded));
     let caller = Caller {
         ip: client.and_then(Result::ok),
         subject: identity.as_ref().map(|i| i.subject.clone()),
         local: None,
     };
-    let refusal = if !matches!(client, Some(Ok(ip)) if guard.access.allows_ip(ip)) {
+    let refusal = if !matches!(client, Some(Ok(ip)) if access.allows_ip(ip)) {
         // No peer address, an unreadable forwarded one, or one outside
         // allow_from: refused.
         Some(if matches!(client, Some(Err(_))) {
@@ -147,7 +152,7 @@ async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -
         } else {
             Refused::Address
         })
-    } else if !guard.access.allows_subject(identity.as_deref()) {
+    } else if !access.allows_subject(identity.as_deref()) {
         Some(Refused::Subject)
     } else {
         None

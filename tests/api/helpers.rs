@@ -270,6 +270,11 @@ pub struct TestApp {
     pub auth: Option<SocketAddr>,
     /// The token door's address, when the settings open it.
     pub token: Option<SocketAddr>,
+    /// What a SIGHUP would reload, and the settings the app started with.
+    #[allow(dead_code)]
+    pub reloader: Arc<registry_rubber::startup::Reloader>,
+    #[allow(dead_code)]
+    pub settings: Settings,
 }
 
 /// The clock's starting point: an epoch time like the names pipelines use.
@@ -319,6 +324,7 @@ pub async fn spawn_second_app_with(
 }
 
 pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp {
+    let started_with = settings.clone();
     log_buffer();
     // As `registry-rubber migrate` does before the first `serve`.
     if let TestDb::Sqlite { path, .. } = &*db {
@@ -335,6 +341,7 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
     let addr = app.local_addr();
     let auth = app.door_addr(registry_rubber::config::Section::AuthRequest);
     let token = app.door_addr(registry_rubber::config::Section::Token);
+    let reloader = app.reloader();
     let store = app.credentials().store().clone();
     let tls = app.tls();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -352,6 +359,8 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         tls,
         auth,
         token,
+        reloader,
+        settings: started_with,
     }
 }
 

@@ -478,6 +478,7 @@ fn bad_tls_files_are_refused_at_start_with_the_reason() {
             cert: cert.to_owned(),
             key: key.to_owned(),
             client_ca: None,
+            crl: None,
         };
         let err = registry_rubber::tls::TlsState::load(files)
             .err()
@@ -535,65 +536,18 @@ async fn curl_with_a_client_certificate_mints_a_credential() {
 /// and a request on a connection opened before the reload still completes.
 #[tokio::test]
 async fn sighup_reloads_the_certificate_of_the_running_binary() {
-    use std::io::BufRead;
     let pki = Pki::new();
-    let db = pki.path("users.sqlite");
-    let bin = env!("CARGO_BIN_EXE_registry-rubber");
-    let url = format!("sqlite://{}", db.display());
-    let status = std::process::Command::new(bin)
-        .args(["--database-url", &url, "migrate"])
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "--database-url",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .arg("--tls-cert")
-        .arg(pki.path("server.pem"))
-        .arg("--tls-key")
-        .arg(pki.path("server.key"))
-        .arg("serve")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stderr = child.stderr.take().unwrap();
-    let mut child = Kill(child);
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_for = |needle: &str| -> String {
-        loop {
-            let line = lines_rx
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line containing {needle}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    };
-    let listening: serde_json::Value = serde_json::from_str(&wait_for("\"listening\"")).unwrap();
+    let mut served = Served::start(
+        &pki,
+        &[
+            "--tls-cert".as_ref(),
+            pki.path("server.pem").as_os_str(),
+            "--tls-key".as_ref(),
+            pki.path("server.key").as_os_str(),
+        ],
+    );
+    let listening: serde_json::Value =
+        serde_json::from_str(&served.wait_for("\"listening\"")).unwrap();
     assert_eq!(listening["scheme"], "https");
     let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
     let before = https(addr, &pki.ca, None, &get("/healthz")).await;
@@ -602,29 +556,142 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let rotated = issue(&pki.ca, &["127.0.0.1"], "rotated", None, false);
     pki.write("server.pem", &rotated.cert_pem);
     pki.write("server.key", &rotated.key_pem);
-    let pid = child.0.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    wait_for("SIGHUP: reloaded");
+    served.hup();
+    served.wait_for("SIGHUP: reloaded");
     let after = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(after.status, Some(200));
     assert_eq!(after.server_cert, Some(rotated.der()));
 
     // A broken file on the next SIGHUP is refused and the process keeps serving.
     pki.write("server.key", "not a key");
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    wait_for("SIGHUP: reload refused");
+    served.hup();
+    served.wait_for("SIGHUP: reload refused");
     let still = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(still.status, Some(200));
     assert_eq!(still.server_cert, Some(rotated.der()));
-    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+    assert!(served.running(), "still running");
+}
+
+/// The real binary reads its configuration file again on SIGHUP: a new
+/// allowlist is in force at once, a changed key that needs a restart is
+/// named, and a file that no longer parses changes nothing.
+#[tokio::test]
+async fn sighup_reads_the_configuration_file_again() {
+    let pki = Pki::new();
+    let config = pki.path("rubber.toml");
+    let write_config = |allow_from: &str, sweep_interval: u32| {
+        std::fs::write(
+            &config,
+            format!("allow_from = [{allow_from}]\nsweep_interval = {sweep_interval}\n"),
+        )
+        .unwrap();
+    };
+    write_config("\"127.0.0.1\"", 60);
+    let mut served = Served::start(&pki, &["--config".as_ref(), config.as_os_str()]);
+    let listening: serde_json::Value =
+        serde_json::from_str(&served.wait_for("\"listening\"")).unwrap();
+    let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
+    let healthz = || async move {
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(healthz().await, 200);
+
+    write_config("\"10.0.0.0/8\"", 30);
+    served.hup();
+    let waiting = served.wait_for("next restart");
+    assert!(waiting.contains("sweep_interval"), "{waiting}");
+    assert!(!waiting.contains("allow_from"), "{waiting}");
+    served.wait_for("SIGHUP: reloaded");
+    assert_eq!(healthz().await, 403, "the new allowlist is in force");
+
+    std::fs::write(&config, "allow_from = [\"127.0.0.1\"\n").unwrap();
+    served.hup();
+    served.wait_for("does not load");
+    assert_eq!(healthz().await, 403, "the allowlist in force stays");
+
+    write_config("\"127.0.0.1\"", 30);
+    served.hup();
+    served.wait_for("SIGHUP: reloaded");
+    assert_eq!(healthz().await, 200);
+    assert!(served.running(), "still running");
+}
+
+/// The service binary running on a fresh SQLite database in the PKI's
+/// directory, on a free loopback port, logging JSON; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(pki: &Pki, args: &[&std::ffi::OsStr]) -> Served {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_registry-rubber");
+        let url = format!("sqlite://{}", pki.path("users.sqlite").display());
+        let status = std::process::Command::new(bin)
+            .args(["--database-url", &url, "migrate"])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+        let mut child = std::process::Command::new(bin)
+            .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(args)
+            .arg("serve")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served { child, lines }
+    }
+
+    /// The next log line containing `needle`; panics after 10 s without one.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line containing {needle}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn hup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A web page cannot use a browser against the API: not by rebinding its
@@ -682,4 +749,87 @@ async fn requests_a_web_page_could_make_are_refused() {
         assert_eq!(got, 200, "{user}: {head}");
         assert!(app.stored_hash(user).await.is_some(), "{user}");
     }
+}
+
+/// A reload puts in force new allowlists, subjects and revocation lists, as
+/// SIGHUP does with the configuration read again.
+#[tokio::test]
+async fn a_reload_puts_new_allowlists_subjects_and_revocation_lists_in_force() {
+    let pki = Pki::new();
+    let app = spawn_tls(&pki, true, |s| {
+        s.api.listener.allowed_subjects = vec!["OU=pipelines".parse().unwrap()];
+    })
+    .await;
+    let with_serial = |cn: &str, ou: &str, serial: u8| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, ou);
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![serial]));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &pki.ca.cert, &pki.ca.key).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert,
+            key,
+        }
+    };
+    let revoked = with_serial("ci-old", "pipelines", 7);
+    let kept = with_serial("ci-new", "pipelines", 8);
+    let ops = with_serial("operator", "ops", 9);
+    for (client, expected) in [(&revoked, 200), (&kept, 200), (&ops, 403)] {
+        let r = https(app.addr, &pki.ca, Some(client), &get("/healthz")).await;
+        assert_eq!(r.status, Some(expected), "{:?}", r.error);
+    }
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        next_update: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+        crl_number: rcgen::SerialNumber::from(vec![1]),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(vec![7]),
+            revocation_time: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.ca.cert, &pki.ca.key)
+    .unwrap();
+    let crl_path = pki.write("clients.crl", &crl.pem().unwrap());
+    let mut settings = app.settings.clone();
+    settings.api.listener.tls_crl = Some(crl_path);
+    settings.api.listener.allowed_subjects = vec!["OU=ops".parse().unwrap()];
+    for (door, what, result) in app.reloader.apply(Some(&settings)) {
+        assert!(result.is_ok(), "{door} {what}: {result:?}");
+    }
+    let r = https(app.addr, &pki.ca, Some(&revoked), &get("/healthz")).await;
+    assert!(
+        r.status.is_none(),
+        "a revoked certificate fails the handshake"
+    );
+    let r = https(app.addr, &pki.ca, Some(&kept), &get("/healthz")).await;
+    assert_eq!(r.status, Some(403), "no longer an allowed subject");
+    let r = https(app.addr, &pki.ca, Some(&ops), &get("/healthz")).await;
+    assert_eq!(r.status, Some(200), "{:?}", r.error);
+    // The address allowlist too; and a bad file is refused, what is in
+    // force staying.
+    settings.api.listener.allow_from = parse_cidrs("10.0.0.0/8").unwrap();
+    settings.api.listener.tls_cert = Some(pki.write("broken.pem", "not a certificate"));
+    let results = app.reloader.apply(Some(&settings));
+    assert!(
+        results
+            .iter()
+            .any(|(_, what, r)| what.starts_with("TLS") && r.is_err()),
+        "{results:?}"
+    );
+    let r = https(app.addr, &pki.ca, Some(&ops), &get("/healthz")).await;
+    assert_eq!(r.status, Some(403), "the new allowlist is in force");
+    assert_eq!(
+        r.server_cert,
+        Some(pki.server.der()),
+        "the old certificate stays"
+    );
 }

@@ -263,8 +263,7 @@ fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, SignerError> {
 /// The signer in force, swapped whole on reload: tokens being signed keep
 /// the signer they started with.
 pub struct TokenKeys {
-    key: PathBuf,
-    cert: PathBuf,
+    files: RwLock<(PathBuf, PathBuf)>,
     current: RwLock<Arc<Signer>>,
 }
 
@@ -272,8 +271,7 @@ impl TokenKeys {
     pub fn load(key: &Path, cert: &Path) -> Result<Self, SignerError> {
         Ok(Self {
             current: RwLock::new(Arc::new(Signer::load(key, cert)?)),
-            key: key.to_owned(),
-            cert: cert.to_owned(),
+            files: RwLock::new((key.to_owned(), cert.to_owned())),
         })
     }
 
@@ -286,10 +284,24 @@ impl TokenKeys {
 
     /// Reads the files again; on any error the signer in force stays.
     pub fn reload(&self) -> Result<(), SignerError> {
-        let signer = Arc::new(Signer::load(&self.key, &self.cert)?);
+        let (key, cert) = match self.files.read() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        self.reload_from(&key, &cert)
+    }
+
+    /// Reads these files (the configuration may have named others) and puts
+    /// them in force; on any error the signer in force stays.
+    pub fn reload_from(&self, key: &Path, cert: &Path) -> Result<(), SignerError> {
+        let signer = Arc::new(Signer::load(key, cert)?);
         match self.current.write() {
             Ok(mut s) => *s = signer,
             Err(poisoned) => *poisoned.into_inner() = signer,
+        }
+        match self.files.write() {
+            Ok(mut f) => *f = (key.to_owned(), cert.to_owned()),
+            Err(poisoned) => *poisoned.into_inner() = (key.to_owned(), cert.to_owned()),
         }
         Ok(())
     }
