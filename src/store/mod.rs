@@ -19,6 +19,7 @@ use crate::config::{DatabaseUrl, Settings};
 use crate::domain::Username;
 
 pub use mysql::{MysqlStore, ACQUIRE_TIMEOUT, CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_DEADLINE};
+pub use policy::MAX_REFRESH_TOKENS;
 pub use sqlite::SqliteStore;
 
 /// Users removed per transaction by the sweeper and by cleanup: small

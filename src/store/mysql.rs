@@ -535,6 +535,8 @@ struct Statements {
     sweep: String,
     insert_refresh: String,
     delete_refresh: String,
+    count_refresh: String,
+    trim_refresh: String,
     delete_orphan_refresh: String,
 }
 
@@ -572,6 +574,10 @@ impl Statements {
                  VALUES (?, ?, ?, ?, ?)"
             ),
             delete_refresh: format!("DELETE FROM `{table}_refresh` WHERE username = ?"),
+            count_refresh: format!("SELECT COUNT(*) FROM `{table}_refresh` WHERE username = ?"),
+            trim_refresh: format!(
+                "DELETE FROM `{table}_refresh` WHERE username = ? ORDER BY issued_at, digest LIMIT ?"
+            ),
             delete_orphan_refresh: format!(
                 "DELETE FROM `{table}_refresh`
                  WHERE NOT EXISTS (SELECT 1 FROM `{table}` u WHERE u.username = `{table}_refresh`.username)
@@ -901,6 +907,24 @@ impl RowOps for Rows<'_> {
             .bind(user.as_str())
             .execute(&mut *self.conn)
             .await?;
+        Ok(())
+    }
+
+    async fn trim_refresh(&mut self, user: &Username, keep: u32) -> Result<(), Self::Error> {
+        // MySQL takes no LIMIT in a subquery of a DELETE: count, then delete
+        // the oldest beyond `keep`.
+        let held: i64 = sqlx::query_scalar(&self.sql.count_refresh)
+            .bind(user.as_str())
+            .fetch_one(&mut *self.conn)
+            .await?;
+        let excess = held - i64::from(keep);
+        if excess > 0 {
+            sqlx::query(&self.sql.trim_refresh)
+                .bind(user.as_str())
+                .bind(excess)
+                .execute(&mut *self.conn)
+                .await?;
+        }
         Ok(())
     }
 

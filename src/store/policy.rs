@@ -47,6 +47,10 @@ pub(super) struct NewRow<'a> {
     pub scopes: Option<&'a str>,
 }
 
+/// Most refresh tokens one credential holds: issuing another revokes its
+/// oldest, so that a credential cannot fill the database with them.
+pub const MAX_REFRESH_TOKENS: u32 = 16;
+
 /// The columns of a refresh token being recorded.
 #[derive(Clone, Copy)]
 pub(super) struct NewRefresh<'a> {
@@ -83,6 +87,8 @@ pub(super) trait RowOps {
     async fn insert_refresh(&mut self, token: NewRefresh<'_>) -> Result<(), Self::Error>;
     /// Deletes the user's refresh tokens.
     async fn delete_refresh(&mut self, user: &Username) -> Result<(), Self::Error>;
+    /// Deletes the user's oldest refresh tokens beyond the newest `keep`.
+    async fn trim_refresh(&mut self, user: &Username, keep: u32) -> Result<(), Self::Error>;
     /// Deletes at most `limit` refresh tokens whose user is gone.
     async fn delete_orphan_refresh(&mut self, limit: u32) -> Result<(), Self::Error>;
 }
@@ -105,17 +111,21 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
                 expires_at: *expires_at,
                 scopes: scopes.as_deref(),
             };
-            if *replace {
-                let replaced = rows.upsert(row).await?;
-                if replaced {
-                    rows.delete_refresh(user).await?;
+            let outcome = if *replace {
+                WriteOutcome::Added {
+                    replaced: rows.upsert(row).await?,
                 }
-                WriteOutcome::Added { replaced }
             } else if rows.insert_new(row).await? {
                 WriteOutcome::Added { replaced: false }
             } else {
-                WriteOutcome::Conflict
-            }
+                return Ok(WriteOutcome::Conflict);
+            };
+            // A new credential starts with no refresh tokens: none of an
+            // earlier one of the same name, whether replaced or removed
+            // (those of a removed one may outlive it until a sweep takes
+            // them), ever counts for it.
+            rows.delete_refresh(user).await?;
+            outcome
         }
         WriteOp::Remove { user } => {
             rows.delete_refresh(user).await?;
@@ -170,6 +180,7 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
                 credential,
             })
             .await?;
+            rows.trim_refresh(user, MAX_REFRESH_TOKENS).await?;
             WriteOutcome::RefreshIssued
         }
         WriteOp::Ping => WriteOutcome::Pinged,

@@ -527,6 +527,7 @@ struct Statements {
     sweep: String,
     insert_refresh: String,
     delete_refresh: String,
+    trim_refresh: String,
     delete_orphan_refresh: String,
 }
 
@@ -559,6 +560,11 @@ impl Statements {
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             ),
             delete_refresh: format!("DELETE FROM \"{table}_refresh\" WHERE username = ?1"),
+            trim_refresh: format!(
+                "DELETE FROM \"{table}_refresh\" WHERE rowid IN
+                 (SELECT rowid FROM \"{table}_refresh\" WHERE username = ?1
+                  ORDER BY issued_at DESC, rowid DESC LIMIT -1 OFFSET ?2)"
+            ),
             delete_orphan_refresh: format!(
                 "DELETE FROM \"{table}_refresh\" WHERE rowid IN
                  (SELECT r.rowid FROM \"{table}_refresh\" r
@@ -780,6 +786,13 @@ impl RowOps for Rows<'_> {
         self.conn
             .prepare_cached(&self.sql.delete_refresh)?
             .execute([user.as_str()])?;
+        Ok(())
+    }
+
+    async fn trim_refresh(&mut self, user: &Username, keep: u32) -> Result<(), Self::Error> {
+        self.conn
+            .prepare_cached(&self.sql.trim_refresh)?
+            .execute(params![user.as_str(), keep])?;
         Ok(())
     }
 

@@ -160,20 +160,26 @@ impl TestDb {
         }
     }
 
-    /// Takes the users table away behind the service's back.
-    pub async fn drop_users_table(&self) {
+    /// Runs `sql`, written for both backends, behind the service's back.
+    pub async fn execute(&self, sql: &str) {
         match self {
             TestDb::Sqlite { path, .. } => {
                 let conn = rusqlite::Connection::open(path).unwrap();
-                conn.execute_batch("DROP TABLE users").unwrap();
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
             TestDb::Mysql(db) => {
-                sqlx::query("DROP TABLE users")
+                sqlx::query(sql)
                     .execute(&db.pool)
                     .await
-                    .expect("DROP TABLE users");
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
         }
+    }
+
+    /// Takes the users table away behind the service's back.
+    pub async fn drop_users_table(&self) {
+        self.execute("DROP TABLE users").await;
     }
 
     /// Makes every insert of the user `poison` fail inside the database, as

@@ -455,3 +455,65 @@ async fn scopes_are_stored_and_refresh_tokens_die_with_their_credential() {
         .unwrap();
     assert!(store.refresh(&"d".repeat(64)).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_new_credential_inherits_no_refresh_token_and_one_holds_a_bounded_number() {
+    let (db, store) = fresh().await;
+    let add = |replace: bool| WriteOp::Add {
+        user: u("builder"),
+        hash: "{SHA}same".into(),
+        now: 1000,
+        expires_at: Some(2000),
+        scopes: None,
+        replace,
+    };
+    let issue = |n: usize| WriteOp::IssueRefresh {
+        digest: format!("{n:064x}"),
+        user: u("builder"),
+        service: "registry".into(),
+        issued_at: 1000 + n as i64,
+        credential: "c".repeat(64),
+    };
+    store.write(add(false)).await.unwrap();
+    let limit = registry_rubber::store::MAX_REFRESH_TOKENS as usize;
+    for n in 0..limit + 3 {
+        store.write(issue(n)).await.unwrap();
+    }
+    // The oldest beyond the limit are gone, the newest kept.
+    for n in 0..3 {
+        assert!(
+            store.refresh(&format!("{n:064x}")).await.unwrap().is_none(),
+            "{n}"
+        );
+    }
+    for n in 3..limit + 3 {
+        assert!(
+            store.refresh(&format!("{n:064x}")).await.unwrap().is_some(),
+            "{n}"
+        );
+    }
+    // Rows left behind by a deletion that did not take them (another
+    // writer, a cleanup cut short) do not count for a credential added
+    // again under the same name, with the same hash and creation time.
+    store.write(issue(100)).await.unwrap();
+    db.execute("DELETE FROM users WHERE username = 'builder'")
+        .await;
+    assert!(store
+        .refresh(&format!("{:064x}", 100))
+        .await
+        .unwrap()
+        .is_some());
+    store.write(add(false)).await.unwrap();
+    assert!(store
+        .refresh(&format!("{:064x}", 100))
+        .await
+        .unwrap()
+        .is_none());
+    store.write(issue(101)).await.unwrap();
+    store.write(add(true)).await.unwrap();
+    assert!(store
+        .refresh(&format!("{:064x}", 101))
+        .await
+        .unwrap()
+        .is_none());
+}
