@@ -204,8 +204,9 @@ async fn dispatch(
         }
         Command::Add { user, ttl, scope } => {
             let user = Username::parse(&user).map_err(usage)?;
-            let scopes = (!scope.is_empty())
-                .then(|| ScopePattern::parse_list(scope.iter().map(String::as_str)))
+            let given: Vec<&str> = scope.iter().map(String::as_str).collect();
+            let scopes = (!given.is_empty())
+                .then(|| ScopePattern::parse_given(&given))
                 .transpose()
                 .map_err(usage)?;
             let granted = settings.ttl.grant(ttl.as_deref()).map_err(usage)?;

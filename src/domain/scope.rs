@@ -274,6 +274,19 @@ impl ScopePattern {
         Ok(out)
     }
 
+    /// The scopes given with a new credential: as [`Self::parse_list`], but
+    /// a list that is empty, or a value that is, is refused rather than
+    /// read as the default (which may allow far more) or as nothing.
+    pub fn parse_given(values: &[&str]) -> Result<Vec<ScopePattern>, ScopeError> {
+        if values.is_empty() || values.iter().any(|v| v.trim().is_empty()) {
+            return Err(ScopeError {
+                scope: String::new(),
+                why: "an empty scope; give scope patterns, or leave scope out for the default",
+            });
+        }
+        Self::parse_list(values.iter().copied())
+    }
+
     /// The list as stored: space-separated, canonical.
     pub fn join(list: &[ScopePattern]) -> String {
         list.iter()

@@ -159,6 +159,8 @@ async fn bad_input_exits_2_and_changes_nothing() {
             vec!["--hash-type", "bcrypt", "add", "u"],
             Some(&*"p".repeat(73)),
         ),
+        (vec!["add", "--scope", "", "u"], Some("x")),
+        (vec!["add", "--scope", "repository:Team:pull", "u"], Some("x")),
         (vec!["remove", "a b"], None),
         (vec!["hash", "--type", "md4"], Some("x")),
     ] {

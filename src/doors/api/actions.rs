@@ -185,24 +185,19 @@ fn bounded(raw: &str, min: u64, max: u64) -> Option<u64> {
 
 /// The scope patterns of an add: absent, the configured default; given,
 /// each value one pattern or several separated by spaces. A `scope` given
-/// but empty is refused rather than read as the default.
+/// but empty (`scope=`, `"scope": []`) is refused rather than read as the
+/// default.
 fn parse_scopes(params: &Params) -> Result<Option<Vec<ScopePattern>>, ApiError> {
     let values = params.all("scope");
     if values.is_empty() {
         return Ok(None);
     }
-    let bad = |detail: String| ApiError::BadParameter {
-        name: "scope",
-        detail,
-    };
-    if values.iter().any(|v| v.trim().is_empty()) {
-        return Err(bad(
-            "is empty; give scope patterns such as repository:team/app:pull, or leave scope out for the default".into(),
-        ));
-    }
-    ScopePattern::parse_list(values)
+    ScopePattern::parse_given(&values)
         .map(Some)
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| ApiError::BadParameter {
+            name: "scope",
+            detail: e.to_string(),
+        })
 }
 
 fn parse_user(params: &Params) -> Result<Username, ApiError> {

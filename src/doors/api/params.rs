@@ -162,6 +162,10 @@ impl Params {
             };
             // A list of scopes is several values of `scope`.
             if let (Value::Array(items), "scope") = (&value, name) {
+                if items.is_empty() {
+                    // Given, but empty: refused as `scope=` is.
+                    self.pairs.push((name.to_owned(), String::new()));
+                }
                 for item in items {
                     let Value::String(s) = item else {
                         return Err(ApiError::BadParameter {
@@ -236,6 +240,7 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
                 limit: MAX_BODY_BYTES,
             },
             BodyError::Broken => ApiError::Malformed("request body could not be read".into()),
+            BodyError::TimedOut => ApiError::BodyTimedOut,
         })
 }
 
