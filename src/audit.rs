@@ -49,8 +49,12 @@ impl fmt::Display for Caller {
 /// One audit event. Unset fields are left out of the line.
 #[derive(Debug, Default)]
 pub struct Event<'a> {
+    /// The door a check or a token request came through.
+    pub door: Option<&'static str>,
     pub action: &'static str,
     pub result: &'static str,
+    /// Why a check or a token request was refused.
+    pub reason: Option<&'a str>,
     pub user: Option<&'a str>,
     pub expires_at: Option<i64>,
     pub removed: Option<u64>,
@@ -58,6 +62,8 @@ pub struct Event<'a> {
     pub generated_password: Option<bool>,
     /// Scope patterns stored with an added credential, or granted in a token.
     pub scopes: Option<&'a str>,
+    /// How a token request proved itself: `password` or `refresh_token`.
+    pub grant: Option<&'static str>,
     pub caller: Option<&'a Caller>,
 }
 
@@ -65,14 +71,17 @@ impl Event<'_> {
     pub fn emit(&self) {
         tracing::info!(
             target: "registry_rubber::audit",
+            door = self.door,
             action = self.action,
             result = self.result,
+            reason = self.reason,
             user = self.user,
             expires_at = self.expires_at,
             removed = self.removed,
             replaced = self.replaced,
             generated_password = self.generated_password,
             scopes = self.scopes,
+            grant = self.grant,
             caller = %self.caller.map_or_else(|| "unknown".to_owned(), ToString::to_string),
             subject = self.caller.and_then(|c| c.subject.as_deref()),
             "audit"

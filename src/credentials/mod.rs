@@ -231,7 +231,7 @@ impl Credentials {
             user,
             service: service.to_owned(),
             issued_at: self.clock.now(),
-            credential: sha256_hex(row.password_hash.as_bytes()),
+            credential: credential_digest(row),
         };
         let shared = Arc::clone(&self.shared);
         match detached(async move { shared.write(op).await }).await? {
@@ -259,8 +259,7 @@ impl Credentials {
         };
         let row = self.store.get(&user).await?;
         Ok(row.filter(|row| {
-            row.is_live(self.clock.now())
-                && sha256_hex(row.password_hash.as_bytes()) == found.credential
+            row.is_live(self.clock.now()) && credential_digest(row) == found.credential
         }))
     }
 
@@ -275,6 +274,15 @@ impl Credentials {
             .map(|b| format!("{b:02x}"))
             .collect();
         format!("unknown-{hex}")
+    }
+
+    /// The name of a refused `user` as a log line may show it: a pseudonym
+    /// when no credential has it.
+    pub fn shown_name(&self, user: &Username, refusal: Refusal) -> String {
+        match refusal {
+            Refusal::UnknownUser => self.pseudonym(user.as_str()),
+            _ => user.as_str().to_owned(),
+        }
     }
 
     /// The store itself, for tools and tests that read or write rows
@@ -773,6 +781,14 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
+}
+
+/// What binds a refresh token to the credential it was issued to: the
+/// SHA-256 of the stored hash and the creation time. A replaced credential
+/// has another hash; a re-created one another creation time, even when its
+/// hash is the same (an unsalted `{SHA}` of the same password).
+fn credential_digest(row: &UserRow) -> String {
+    sha256_hex(format!("{}\n{}", row.created_at, row.password_hash).as_bytes())
 }
 
 /// The SHA-256 of `bytes`, in lower-case hex.

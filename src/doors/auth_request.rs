@@ -21,7 +21,7 @@ use super::basic::basic_credentials;
 use super::{Door, Refused};
 use crate::audit::Caller;
 use crate::config::{AuthRequestSettings, Section};
-use crate::credentials::{Credentials, Refusal, Verdict};
+use crate::credentials::{Credentials, Verdict};
 use crate::metrics::{inc, DoorMetrics};
 use crate::telemetry::RateLimitedLines;
 
@@ -122,10 +122,7 @@ async fn check(State(checker): State<Checker>, req: Request) -> Response {
             inc(&checker.metrics.refused);
             // A name no credential has may be a password typed in the
             // wrong field: only a pseudonym of it goes to the log.
-            let shown = match refusal {
-                Refusal::UnknownUser => checker.credentials.pseudonym(user.as_str()),
-                _ => user.as_str().to_owned(),
-            };
+            let shown = checker.credentials.shown_name(&user, refusal);
             log_refusal(Some(&shown), refusal.name(), &caller, headers);
             checker.unauthorized()
         }

@@ -2,6 +2,8 @@
 //! text (a query string or a POST body) read strictly, a Content-Type's
 //! media type, and a request body read with a size limit.
 
+use std::time::Duration;
+
 use axum::body::{to_bytes, Body};
 
 /// Why form text could not be read; never repeats what was sent.
@@ -69,11 +71,29 @@ pub enum BodyError {
     TooLarge,
     /// The upload broke off or was malformed.
     Broken,
+    /// The client stopped sending before the whole body came.
+    TimedOut,
 }
 
-/// The whole body, at most `limit` bytes.
+/// How long a client may take to send a request body. Without a bound, a
+/// client that announces a body and sends half of it would hold its
+/// connection, and the door's slot, for ever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole body, at most `limit` bytes, within [`BODY_READ_TIMEOUT`].
 pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
-    to_bytes(body, limit).await.map_err(|e| {
+    read_body_within(body, limit, BODY_READ_TIMEOUT).await
+}
+
+async fn read_body_within(
+    body: Body,
+    limit: usize,
+    within: Duration,
+) -> Result<bytes::Bytes, BodyError> {
+    let read = tokio::time::timeout(within, to_bytes(body, limit))
+        .await
+        .map_err(|_| BodyError::TimedOut)?;
+    read.map_err(|e| {
         // The limit shows as a length-limit error somewhere in the chain;
         // anything else is a broken upload.
         let mut source: Option<&dyn std::error::Error> = Some(&e);
@@ -90,6 +110,36 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, BodyErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that sends its first bytes, then nothing more.
+    struct Stalls(bool);
+
+    impl hyper::body::Body for Stalls {
+        type Data = bytes::Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>>
+        {
+            if self.0 {
+                return std::task::Poll::Pending;
+            }
+            self.0 = true;
+            let first = hyper::body::Frame::data(bytes::Bytes::from_static(b"a=1&"));
+            std::task::Poll::Ready(Some(Ok(first)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_coming_times_out() {
+        let within = Duration::from_millis(50);
+        let stalled = read_body_within(Body::new(Stalls(false)), 100, within).await;
+        assert_eq!(stalled, Err(BodyError::TimedOut));
+        let whole = read_body_within(Body::from("a=1"), 100, within).await;
+        assert_eq!(whole, Ok(bytes::Bytes::from_static(b"a=1")));
+    }
 
     #[test]
     fn form_text_is_read_strictly() {

@@ -272,6 +272,30 @@ async fn a_scoped_credential_gets_only_what_its_scopes_allow() {
         .await;
     bad.assert_error("add", 400);
     assert!(app.stored_hash("bad-scope").await.is_none());
+    // So is a scope given but empty, in any form: it never means the
+    // default, which may allow far more.
+    let empties: [serde_json::Value; 4] = [
+        serde_json::json!({"user": "empty-scope", "passwd": "p", "scope": []}),
+        serde_json::json!({"user": "empty-scope", "passwd": "p", "scope": [""]}),
+        serde_json::json!({"user": "empty-scope", "passwd": "p", "scope": " "}),
+        serde_json::json!({"user": "empty-scope", "passwd": "p", "scope": null}),
+    ];
+    for body in &empties {
+        let refused = app.post_json("/add", body).await;
+        refused.assert_error("add", 400);
+        assert!(
+            refused.body["msg"].as_str().unwrap().contains("empty"),
+            "{body}: {refused:?}"
+        );
+    }
+    let form = app
+        .post_form(
+            "/add",
+            &[("user", "empty-scope"), ("passwd", "p"), ("scope", "")],
+        )
+        .await;
+    form.assert_error("add", 400);
+    assert!(app.stored_hash("empty-scope").await.is_none());
     // JSON lists work too.
     let listed = app
         .post_json(
@@ -332,7 +356,7 @@ async fn refused_requests_get_the_registrys_error_shape() {
         &get(
             app,
             "service=registry",
-            Some(&basic("nobody", "User-Pass-1")),
+            Some(&basic("nobody-tok", "User-Pass-1")),
         )
         .await,
     );
@@ -401,9 +425,63 @@ async fn refused_requests_get_the_registrys_error_shape() {
         .await
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
+    // HEAD would sign a token nobody sees (and store a refresh token): 405.
+    let issued_before =
+        crate::helpers::metric_value(app, "rubber_tokens_issued_total{kind=\"access\"}").await;
+    let head = app
+        .client
+        .head(format!(
+            "http://{}/token?service=registry&offline_token=true",
+            door(app)
+        ))
+        .header("authorization", &right)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 405);
+    assert_eq!(head.headers()["allow"], "GET, POST");
+    assert_eq!(
+        crate::helpers::metric_value(app, "rubber_tokens_issued_total{kind=\"access\"}").await,
+        issued_before,
+        "no token signed for a HEAD"
+    );
+    let jwks = app
+        .client
+        .post(format!("http://{}/.well-known/jwks.json", door(app)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status().as_u16(), 405);
+    assert_eq!(jwks.headers()["allow"], "GET, HEAD");
+    let big = "a".repeat(20_000);
+    assert_error(
+        &post(app, &[("grant_type", "password"), ("pad", &big)]).await,
+        413,
+        "UNSUPPORTED",
+    );
+    let logs = captured_logs();
+    assert!(!logs.contains("User-Pass-1"), "no password in the log");
+    // Refusals are audited with the user, a pseudonym for a name no
+    // credential has (it may be a password typed in the wrong field).
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("action=\"token\"") && l.contains("result=\"refused\""))
+        .collect();
     assert!(
-        !captured_logs().contains("User-Pass-1"),
-        "no password in the log"
+        refused
+            .iter()
+            .any(|l| l.contains("reason=\"wrong_password\"") && l.contains("user=\"user-1\"")),
+        "{refused:#?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("reason=\"unknown_user\"") && l.contains("user=\"unknown-")),
+        "{refused:#?}"
+    );
+    assert!(
+        !logs.contains("nobody-tok"),
+        "an unknown name is not logged"
     );
 }
 
@@ -534,11 +612,14 @@ async fn refresh_tokens_get_new_tokens_until_their_credential_is_removed_or_repl
     assert_unauthorized(&renewed("made-up-token".to_owned()).await);
     // Tokens are audited, never written out.
     let logs = captured_logs();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("action=\"token\"") && l.contains("user=\"offline\"")),
-        "an audit line per token"
-    );
+    for grant in ["password", "refresh_token"] {
+        assert!(
+            logs.lines().any(|l| l.contains("action=\"token\"")
+                && l.contains("user=\"offline\"")
+                && l.contains(&format!("grant=\"{grant}\""))),
+            "an audit line per token, saying how it was asked for: {grant}"
+        );
+    }
     assert!(!logs.contains(&refresh), "no refresh token in the log");
     assert!(
         crate::helpers::metric_value(app, "rubber_tokens_issued_total{kind=\"refresh\"}").await

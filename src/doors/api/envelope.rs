@@ -163,6 +163,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    BodyTimedOut,
     #[error("method not allowed; use {hint}")]
     MethodNotAllowed {
         allow: &'static str,
@@ -197,6 +199,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound | ApiError::NotLive { .. } => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,

@@ -86,11 +86,19 @@ pub fn door(credentials: Arc<Credentials>, settings: &TokenSettings, keys: Arc<T
         metrics: Arc::clone(&metrics),
     });
     let routes = Router::new()
+        // HEAD of /token would issue a token (and a refresh token) that
+        // nobody sees: refused like any other method.
         .route(
             PATH,
-            get(get_token).post(post_token).fallback(method_not_allowed),
+            get(get_token)
+                .post(post_token)
+                .head(|| async { method_not_allowed("GET, POST") })
+                .fallback(|| async { method_not_allowed("GET, POST") }),
         )
-        .route(JWKS_PATH, get(jwks).fallback(method_not_allowed))
+        .route(
+            JWKS_PATH,
+            get(jwks).fallback(|| async { method_not_allowed("GET, HEAD") }),
+        )
         .fallback(not_found)
         .with_state(state);
     Door::new(
@@ -106,23 +114,36 @@ pub fn door(credentials: Arc<Credentials>, settings: &TokenSettings, keys: Arc<T
 /// What a token request can fail with.
 #[derive(Debug)]
 enum TokenError {
-    /// No usable credentials: 401 with the Basic challenge. The reason goes
-    /// to the log only.
-    Unauthorized(&'static str),
+    /// No usable credentials: 401 with the Basic challenge. The reason, and
+    /// the user name as the log may show it, go to the log only.
+    Unauthorized {
+        reason: &'static str,
+        user: Option<String>,
+    },
     /// A live credential too close to its expiry for any token: one would
     /// outlive it by the registry's leeway. 401, saying so.
     ExpiresTooSoon,
     /// The request itself is wrong: 400.
     BadRequest(String),
+    /// The form is larger than the door reads: 413.
+    TooLarge,
+    /// The client stopped sending its form: 408.
+    TimedOut,
     /// The database or the hashing queue cannot answer now: 503.
     Unavailable(CredentialError),
     Internal(String),
 }
 
+impl TokenError {
+    fn unauthorized(reason: &'static str) -> Self {
+        TokenError::Unauthorized { reason, user: None }
+    }
+}
+
 impl TokenDoor {
     fn answer(&self, error: TokenError) -> Response {
         let (status, code, message) = match &error {
-            TokenError::Unauthorized(_) => (
+            TokenError::Unauthorized { .. } => (
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "authentication required: give the credentials of a live user".to_owned(),
@@ -135,6 +156,16 @@ impl TokenDoor {
                 ),
             ),
             TokenError::BadRequest(why) => (StatusCode::BAD_REQUEST, "UNSUPPORTED", why.clone()),
+            TokenError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "UNSUPPORTED",
+                format!("the form is larger than {MAX_FORM_BYTES} bytes"),
+            ),
+            TokenError::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                "UNSUPPORTED",
+                "the form did not arrive in time".to_owned(),
+            ),
             TokenError::Unavailable(CredentialError::Busy) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -197,7 +228,8 @@ async fn not_found() -> Response {
     )
 }
 
-async fn method_not_allowed() -> Response {
+/// 405, naming the methods `allow`ed.
+fn method_not_allowed(allow: &'static str) -> Response {
     let mut response = errors(
         StatusCode::METHOD_NOT_ALLOWED,
         "UNSUPPORTED",
@@ -205,7 +237,7 @@ async fn method_not_allowed() -> Response {
     );
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 
@@ -288,13 +320,10 @@ async fn post_token(State(door): State<Arc<TokenDoor>>, req: Request) -> Respons
         }
         let bytes = form::read_body(Body::new(body), MAX_FORM_BYTES)
             .await
-            .map_err(|e| {
-                TokenError::BadRequest(match e {
-                    BodyError::TooLarge => {
-                        format!("the form is larger than {MAX_FORM_BYTES} bytes")
-                    }
-                    BodyError::Broken => "the form could not be read".into(),
-                })
+            .map_err(|e| match e {
+                BodyError::TooLarge => TokenError::TooLarge,
+                BodyError::TimedOut => TokenError::TimedOut,
+                BodyError::Broken => TokenError::BadRequest("the form could not be read".into()),
             })?;
         let params = Form::parse(&bytes, "form")?;
         door.check_service(params.first("service"))?;
@@ -313,13 +342,13 @@ async fn post_token(State(door): State<Arc<TokenDoor>>, req: Request) -> Respons
                 let token = params
                     .first("refresh_token")
                     .filter(|t| !t.is_empty() && t.len() <= 256)
-                    .ok_or(TokenError::Unauthorized("no_refresh_token"))?;
+                    .ok_or(TokenError::unauthorized("no_refresh_token"))?;
                 let row = door
                     .credentials
                     .redeem_refresh(token, &door.service)
                     .await
                     .map_err(TokenError::Unavailable)?
-                    .ok_or(TokenError::Unauthorized("refresh_token_not_live"))?;
+                    .ok_or(TokenError::unauthorized("refresh_token_not_live"))?;
                 door.issue(&row, &scopes, false, Some(token.to_owned()), true)
                     .await
             }
@@ -368,14 +397,17 @@ impl TokenDoor {
         let (user, password) = match login {
             Some((user, password)) => (
                 Username::parse(user)
-                    .map_err(|_| TokenError::Unauthorized("unusable_user_name"))?,
+                    .map_err(|_| TokenError::unauthorized("unusable_user_name"))?,
                 Password::presented(password.to_owned()),
             ),
-            None => basic_credentials(headers).map_err(TokenError::Unauthorized)?,
+            None => basic_credentials(headers).map_err(TokenError::unauthorized)?,
         };
         match self.credentials.verify(&user, password.expose()).await {
             Ok(Verdict::Allowed(row)) => Ok(*row),
-            Ok(Verdict::Refused(refusal)) => Err(TokenError::Unauthorized(refusal.name())),
+            Ok(Verdict::Refused(refusal)) => Err(TokenError::Unauthorized {
+                reason: refusal.name(),
+                user: Some(self.credentials.shown_name(&user, refusal)),
+            }),
             Err(e @ (CredentialError::Store(_) | CredentialError::Busy)) => {
                 Err(TokenError::Unavailable(e))
             }
@@ -454,6 +486,7 @@ impl TokenDoor {
             .current()
             .sign(&claims)
             .map_err(|_| TokenError::Internal("signing failed".into()))?;
+        let refresh_was_given = refresh.is_some();
         let refresh_token = match (offline, refresh) {
             (_, Some(token)) => Some(token),
             (true, None) => Some(
@@ -472,6 +505,11 @@ impl TokenDoor {
             issued_at: rfc3339(now),
             refresh_token,
             new_refresh: offline,
+            grant: if refresh_was_given {
+                "refresh_token"
+            } else {
+                "password"
+            },
             oauth,
         })
     }
@@ -486,10 +524,12 @@ impl TokenDoor {
                     inc(&self.credentials.metrics().refresh_tokens_issued);
                 }
                 Event {
+                    door: Some("token"),
                     action: "token",
                     result: "ok",
                     user: Some(&issued.user),
                     scopes: Some(&issued.granted),
+                    grant: Some(issued.grant),
                     caller: Some(caller),
                     ..Event::default()
                 }
@@ -498,22 +538,29 @@ impl TokenDoor {
             }
             Err(error) => {
                 let reason = match &error {
-                    TokenError::Unauthorized(r) => Some(*r),
+                    TokenError::Unauthorized { reason, .. } => Some(*reason),
                     TokenError::ExpiresTooSoon => Some("expires_within_the_leeway"),
                     TokenError::BadRequest(_) => Some("bad_request"),
+                    TokenError::TooLarge => Some("form_too_large"),
+                    TokenError::TimedOut => Some("form_timed_out"),
                     TokenError::Unavailable(_) | TokenError::Internal(_) => None,
+                };
+                let user = match &error {
+                    TokenError::Unauthorized { user, .. } => user.as_deref(),
+                    _ => None,
                 };
                 if let Some(reason) = reason {
                     inc(&self.metrics.refused);
-                    tracing::info!(
-                        target: "registry_rubber::audit",
-                        door = "token",
-                        action = "token",
-                        result = "refused",
-                        reason,
-                        caller = %caller,
-                        "audit"
-                    );
+                    Event {
+                        door: Some("token"),
+                        action: "token",
+                        result: "refused",
+                        reason: Some(reason),
+                        user,
+                        caller: Some(caller),
+                        ..Event::default()
+                    }
+                    .emit();
                 }
                 self.answer(error)
             }
@@ -541,6 +588,8 @@ struct Issued {
     refresh_token: Option<String>,
     /// Whether a refresh token was issued by this request.
     new_refresh: bool,
+    /// How the request proved itself: `password` or `refresh_token`.
+    grant: &'static str,
     /// Answer as the OAuth2 endpoint (with `scope`).
     oauth: bool,
 }
