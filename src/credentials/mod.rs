@@ -6,12 +6,13 @@
 //! against it, through a bounded cache of successes, with the same cost for
 //! an unknown user as for a wrong password.
 
+mod hashing;
 mod verifier;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::audit::{Caller, Event};
 use crate::clock::Clock;
@@ -23,6 +24,7 @@ use crate::store::{
     ListQuery, ListedUser, LiveCredentials, Store, StoreError, UserRow, WriteOp, WriteOutcome,
     DELETE_BATCH,
 };
+use hashing::{Lane, LaneError};
 pub use verifier::VerifyCache;
 
 /// Attempts at a fresh generated name before giving up (a clash needs two
@@ -116,11 +118,10 @@ pub struct Credentials {
     min_older_than: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    /// Admits as many concurrent password hashings as there are cores.
-    hashing: Arc<Semaphore>,
-    /// Hashing jobs waiting for a core, and how many may wait.
-    hash_waiting: AtomicUsize,
-    max_hash_waiting: usize,
+    /// The hashings of checks, and those of new credentials: separate, so
+    /// that a flood of checks never holds up an add.
+    check_lane: Lane,
+    add_lane: Lane,
     /// A hash of a random password in the configured format: what a check
     /// verifies against when there is no live user, so that it costs what a
     /// wrong password costs.
@@ -162,9 +163,8 @@ impl Credentials {
             min_older_than: settings.min_older_than,
             clock,
             metrics,
-            hashing: Arc::new(Semaphore::new(cores)),
-            hash_waiting: AtomicUsize::new(0),
-            max_hash_waiting: cores * HASH_QUEUE_PER_CORE,
+            check_lane: Lane::new(cores, cores * HASH_QUEUE_PER_CORE),
+            add_lane: Lane::new(cores, cores * HASH_QUEUE_PER_CORE),
             dummy_hash,
             cache: VerifyCache::new(settings.verify_cache_entries),
             pseudonym_key: ring::hmac::Key::generate(
@@ -469,7 +469,7 @@ impl Credentials {
     async fn hash(&self, password: &Password) -> Result<String, CredentialError> {
         let (hash_type, cost) = (self.hash_type, self.bcrypt_cost);
         let password = password.clone();
-        self.off_the_workers(hash_type == HashType::Sha1, move || {
+        self.off_the_workers(&self.add_lane, hash_type == HashType::Sha1, move || {
             htpasswd::hash(hash_type, password.expose(), cost)
                 .map_err(|e| CredentialError::Internal(format!("hashing failed: {e}")))
         })
@@ -480,48 +480,30 @@ impl Credentials {
     async fn check(&self, password: &str, stored: String) -> Result<bool, CredentialError> {
         let cheap = htpasswd::detect(&stored) == Some(HashType::Sha1);
         let password = Password::presented(password.to_owned());
-        self.off_the_workers(cheap, move || htpasswd::verify(password.expose(), &stored))
-            .await
+        self.off_the_workers(&self.check_lane, cheap, move || {
+            htpasswd::verify(password.expose(), &stored)
+        })
+        .await
     }
 
     /// Runs a hashing job: in place when it is `cheap` (`{SHA}` costs a
-    /// microsecond), otherwise on the blocking pool, one job per core at
-    /// most, in arrival order (more threads would only share the same cores
-    /// and stretch every request's latency). The permit goes with the job and
-    /// is released when the hashing ends, even when the request that asked
-    /// for it was abandoned meanwhile.
+    /// microsecond), otherwise on `lane`.
     async fn off_the_workers<T: Send + 'static>(
         &self,
+        lane: &Lane,
         cheap: bool,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CredentialError> {
         if cheap {
             return Ok(job());
         }
-        let permit = match Arc::clone(&self.hashing).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Count this caller among the waiting, and refuse it when
-                // the queue is full.
-                let waiting = self.hash_waiting.fetch_add(1, Ordering::AcqRel);
-                let _leave = Leave(&self.hash_waiting);
-                if waiting >= self.max_hash_waiting {
-                    inc(&self.metrics.hashing_refused);
-                    return Err(CredentialError::Busy);
-                }
-                Arc::clone(&self.hashing)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| CredentialError::Internal(format!("hashing gate closed: {e}")))?
+        lane.run(job).await.map_err(|e| match e {
+            LaneError::Full => {
+                inc(&self.metrics.hashing_refused);
+                CredentialError::Busy
             }
-        };
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
+            LaneError::Failed(why) => CredentialError::Internal(why),
         })
-        .await
-        .map_err(|e| CredentialError::Internal(format!("hashing task failed: {e}")))
     }
 }
 
@@ -798,15 +780,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Leaves the count of waiting hashing jobs when dropped.
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The error for a write that failed or answered out of turn.

@@ -160,7 +160,10 @@ async fn bad_input_exits_2_and_changes_nothing() {
             Some(&*"p".repeat(73)),
         ),
         (vec!["add", "--scope", "", "u"], Some("x")),
-        (vec!["add", "--scope", "repository:Team:pull", "u"], Some("x")),
+        (
+            vec!["add", "--scope", "repository:Team:pull", "u"],
+            Some("x"),
+        ),
         (vec!["remove", "a b"], None),
         (vec!["hash", "--type", "md4"], Some("x")),
     ] {
