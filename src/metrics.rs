@@ -62,6 +62,9 @@ pub struct Metrics {
     /// Access tokens and refresh tokens the token door issued.
     pub tokens_issued: AtomicU64,
     pub refresh_tokens_issued: AtomicU64,
+    /// When the token door's signing certificate expires (Unix seconds);
+    /// 0 without a token door.
+    pub token_certificate_expiry: AtomicU64,
     /// The htpasswd file: users written into it, rewrites, and failed
     /// reads or writes.
     pub htpasswd_users: AtomicU64,
@@ -228,6 +231,15 @@ impl Metrics {
             "Failed reads of the users or writes of the htpasswd file, each retried.",
             get(&self.htpasswd_write_failures),
         );
+        let expiry = get(&self.token_certificate_expiry);
+        if expiry > 0 {
+            gauge(
+                &mut out,
+                "rubber_token_certificate_expiry_seconds",
+                "When the token door's signing certificate expires, in Unix seconds: renew it before.",
+                expiry,
+            );
+        }
         counter(
             &mut out,
             "rubber_hashing_refused_total",

@@ -420,7 +420,7 @@ pub fn quotable(value: &str) -> Result<String, String> {
         Ok(value.to_owned())
     } else {
         Err(format!(
-            "`{value}` cannot be a realm; write 1 to 128 printable ASCII characters without quotes or backslashes, such as registry"
+            "`{value}` is not 1 to 128 printable ASCII characters without quotes or backslashes, such as registry"
         ))
     }
 }

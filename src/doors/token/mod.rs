@@ -72,6 +72,7 @@ pub fn door(credentials: Arc<Credentials>, settings: &TokenSettings, keys: Arc<T
     let metrics = credentials
         .metrics()
         .door("token", &[PATH, JWKS_PATH], true);
+    keys.report_to(Arc::clone(credentials.metrics()));
     let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", settings.realm))
         .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"registry token\""));
     let state = Arc::new(TokenDoor {
@@ -242,7 +243,12 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 async fn jwks(State(door): State<Arc<TokenDoor>>) -> Response {
-    let body = json!({"keys": [door.keys.current().jwk()]});
+    // A key replaced by a reload stays listed while tokens it signed may
+    // be live: their ttl and the registry's leeway.
+    let live_for = std::time::Duration::from_secs(
+        u64::try_from(door.ttl + REGISTRY_LEEWAY).unwrap_or(u64::MAX),
+    );
+    let body = json!({"keys": door.keys.published(live_for)});
     let mut response = body.to_string().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -7,7 +7,8 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -15,6 +16,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
+
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
@@ -24,6 +27,8 @@ pub enum SignerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("token.key {path} is encrypted; the service has no passphrase: give it the key unencrypted (`openssl ec -in {path} -out plain.key`), readable by the service only", path = .0.display())]
+    Encrypted(PathBuf),
     #[error("token.key {0} holds no PEM private key; give an EC P-256 key (-----BEGIN EC PRIVATE KEY----- or -----BEGIN PRIVATE KEY-----), such as `openssl ecparam -name prime256v1 -genkey -noout` writes")]
     NoKey(PathBuf),
     #[error("token.key {path} is not an EC P-256 private key ({why}); tokens are signed with ES256: make one with `openssl ecparam -name prime256v1 -genkey -noout -out {path}`", path = .path.display())]
@@ -34,7 +39,17 @@ pub enum SignerError {
     BadCertificate { path: PathBuf, message: String },
     #[error("token.key {key} does not match the certificate in token.cert {cert}; give the certificate made for that key")]
     Mismatch { key: PathBuf, cert: PathBuf },
+    #[error("token.cert {path} is not valid now (valid from {not_before} to {not_after}); the registry would refuse every token it signs: give a current certificate")]
+    NotValidNow {
+        path: PathBuf,
+        not_before: String,
+        not_after: String,
+    },
 }
+
+/// A signing certificate that expires sooner than this is warned about at
+/// every load.
+const EXPIRY_WARNING: i64 = 30 * 24 * 3600;
 
 /// One key and certificate, ready to sign.
 pub struct Signer {
@@ -46,6 +61,8 @@ pub struct Signer {
     x5c: Vec<String>,
     /// The public key as a JWK (with kid, use, alg and x5c).
     jwk: Value,
+    /// When the certificate expires, in Unix seconds.
+    not_after: i64,
 }
 
 impl Signer {
@@ -66,6 +83,30 @@ impl Signer {
                 key: key_path.to_owned(),
                 cert: cert_path.to_owned(),
             });
+        }
+        // The registry checks the certificate when it verifies each token:
+        // one that has expired, or is not valid yet, fails every token.
+        let validity = leaf.validity();
+        let (not_before, not_after) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if now < not_before || now >= not_after {
+            return Err(SignerError::NotValidNow {
+                path: cert_path.to_owned(),
+                not_before: validity.not_before.to_string(),
+                not_after: validity.not_after.to_string(),
+            });
+        }
+        if not_after - now < EXPIRY_WARNING {
+            tracing::warn!(
+                cert = %cert_path.display(),
+                not_after = %validity.not_after,
+                "the token signing certificate expires within 30 days; renew it and send SIGHUP"
+            );
         }
         // The point is uncompressed: 0x04, then x and y, 32 bytes each.
         let (x, y) = (
@@ -90,11 +131,17 @@ impl Signer {
             kid,
             x5c,
             jwk,
+            not_after,
         })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// When the certificate expires, in Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
     }
 
     /// The public key as a JWK, for `/.well-known/jwks.json`.
@@ -143,7 +190,17 @@ fn open(key: &'static str, path: &Path) -> Result<BufReader<std::fs::File>, Sign
 }
 
 fn read_key(path: &Path, rng: &SystemRandom) -> Result<EcdsaKeyPair, SignerError> {
-    let der = rustls_pemfile::private_key(&mut open("token.key", path)?)
+    let pem = std::fs::read(path).map_err(|source| SignerError::Read {
+        key: "token.key",
+        path: path.to_owned(),
+        source,
+    })?;
+    // An encrypted key (PKCS#8 or OpenSSL's Proc-Type form) cannot be read
+    // without a passphrase the service does not have.
+    if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(SignerError::Encrypted(path.to_owned()));
+    }
+    let der = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|source| SignerError::Read {
             key: "token.key",
             path: path.to_owned(),
@@ -265,6 +322,11 @@ fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, SignerError> {
 pub struct TokenKeys {
     files: RwLock<(PathBuf, PathBuf)>,
     current: RwLock<Arc<Signer>>,
+    /// The signer a reload replaced, and when: tokens it signed are still
+    /// live for a while, so the JWKS goes on listing its key.
+    previous: RwLock<Option<(Arc<Signer>, Instant)>>,
+    /// Where the certificate's expiry is reported, once the door is built.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl TokenKeys {
@@ -272,7 +334,15 @@ impl TokenKeys {
         Ok(Self {
             current: RwLock::new(Arc::new(Signer::load(key, cert)?)),
             files: RwLock::new((key.to_owned(), cert.to_owned())),
+            previous: RwLock::new(None),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Reports the certificate's expiry to `metrics`, now and at every
+    /// reload.
+    pub fn report_to(&self, metrics: Arc<Metrics>) {
+        report_expiry(self.metrics.get_or_init(|| metrics), &self.current());
     }
 
     pub fn current(&self) -> Arc<Signer> {
@@ -280,6 +350,19 @@ impl TokenKeys {
             Ok(s) => Arc::clone(&s),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    /// The public keys a verifier needs now: the one in force, and the one
+    /// it replaced while tokens that one signed may be live (`for_how_long`
+    /// after the replacement).
+    pub fn published(&self, for_how_long: Duration) -> Vec<Value> {
+        let mut keys = vec![self.current().jwk().clone()];
+        if let Some((previous, since)) = &*self.previous.read().unwrap_or_else(|p| p.into_inner()) {
+            if since.elapsed() < for_how_long {
+                keys.push(previous.jwk().clone());
+            }
+        }
+        keys
     }
 
     /// Reads the files again; on any error the signer in force stays.
@@ -295,9 +378,16 @@ impl TokenKeys {
     /// them in force; on any error the signer in force stays.
     pub fn reload_from(&self, key: &Path, cert: &Path) -> Result<(), SignerError> {
         let signer = Arc::new(Signer::load(key, cert)?);
-        match self.current.write() {
-            Ok(mut s) => *s = signer,
-            Err(poisoned) => *poisoned.into_inner() = signer,
+        if let Some(metrics) = self.metrics.get() {
+            report_expiry(metrics, &signer);
+        }
+        let replaced = {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *current, signer)
+        };
+        if replaced.kid() != self.current().kid() {
+            *self.previous.write().unwrap_or_else(|p| p.into_inner()) =
+                Some((replaced, Instant::now()));
         }
         match self.files.write() {
             Ok(mut f) => *f = (key.to_owned(), cert.to_owned()),
@@ -305,6 +395,13 @@ impl TokenKeys {
         }
         Ok(())
     }
+}
+
+fn report_expiry(metrics: &Metrics, signer: &Signer) {
+    let expiry = u64::try_from(signer.not_after()).unwrap_or(0);
+    metrics
+        .token_certificate_expiry
+        .store(expiry, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -425,6 +522,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("not an EC P-256 private key"), "{err}");
+        // Encrypted keys, in both of openssl's forms, are named as such.
+        let (plain, cert) = key_and_cert(&other);
+        for (name, args) in [
+            ("legacy.key", &["ec", "-aes256"][..]),
+            ("pkcs8.key", &["pkcs8", "-topk8", "-v2", "aes256"][..]),
+        ] {
+            let out = dir.path().join(name);
+            let made = std::process::Command::new("openssl")
+                .args(args)
+                .arg("-in")
+                .arg(&plain)
+                .args(["-passout", "pass:secret", "-out"])
+                .arg(&out)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let err = Signer::load(&out, &cert).err().unwrap().to_string();
+            assert!(err.contains("is encrypted"), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -439,6 +559,66 @@ mod tests {
         let (_, _) = key_and_cert(dir.path());
         keys.reload().unwrap();
         assert_ne!(keys.current().kid(), before, "a new key in force");
+        // The JWKS lists the replaced key while its tokens may live.
+        let kids = |published: Vec<Value>| -> Vec<String> {
+            published
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let now = keys.current().kid().to_owned();
+        assert_eq!(
+            kids(keys.published(Duration::from_secs(300))),
+            [now.clone(), before]
+        );
+        assert_eq!(kids(keys.published(Duration::ZERO)), [now]);
+        // Reloading the same files changes nothing.
+        keys.reload().unwrap();
+        assert_eq!(kids(keys.published(Duration::from_secs(300))).len(), 2);
+    }
+
+    #[test]
+    fn a_certificate_not_valid_now_is_refused_and_the_expiry_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key_path = dir.path().join("token.key");
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let cert = |not_before: time::OffsetDateTime, not_after: time::OffsetDateTime| {
+            let mut params = rcgen::CertificateParams::new(vec!["token-signer".into()]).unwrap();
+            params.not_before = not_before;
+            params.not_after = not_after;
+            let path = dir
+                .path()
+                .join(format!("{}.crt", not_before.unix_timestamp()));
+            std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+            path
+        };
+        let day = time::Duration::days(1);
+        let expired = cert(now - day * 10, now - day);
+        let not_yet = cert(now + day, now + day * 10);
+        for path in [&expired, &not_yet] {
+            let err = Signer::load(&key_path, path).err().unwrap().to_string();
+            assert!(err.contains("is not valid now"), "{err}");
+        }
+        let expires: time::OffsetDateTime = now + day * 100;
+        let current = cert(now - day, expires);
+        let keys = TokenKeys::load(&key_path, &current).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        keys.report_to(Arc::clone(&metrics));
+        let reported = metrics
+            .token_certificate_expiry
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(reported, expires.unix_timestamp() as u64);
+        // A reload to an expired certificate is refused; the one in force
+        // and its reported expiry stay.
+        assert!(keys.reload_from(&key_path, &expired).is_err());
+        assert_eq!(
+            metrics
+                .token_certificate_expiry
+                .load(std::sync::atomic::Ordering::Relaxed),
+            reported
+        );
     }
 
     #[test]
