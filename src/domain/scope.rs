@@ -35,8 +35,22 @@ pub struct ScopeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestedScope {
     pub kind: String,
+    /// The resource class the type may carry, as in `repository(plugin)`
+    /// (what a docker engine asks for a plugin): answered back, and
+    /// otherwise ignored, as the registry ignores it.
+    pub class: Option<String>,
     pub name: String,
     pub actions: Vec<String>,
+}
+
+impl RequestedScope {
+    /// The type as the request wrote it: with its class, if any.
+    pub fn full_kind(&self) -> String {
+        match &self.class {
+            Some(class) => format!("{}({class})", self.kind),
+            None => self.kind.clone(),
+        }
+    }
 }
 
 /// What may be granted: a name glob and actions, or every action.
@@ -75,17 +89,22 @@ fn split(scope: &str) -> Result<(&str, &str, &str), ScopeError> {
     }
     let (kind, rest) = scope.split_once(':').ok_or_else(|| bad("no name"))?;
     let (name, actions) = rest.rsplit_once(':').ok_or_else(|| bad("no actions"))?;
-    if kind.is_empty()
-        || !kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+    if !is_type_word(kind) {
         return Err(bad("the type must be lower-case letters and digits"));
     }
     if name.is_empty() {
         return Err(bad("no name"));
     }
     Ok((kind, name, actions))
+}
+
+/// Whether `word` is a resource type or class: lower-case letters and
+/// digits.
+fn is_type_word(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Text quoted in an error: at most 80 characters, visible ASCII only.
@@ -173,11 +192,24 @@ fn is_action(a: &str) -> bool {
 
 impl RequestedScope {
     pub fn parse(scope: &str) -> Result<Self, ScopeError> {
-        let (kind, name, actions) = split(scope)?;
         let bad = |why| ScopeError {
             scope: shorten(scope),
             why,
         };
+        // A type may carry a class: `repository(plugin):name:pull`.
+        let (class, plain) = match scope.split_once(':') {
+            Some((typed, rest)) if typed.ends_with(')') => {
+                let (kind, class) = typed[..typed.len() - 1]
+                    .split_once('(')
+                    .filter(|(kind, class)| is_type_word(kind) && is_type_word(class))
+                    .ok_or_else(|| {
+                        bad("a class is written type(class), in lower-case letters and digits")
+                    })?;
+                (Some(class), format!("{kind}:{rest}"))
+            }
+            _ => (None, scope.to_owned()),
+        };
+        let (kind, name, actions) = split(&plain)?;
         let name_ok = if kind == REGISTRY_TYPE {
             name == "catalog"
         } else {
@@ -200,6 +232,7 @@ impl RequestedScope {
         }
         Ok(Self {
             kind: kind.to_owned(),
+            class: class.map(str::to_owned),
             name: name.to_owned(),
             actions: wanted,
         })
@@ -479,9 +512,23 @@ mod tests {
             "registry:other:*",
             "repository::pull",
             "repository:team/*:pull",
+            "repository():team/app:pull",
+            "repository(Plugin):team/app:pull",
+            "(plugin):team/app:pull",
+            "repository(plugin:team/app:pull",
+            "repository(a)(b):team/app:pull",
         ] {
             assert!(RequestedScope::parse(bad).is_err(), "{bad}");
         }
+        // A class, as a docker engine asks for a plugin: kept apart from the
+        // type, which alone decides what is granted.
+        let r = req("repository(plugin):team/app:pull");
+        assert_eq!(
+            (r.kind.as_str(), r.class.as_deref(), r.name.as_str()),
+            ("repository", Some("plugin"), "team/app")
+        );
+        assert_eq!(r.full_kind(), "repository(plugin)");
+        assert_eq!(req("repository:team/app:pull").class, None);
         assert!(RequestedScope::parse(&format!("repository:{}:pull", "a".repeat(600))).is_err());
         assert_eq!(req("repository:a__b/c.d_e--f:pull").name, "a__b/c.d_e--f");
     }

@@ -259,6 +259,20 @@ async fn a_scoped_credential_gets_only_what_its_scopes_allow() {
         claims["access"],
         serde_json::json!([{"type": "repository", "name": "team/app", "actions": ["pull"]}])
     );
+    // A plugin pull (a class on the type) is granted as the repository is,
+    // the class answered back.
+    let plugin = get(
+        app,
+        "service=registry&scope=repository(plugin):team/app:pull,push&scope=repository(plugin):other/app:pull",
+        Some(&basic("puller", "Pull-Pass-1")),
+    )
+    .await;
+    assert_eq!(plugin.status, 200, "{plugin:?}");
+    let (_, claims) = open_token(plugin.body["token"].as_str().unwrap());
+    assert_eq!(
+        claims["access"],
+        serde_json::json!([{"type": "repository", "class": "plugin", "name": "team/app", "actions": ["pull"]}])
+    );
     // A bad scope pattern on add is refused, and nothing is written.
     let bad = app
         .post_form(

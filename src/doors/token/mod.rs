@@ -471,11 +471,15 @@ impl TokenDoor {
             }
             granted.push(format!(
                 "{}:{}:{}",
-                scope.kind,
+                scope.full_kind(),
                 scope.name,
                 actions.join(",")
             ));
-            access.push(json!({"type": scope.kind, "name": scope.name, "actions": actions}));
+            let mut entry = json!({"type": scope.kind, "name": scope.name, "actions": actions});
+            if let (Some(class), Value::Object(map)) = (&scope.class, &mut entry) {
+                map.insert("class".into(), Value::String(class.clone()));
+            }
+            access.push(entry);
         }
         let claims = json!({
             "iss": self.issuer,
