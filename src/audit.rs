@@ -5,17 +5,26 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::Request;
 
+use crate::domain::Rights;
+
 /// Who made a request: the client's address (a forwarded one when it came
-/// through a trusted proxy) and the subject of its client certificate.
+/// through a trusted proxy), the subject of its client certificate, its
+/// name in the callers file, and what it may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     pub ip: Option<IpAddr>,
     pub subject: Option<String>,
     /// For work that came from no network client: `cli`, `sweeper`.
     pub local: Option<&'static str>,
+    /// The caller's name, when the callers file named it.
+    pub name: Option<Arc<str>>,
+    /// What the caller may do; None until a door has decided, and a caller
+    /// whose rights nobody decided may do nothing.
+    pub rights: Option<Arc<Rights>>,
 }
 
 impl Caller {
@@ -27,10 +36,12 @@ impl Caller {
             .unwrap_or_default()
     }
 
-    /// Work started on this host rather than by a network client.
+    /// Work started on this host rather than by a network client: the
+    /// host's operator, with every right.
     pub fn local(origin: &'static str) -> Self {
         Self {
             local: Some(origin),
+            rights: Some(Arc::new(Rights::all())),
             ..Self::default()
         }
     }
@@ -84,6 +95,7 @@ impl Event<'_> {
             grant = self.grant,
             caller = %self.caller.map_or_else(|| "unknown".to_owned(), ToString::to_string),
             subject = self.caller.and_then(|c| c.subject.as_deref()),
+            caller_name = self.caller.and_then(|c| c.name.as_deref()),
             "audit"
         );
     }

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod callers;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::AccessCell;
+use crate::callers::{Callers, CallersCell, CallersError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Section, Settings};
 use crate::credentials::{CredentialError, Credentials};
@@ -29,6 +30,8 @@ pub enum StartupError {
     HtpasswdFile(#[from] HtpasswdFileError),
     #[error(transparent)]
     TokenKey(#[from] SignerError),
+    #[error(transparent)]
+    Callers(#[from] CallersError),
     #[error(
         "no door is open: set listen (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
     )]
@@ -44,7 +47,8 @@ impl StartupError {
             StartupError::Door(DoorError::Tls { .. })
             | StartupError::NoDoor
             | StartupError::HtpasswdFile(_)
-            | StartupError::TokenKey(_) => true,
+            | StartupError::TokenKey(_)
+            | StartupError::Callers(_) => true,
             StartupError::Door(DoorError::Bind { .. }) | StartupError::Credentials(_) => false,
         }
     }
@@ -84,6 +88,14 @@ impl Application {
             (Some(_), Some(key), Some(cert)) => Some(Arc::new(TokenKeys::load(key, cert)?)),
             _ => None,
         };
+        let callers = Arc::new(CallersCell::new(
+            settings
+                .api
+                .callers_file
+                .as_deref()
+                .map(Callers::load)
+                .transpose()?,
+        ));
         let no_listener = settings.listeners().iter().all(|(_, l)| l.listen.is_none());
         if no_listener && htpasswd_file.is_none() {
             return Err(StartupError::NoDoor);
@@ -98,7 +110,11 @@ impl Application {
         };
         let mut bound = Vec::new();
         let mut all = vec![
-            doors::api::door(Arc::clone(&credentials), &settings.api),
+            doors::api::door(
+                Arc::clone(&credentials),
+                &settings.api,
+                Arc::clone(&callers),
+            ),
             doors::auth_request::door(Arc::clone(&credentials), &settings.auth_request),
         ];
         if let Some(keys) = &token_keys {
@@ -129,6 +145,7 @@ impl Application {
                 })
                 .collect(),
             token_keys,
+            callers,
             started_with: settings.clone(),
         });
         Ok(Self {
@@ -269,7 +286,7 @@ pub type SettingsSource = Arc<dyn Fn() -> Result<Settings, ConfigError> + Send +
 
 /// The keys a reload puts in force; any other that changed waits for a
 /// restart, and the log says so.
-const RELOADABLE: [&str; 9] = [
+const RELOADABLE: [&str; 10] = [
     "allow_from",
     "trusted_proxies",
     "allowed_subjects",
@@ -279,6 +296,7 @@ const RELOADABLE: [&str; 9] = [
     "tls_crl",
     "key",
     "cert",
+    "callers_file",
 ];
 
 /// What a reload can change without a restart: each door's allowlist,
@@ -287,6 +305,7 @@ const RELOADABLE: [&str; 9] = [
 pub struct Reloader {
     doors: Vec<ReloadableDoor>,
     token_keys: Option<Arc<TokenKeys>>,
+    callers: Arc<CallersCell>,
     started_with: Settings,
 }
 
@@ -352,6 +371,28 @@ impl Reloader {
                 "signing key and certificate",
                 result.map_err(|e| e.to_string()),
             ));
+        }
+        // The callers file: read again (the one in force, or the one the
+        // configuration now names); a bad one is refused and the callers in
+        // force stay. Turning it on or off waits for a restart, as TLS does.
+        let file = match settings {
+            Some(s) => s.api.callers_file.clone(),
+            None => self.started_with.api.callers_file.clone(),
+        };
+        match (self.callers.current().is_some(), file) {
+            (true, Some(path)) => {
+                let result = Callers::load(&path).map(|c| self.callers.set(Some(c)));
+                done.push(("api", "callers file", result.map_err(|e| e.to_string())));
+            }
+            (false, None) => {}
+            _ => done.push((
+                "api",
+                "callers file",
+                Err(
+                    "turning the callers file on or off needs a restart; the callers in force stay"
+                        .to_owned(),
+                ),
+            )),
         }
         done
     }

@@ -224,13 +224,16 @@ const API: [Key; 9] = listener_keys!(
     api.listener
 );
 
-const API_ONLY: [Key; 2] = [
+const API_ONLY: [Key; 3] = [
     key!(Section::Api, "allow_get_mutations", "RUBBER_ALLOW_GET_MUTATIONS", "true", "BOOL",
         "whether add, remove, delete, renew and cleanup accept GET, as the original; false is recommended",
         api.allow_get_mutations = values::boolean),
     key!(Section::Api, "allowed_hosts", "RUBBER_ALLOWED_HOSTS", "", "NAMES",
         "host names the API answers to (the Host header), besides localhost, 127.0.0.1 and ::1 on a loopback or wildcard address and the address itself; a request naming another is refused, as a page that rebinds its name to this host would",
         api.allowed_hosts = values::host_names),
+    key!(Section::Api, "callers_file", "RUBBER_CALLERS_FILE", "", "FILE",
+        "TOML file of named callers: each proves itself by a bearer token (the file holds its SHA-256) or a client certificate subject, and may take only its actions on user names with its prefix; unset: every admitted caller may do everything; reloaded on SIGHUP",
+        api.callers_file = values::optional_path),
 ];
 
 const AUTH_REQUEST: [Key; 9] = listener_keys!(

@@ -120,6 +120,9 @@ pub struct ApiSettings {
     pub allow_get_mutations: bool,
     /// Host names the API answers to besides the listen address's own.
     pub allowed_hosts: Vec<String>,
+    /// The file of named callers and their rights; None: every caller the
+    /// API admits may do everything.
+    pub callers_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +253,7 @@ impl Settings {
                 listener: ListenerSettings::default(),
                 allow_get_mutations: false,
                 allowed_hosts: Vec::new(),
+                callers_file: None,
             },
             auth_request: AuthRequestSettings {
                 listener: ListenerSettings::default(),

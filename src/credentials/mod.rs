@@ -17,7 +17,10 @@ use tokio::sync::Notify;
 use crate::audit::{Caller, Event};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::domain::{Granted, Password, ScopePattern, TtlPolicy, Username, MAX_PASSWORD_BYTES};
+use crate::domain::{
+    Forbidden, Granted, Password, Right, Rights, ScopePattern, TtlPolicy, Username,
+    MAX_PASSWORD_BYTES,
+};
 use crate::htpasswd::{self, HashType};
 use crate::metrics::{inc, Metrics, StoreCounts};
 use crate::store::{
@@ -50,6 +53,9 @@ pub enum CredentialError {
     /// rather than after a wait that only grows.
     #[error("too many password checks are waiting; try again shortly")]
     Busy,
+    /// The caller may not do this.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -312,13 +318,16 @@ impl Credentials {
         })
     }
 
-    /// Live users named `prefix`..., after `after`, at most `limit`.
+    /// Live users named `prefix`..., after `after`, at most `limit`; for a
+    /// caller limited to some names, only those.
     pub async fn list(
         &self,
         prefix: String,
         after: Option<String>,
         limit: u32,
+        caller: &Caller,
     ) -> Result<Vec<ListedUser>, CredentialError> {
+        let prefix = rights_of(caller)?.list_prefix(&prefix)?;
         Ok(self
             .store
             .list(ListQuery {
@@ -412,6 +421,10 @@ impl Credentials {
         granted: Granted,
         caller: &Caller,
     ) -> Result<Added, CredentialError> {
+        permitted(caller, "add", user.as_ref(), |r| match &user {
+            Some(user) => r.check_user(Right::Add, user),
+            None => r.check(Right::Add),
+        })?;
         let generated = password.is_none();
         let password = password.unwrap_or_else(Password::generate);
         let hash = self.hash(&password).await?;
@@ -430,6 +443,9 @@ impl Credentials {
 
     /// Removes `user`; Ok(whether it existed).
     pub async fn remove(&self, user: &Username, caller: &Caller) -> Result<bool, CredentialError> {
+        permitted(caller, "remove", Some(user), |r| {
+            r.check_user(Right::Remove, user)
+        })?;
         let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
         detached(async move { shared.remove(&user, &caller).await }).await?
     }
@@ -442,6 +458,9 @@ impl Credentials {
         granted: Granted,
         caller: &Caller,
     ) -> Result<Renewed, CredentialError> {
+        permitted(caller, "renew", Some(user), |r| {
+            r.check_user(Right::Renew, user)
+        })?;
         let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
         detached(async move { shared.renew(&user, granted, &caller).await }).await?
     }
@@ -449,6 +468,7 @@ impl Credentials {
     /// Removes every user created more than `older_than` seconds ago, in
     /// batches of DELETE_BATCH, one transaction each; returns how many.
     pub async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
+        permitted(caller, "cleanup", None, Rights::check_cleanup)?;
         if older_than < self.min_older_than {
             return Err(CredentialError::BelowFloor {
                 floor: self.min_older_than,
@@ -546,6 +566,7 @@ impl Shared {
         generated: bool,
         caller: &Caller,
     ) -> Result<Added, CredentialError> {
+        let rights = rights_of(caller)?;
         let now = self.clock.now();
         let expires_at = now.saturating_add(granted.ttl as i64);
         let write = |user: Username, replace: bool| {
@@ -560,13 +581,14 @@ impl Shared {
         };
         let (user, outcome) = match user {
             Some(user) => {
-                let outcome = write(user.clone(), true).await;
+                let outcome = write(user.clone(), rights.may(Right::Replace)).await;
                 (user, outcome)
             }
             None => {
                 let mut attempt = 1;
                 loop {
-                    let user = Username::generate(self.clock.now_millis());
+                    let user =
+                        Username::generate_under(rights.user_prefix(), self.clock.now_millis());
                     match write(user.clone(), false).await {
                         Ok(WriteOutcome::Conflict) if attempt < NAME_ATTEMPTS => attempt += 1,
                         other => break (user, other),
@@ -586,6 +608,14 @@ impl Shared {
         };
         let replaced = match outcome {
             Ok(WriteOutcome::Added { replaced }) => replaced,
+            Ok(WriteOutcome::Conflict) if !rights.may(Right::Replace) => {
+                let why = Forbidden::Exists(user.clone());
+                event.result = "forbidden";
+                let reason = why.to_string();
+                event.reason = Some(&reason);
+                event.emit();
+                return Err(why.into());
+            }
             other => {
                 event.emit();
                 return Err(unexpected("add", other));
@@ -763,6 +793,39 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
+}
+
+/// The rights of `caller`; a caller whose rights no door decided has none.
+fn rights_of(caller: &Caller) -> Result<&Rights, Forbidden> {
+    caller.rights.as_deref().ok_or(Forbidden::Unknown)
+}
+
+/// Ok when `check` passes the caller's rights; otherwise the refusal,
+/// audited.
+fn permitted(
+    caller: &Caller,
+    action: &'static str,
+    user: Option<&Username>,
+    check: impl FnOnce(&Rights) -> Result<(), Forbidden>,
+) -> Result<(), CredentialError> {
+    let refusal = match rights_of(caller) {
+        Ok(rights) => match check(rights) {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        },
+        Err(why) => why,
+    };
+    let reason = refusal.to_string();
+    Event {
+        action,
+        result: "forbidden",
+        reason: Some(&reason),
+        user: user.map(Username::as_str),
+        caller: Some(caller),
+        ..Event::default()
+    }
+    .emit();
+    Err(refusal.into())
 }
 
 /// What binds a refresh token to the credential it was issued to: the

@@ -37,13 +37,18 @@ impl Username {
     /// random lowercase letters or digits, so that many names minted in one
     /// millisecond, by one instance or several, still differ.
     pub fn generate(epoch_millis: i64) -> Self {
+        Self::generate_under(&NamePrefix::none(), epoch_millis)
+    }
+
+    /// A new epoch-based name that starts with `prefix`.
+    pub fn generate_under(prefix: &NamePrefix, epoch_millis: i64) -> Self {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut rng = rand::thread_rng();
         let suffix: String = (0..6)
             .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
             .collect();
-        Self(format!("{epoch_millis}-{suffix}"))
+        Self(format!("{}{epoch_millis}-{suffix}", prefix.0))
     }
 
     pub fn as_str(&self) -> &str {
@@ -80,6 +85,40 @@ impl fmt::Debug for Username {
 
 impl AsRef<str> for Username {
     fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The start of user names, as a caller may be limited to: the characters
+/// of a user name, short enough that a generated name still fits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamePrefix(String);
+
+/// Longest prefix, leaving room for a generated name after it.
+pub const MAX_NAME_PREFIX_LEN: usize = 64;
+
+impl NamePrefix {
+    /// No prefix: any name.
+    pub fn none() -> Self {
+        Self(String::new())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > MAX_NAME_PREFIX_LEN {
+            return Err(format!(
+                "a user-name prefix is at most {MAX_NAME_PREFIX_LEN} characters"
+            ));
+        }
+        if !raw.bytes().all(is_username_byte) {
+            return Err(
+                "a user-name prefix may contain only ASCII letters, digits, '.', '_', '-' and '@'"
+                    .into(),
+            );
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 }

@@ -142,7 +142,7 @@ async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -
     let caller = Caller {
         ip: client.and_then(Result::ok),
         subject: identity.as_ref().map(|i| i.subject.clone()),
-        local: None,
+        ..Caller::default()
     };
     let refusal = if !matches!(client, Some(Ok(ip)) if access.allows_ip(ip)) {
         // No peer address, an unreadable forwarded one, or one outside

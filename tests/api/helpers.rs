@@ -560,7 +560,7 @@ pub fn percent(s: &str) -> String {
         .collect()
 }
 
-async fn decode(resp: reqwest::Response) -> Answer {
+pub async fn decode(resp: reqwest::Response) -> Answer {
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()

@@ -6,6 +6,7 @@
 mod mariadb;
 
 mod auth_request;
+mod callers;
 mod cleanup;
 mod cli;
 mod contract;

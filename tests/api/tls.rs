@@ -833,3 +833,60 @@ async fn a_reload_puts_new_allowlists_subjects_and_revocation_lists_in_force() {
         "the old certificate stays"
     );
 }
+
+/// A caller named in the callers file by its certificate subject has the
+/// rights given there; a certificate the file does not name gets 401.
+#[tokio::test]
+async fn a_certificate_names_a_caller_of_the_callers_file() {
+    let pki = Pki::new();
+    let callers = pki.write(
+        "callers.toml",
+        "[[caller]]\nname = \"deployer\"\nsubject = \"OU=ops+CN=deployer\"\nactions = [\"add\", \"list\"]\nusers = \"deploy-\"\n",
+    );
+    let app = spawn_tls(&pki, true, |s| s.api.callers_file = Some(callers)).await;
+    let deployer = issue(&pki.ca, &[], "deployer", Some("ops"), false);
+    let runner = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), false);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&deployer),
+        &post_form("/add", "user=deploy-1&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(200), "{:?} {}", r.error, r.body);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&deployer),
+        &post_form("/add", "user=ci-1&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(403), "{}", r.body);
+    // A user of another name, which the deployer's listing must not show.
+    let t0 = crate::helpers::T0;
+    app.db
+        .execute(&format!(
+            "INSERT INTO users (username, password, created_at, expires_at) VALUES ('other-1', 'x', {t0}, {})",
+            t0 + 3600
+        ))
+        .await;
+    let r = https(app.addr, &pki.ca, Some(&deployer), &get("/list")).await;
+    assert_eq!(r.status, Some(200), "{}", r.body);
+    let users: Vec<String> = json(&r)["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["deploy-1"]);
+    let r = https(
+        app.addr,
+        &pki.ca,
+        Some(&runner),
+        &post_form("/add", "user=deploy-2&passwd=p"),
+    )
+    .await;
+    assert_eq!(r.status, Some(401), "{}", r.body);
+    assert!(app.db.stored_hash("deploy-2").await.is_none());
+    assert!(app.db.stored_hash("ci-1").await.is_none());
+}

@@ -114,6 +114,7 @@ async fn cleanup_users(app: &AppState, req: Request) -> Result<Envelope, ApiErro
 }
 
 async fn list_users(app: &AppState, req: Request) -> Result<Envelope, ApiError> {
+    let caller = Caller::of(&req);
     let params = Params::from_read(req)?;
     let prefix = match params.get("prefix") {
         None => String::new(),
@@ -144,7 +145,12 @@ async fn list_users(app: &AppState, req: Request) -> Result<Envelope, ApiError> 
     // One more than a page tells whether another page follows.
     let mut users = app
         .credentials
-        .list(prefix, after.map(|a| a.as_str().to_owned()), limit + 1)
+        .list(
+            prefix,
+            after.map(|a| a.as_str().to_owned()),
+            limit + 1,
+            &caller,
+        )
         .await?;
     let more = users.len() > limit as usize;
     users.truncate(limit as usize);
@@ -232,6 +238,7 @@ impl From<CredentialError> for ApiError {
                     "must be at least {floor} seconds (min_older_than): a cleanup of younger credentials is refused"
                 ),
             },
+            CredentialError::Forbidden(why) => ApiError::NotPermitted(why),
             CredentialError::Internal(cause) => ApiError::Internal(cause),
         }
     }

@@ -174,6 +174,14 @@ pub enum ApiError {
     NotFound,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// The caller may not do this: 403, or 409 for a name that exists and
+    /// may not be replaced.
+    #[error("forbidden: {0}")]
+    NotPermitted(crate::domain::Forbidden),
+    /// The callers file is configured and the request named no caller in
+    /// it: 401.
+    #[error("unauthorized: present a bearer token from the callers file, or a client certificate it names")]
+    Unnamed,
     #[error("misdirected: the Host of the request is not one of this API's names; add it to allowed_hosts")]
     Misdirected,
     #[error("user {user} is not live: it does not exist or has expired")]
@@ -197,6 +205,9 @@ impl ApiError {
             | ApiError::QueryOnPost => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotPermitted(crate::domain::Forbidden::Exists(_)) => StatusCode::CONFLICT,
+            ApiError::NotPermitted(_) => StatusCode::FORBIDDEN,
+            ApiError::Unnamed => StatusCode::UNAUTHORIZED,
             ApiError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,

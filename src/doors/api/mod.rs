@@ -16,8 +16,12 @@ use axum::routing::{any, MethodRouter};
 use axum::Router;
 
 use super::{Door, Refused};
+use crate::audit::Caller;
+use crate::callers::{CallersCell, Unnamed};
 use crate::config::{ApiSettings, Section};
 use crate::credentials::Credentials;
+use crate::domain::Rights;
+use crate::tls::ClientIdentity;
 use envelope::{Action, ApiError};
 
 /// Every route of the admin API and the action it answers as: the router,
@@ -40,8 +44,12 @@ pub struct AppState {
     pub credentials: Arc<Credentials>,
 }
 
-/// The admin API as a door.
-pub fn door(credentials: Arc<Credentials>, settings: &ApiSettings) -> Door {
+/// The admin API as a door, its callers named by `callers`.
+pub fn door(
+    credentials: Arc<Credentials>,
+    settings: &ApiSettings,
+    callers: Arc<CallersCell>,
+) -> Door {
     let metrics = credentials
         .metrics()
         .door("api", &ROUTES.map(|(path, _)| path), false);
@@ -53,6 +61,7 @@ pub fn door(credentials: Arc<Credentials>, settings: &ApiSettings) -> Door {
             AppState { credentials },
             settings.allow_get_mutations,
             HostNames::for_api(settings),
+            callers,
         ),
         refuse,
         metrics,
@@ -63,12 +72,19 @@ pub fn door(credentials: Arc<Credentials>, settings: &ApiSettings) -> Door {
 /// refused before their handler runs. Requests a web browser sends for a
 /// page of another site, or under a host name that is not the API's, are
 /// refused before anything else.
-pub fn router(state: AppState, allow_get_mutations: bool, hosts: HostNames) -> Router {
+pub fn router(
+    state: AppState,
+    allow_get_mutations: bool,
+    hosts: HostNames,
+    callers: Arc<CallersCell>,
+) -> Router {
     let mut router = Router::new();
     for (path, action) in ROUTES {
         router = router.route(path, handler(action));
     }
-    let router = router.fallback(not_found);
+    let router = router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(callers, name_caller));
     let router = if allow_get_mutations {
         router
     } else {
@@ -150,6 +166,42 @@ async fn from_browsers(State(hosts): State<Arc<HostNames>>, req: Request, next: 
             "request from a web page of another site",
         )));
     }
+    next.run(req).await
+}
+
+/// Decides what the caller may do. Without a callers file, everything (the
+/// original's rights); with one, what its entry for the caller allows, and
+/// a request that names no caller of the file is refused with 401. Health
+/// and metrics are answered to every caller the door admits.
+async fn name_caller(
+    State(callers): State<Arc<CallersCell>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let action = Action::of_path(req.uri().path());
+    let mut caller = Caller::of(&req);
+    match callers.current() {
+        None => caller.rights = Some(Arc::new(Rights::all())),
+        Some(_) if matches!(action, Action::Healthz | Action::Metrics) => {}
+        Some(callers) => {
+            let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
+            match callers.identify(req.headers(), identity.as_deref()) {
+                Ok(named) => {
+                    caller.name = Some(named.name);
+                    caller.rights = Some(named.rights);
+                }
+                Err(Unnamed) => {
+                    let mut response = action.answer(Err(ApiError::Unnamed));
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"registry-rubber\""),
+                    );
+                    return response;
+                }
+            }
+        }
+    }
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
