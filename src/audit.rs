@@ -18,8 +18,11 @@ use crate::domain::Rights;
 pub struct Caller {
     pub ip: Option<IpAddr>,
     pub subject: Option<String>,
-    /// For work that came from no network client: `cli`, `sweeper`.
+    /// For work that came from no network client: `cli`, `sweeper`, or a
+    /// caller on the API's Unix socket: `unix`.
     pub local: Option<&'static str>,
+    /// The user of the process on the other end of a Unix socket.
+    pub uid: Option<u32>,
     /// The caller's name, when the callers file named it.
     pub name: Option<Arc<str>>,
     /// What the caller may do; None until a door has decided, and a caller
@@ -49,10 +52,11 @@ impl Caller {
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.ip, self.local) {
-            (Some(ip), _) => write!(f, "{ip}"),
-            (None, Some(origin)) => f.write_str(origin),
-            (None, None) => f.write_str("unknown"),
+        match (self.ip, self.local, self.uid) {
+            (Some(ip), _, _) => write!(f, "{ip}"),
+            (None, Some(origin), Some(uid)) => write!(f, "{origin}:uid={uid}"),
+            (None, Some(origin), None) => f.write_str(origin),
+            (None, None, _) => f.write_str("unknown"),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Section, Settings};
 use crate::credentials::{CredentialError, Credentials};
 use crate::doors::token::{SignerError, TokenKeys};
-use crate::doors::{self, BoundDoor, DoorError};
+use crate::doors::{self, BoundDoor, DoorError, UnixSocket};
 use crate::sinks::htpasswd_file::{self, HtpasswdFileError};
 use crate::store::{Create, Store, StoreError};
 use crate::tls::TlsState;
@@ -33,7 +33,7 @@ pub enum StartupError {
     #[error(transparent)]
     Callers(#[from] CallersError),
     #[error(
-        "no door is open: set listen (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
+        "no door is open: set listen or unix_socket (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN), token.listen (RUBBER_TOKEN_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
     )]
     NoDoor,
 }
@@ -44,7 +44,7 @@ impl StartupError {
     pub fn is_setup(&self) -> bool {
         match self {
             StartupError::Store(e) => e.is_setup(),
-            StartupError::Door(DoorError::Tls { .. })
+            StartupError::Door(DoorError::Tls { .. } | DoorError::Unix { .. })
             | StartupError::NoDoor
             | StartupError::HtpasswdFile(_)
             | StartupError::TokenKey(_)
@@ -96,7 +96,27 @@ impl Application {
                 .map(Callers::load)
                 .transpose()?,
         ));
-        let no_listener = settings.listeners().iter().all(|(_, l)| l.listen.is_none());
+        let unix_socket = match &settings.api.unix_socket {
+            None => None,
+            Some(path) => Some(UnixSocket {
+                path: path.clone(),
+                mode: settings.api.unix_socket_mode.0,
+                gid: match &settings.api.unix_socket_group {
+                    None => None,
+                    Some(group) => {
+                        Some(crate::sinks::htpasswd_file::group_id(group).ok_or_else(|| {
+                            DoorError::Unix {
+                                door: "api",
+                                path: path.clone(),
+                                why: format!("no group {group} (unix_socket_group)"),
+                            }
+                        })?)
+                    }
+                },
+            }),
+        };
+        let no_listener =
+            settings.listeners().iter().all(|(_, l)| l.listen.is_none()) && unix_socket.is_none();
         if no_listener && htpasswd_file.is_none() {
             return Err(StartupError::NoDoor);
         }
@@ -114,7 +134,8 @@ impl Application {
                 Arc::clone(&credentials),
                 &settings.api,
                 Arc::clone(&callers),
-            ),
+            )
+            .with_unix_socket(unix_socket),
             doors::auth_request::door(Arc::clone(&credentials), &settings.auth_request),
         ];
         if let Some(keys) = &token_keys {
@@ -126,8 +147,7 @@ impl Application {
         }
         for door in all {
             match BoundDoor::bind(door).await {
-                Ok(Some(door)) => bound.push(door),
-                Ok(None) => {}
+                Ok(doors) => bound.extend(doors),
                 Err(e) => {
                     store.close().await;
                     return Err(e.into());
@@ -181,8 +201,8 @@ impl Application {
     pub fn door_addr(&self, section: Section) -> Option<SocketAddr> {
         self.doors
             .iter()
-            .find(|d| d.section() == section)
-            .map(BoundDoor::local_addr)
+            .filter(|d| d.section() == section)
+            .find_map(BoundDoor::local_addr)
     }
 
     pub fn credentials(&self) -> &Arc<Credentials> {
@@ -238,7 +258,7 @@ impl Application {
             let tls = door.tls();
             tracing::info!(
                 door = door.name(),
-                address = %door.local_addr(),
+                address = %door.location(),
                 scheme = if tls.is_some() { "https" } else { "http" },
                 client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificate()),
                 database = credentials.backend_name(),

@@ -224,7 +224,7 @@ const API: [Key; 9] = listener_keys!(
     api.listener
 );
 
-const API_ONLY: [Key; 3] = [
+const API_ONLY: [Key; 6] = [
     key!(Section::Api, "allow_get_mutations", "RUBBER_ALLOW_GET_MUTATIONS", "true", "BOOL",
         "whether add, remove, delete, renew and cleanup accept GET, as the original; false is recommended",
         api.allow_get_mutations = values::boolean),
@@ -234,6 +234,15 @@ const API_ONLY: [Key; 3] = [
     key!(Section::Api, "callers_file", "RUBBER_CALLERS_FILE", "", "FILE",
         "TOML file of named callers: each proves itself by a bearer token (the file holds its SHA-256) or a client certificate subject, and may take only its actions on user names with its prefix; unset: every admitted caller may do everything; reloaded on SIGHUP",
         api.callers_file = values::optional_path),
+    key!(Section::Api, "unix_socket", "RUBBER_UNIX_SOCKET", "", "PATH",
+        "a Unix socket the API listens on too (or alone, with listen empty): whoever may open it may call, its owner, group and mode deciding; allow_from and allowed_subjects do not apply to it",
+        api.unix_socket = values::optional_path),
+    key!(Section::Api, "unix_socket_mode", "RUBBER_UNIX_SOCKET_MODE", "0660", "OCTAL",
+        "permission bits of the socket: the owner and the group may connect, never others",
+        api.unix_socket_mode = values::socket_mode),
+    key!(Section::Api, "unix_socket_group", "RUBBER_UNIX_SOCKET_GROUP", "", "GROUP",
+        "group of the socket (a name or a number): the callers' group; empty: the service's own",
+        api.unix_socket_group = values::optional_text),
 ];
 
 const AUTH_REQUEST: [Key; 9] = listener_keys!(

@@ -123,6 +123,10 @@ pub struct ApiSettings {
     /// The file of named callers and their rights; None: every caller the
     /// API admits may do everything.
     pub callers_file: Option<PathBuf>,
+    /// A Unix socket the API listens on too, its mode and group.
+    pub unix_socket: Option<PathBuf>,
+    pub unix_socket_mode: values::FileMode,
+    pub unix_socket_group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +258,9 @@ impl Settings {
                 allow_get_mutations: false,
                 allowed_hosts: Vec::new(),
                 callers_file: None,
+                unix_socket: None,
+                unix_socket_mode: values::FileMode(0),
+                unix_socket_group: None,
             },
             auth_request: AuthRequestSettings {
                 listener: ListenerSettings::default(),

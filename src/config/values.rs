@@ -443,6 +443,24 @@ pub fn file_mode(value: &str) -> Result<FileMode, String> {
     Ok(FileMode(mode))
 }
 
+/// Permission bits of a Unix socket (`0660`): the owner may connect
+/// (read and write), the group may too, others never, and nobody executes.
+pub fn socket_mode(value: &str) -> Result<FileMode, String> {
+    let digits = value.trim();
+    let mode = u32::from_str_radix(digits.strip_prefix("0o").unwrap_or(digits), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            format!("`{value}` is not a file mode; write octal permission bits such as 0660")
+        })?;
+    if mode & 0o600 != 0o600 || mode & 0o117 != 0 {
+        return Err(format!(
+            "`{value}`: the owner must read and write the socket, others may not, and nobody executes it; write 0660 (the group may call) or 0600"
+        ));
+    }
+    Ok(FileMode(mode))
+}
+
 /// Permission bits of a file the service writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode(pub u32);

@@ -5,6 +5,7 @@
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -16,12 +17,12 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tower::ServiceExt;
 
 use tokio::sync::Semaphore;
 
-use super::{ClientAddr, Door};
+use super::{ClientAddr, Door, UnixPeer, UnixSocket};
 use crate::access::AccessCell;
 use crate::config::Section;
 use crate::metrics::{inc, DoorMetrics};
@@ -52,14 +53,66 @@ pub enum DoorError {
         door: &'static str,
         source: TlsError,
     },
+    #[error("{door}: cannot listen on the Unix socket {path}: {why}")]
+    Unix {
+        door: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+/// What a door accepts connections on.
+enum Listener {
+    Tcp(TcpListener, SocketAddr),
+    /// The socket, and its file, removed when the door is dropped.
+    Unix(UnixListener, SocketFile),
+}
+
+/// A connection accepted, and who is at the other end.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream, UnixPeer),
+}
+
+impl Listener {
+    fn poll_accept(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<Accepted>> {
+        match self {
+            Listener::Tcp(listener, _) => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, peer)| Accepted::Tcp(stream, peer)),
+            Listener::Unix(listener, _) => listener.poll_accept(cx).map_ok(|(stream, _)| {
+                // The kernel's word for who connected; unknown (and shown
+                // as such) only if the call fails.
+                let peer = stream.peer_cred().map_or(
+                    UnixPeer {
+                        uid: None,
+                        pid: None,
+                    },
+                    |cred| UnixPeer {
+                        uid: Some(cred.uid()),
+                        pid: cred.pid(),
+                    },
+                );
+                Accepted::Unix(stream, peer)
+            }),
+        }
+    }
+}
+
+/// A Unix socket's file, removed when the listener goes.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A door with its address bound and its TLS loaded.
 pub struct BoundDoor {
     name: &'static str,
     section: Section,
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listener: Listener,
     tls: Option<Arc<TlsState>>,
     router: Router,
     /// One permit per connection the door may hold.
@@ -70,9 +123,43 @@ pub struct BoundDoor {
 }
 
 impl BoundDoor {
-    /// Loads the door's TLS files and binds its address; None when the
-    /// door has no address (it is off).
-    pub async fn bind(door: Door) -> Result<Option<Self>, DoorError> {
+    /// Binds what the door listens on: its address, with its TLS loaded,
+    /// and its Unix socket; none when it has neither (it is off).
+    pub async fn bind(door: Door) -> Result<Vec<Self>, DoorError> {
+        let mut bound = Vec::new();
+        if let Some(tcp) = Self::bind_tcp(&door).await? {
+            bound.push(tcp);
+        }
+        if let Some(unix) = &door.unix {
+            let listener = bind_unix(unix).map_err(|why| DoorError::Unix {
+                door: door.name,
+                path: unix.path.clone(),
+                why,
+            })?;
+            bound.push(Self::with(
+                &door,
+                Listener::Unix(listener, SocketFile(unix.path.clone())),
+                None,
+            ));
+        }
+        Ok(bound)
+    }
+
+    fn with(door: &Door, listener: Listener, tls: Option<Arc<TlsState>>) -> Self {
+        Self {
+            name: door.name,
+            section: door.section,
+            listener,
+            tls,
+            router: door.router.clone(),
+            slots: Arc::new(Semaphore::new(door.listener.max_connections)),
+            max_connections: door.listener.max_connections,
+            metrics: Arc::clone(&door.metrics),
+            access: Arc::clone(&door.access),
+        }
+    }
+
+    async fn bind_tcp(door: &Door) -> Result<Option<Self>, DoorError> {
         let Some(addr) = door.listener.listen else {
             return Ok(None);
         };
@@ -94,18 +181,11 @@ impl BoundDoor {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        Ok(Some(Self {
-            name: door.name,
-            section: door.section,
-            listener,
-            local_addr,
+        Ok(Some(Self::with(
+            door,
+            Listener::Tcp(listener, local_addr),
             tls,
-            router: door.router,
-            slots: Arc::new(Semaphore::new(door.listener.max_connections)),
-            max_connections: door.listener.max_connections,
-            metrics: door.metrics,
-            access: door.access,
-        }))
+        )))
     }
 
     pub fn name(&self) -> &'static str {
@@ -116,8 +196,20 @@ impl BoundDoor {
         self.section
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The address it listens on; None for a Unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.listener {
+            Listener::Tcp(_, addr) => Some(*addr),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    /// Where it listens, for the log.
+    pub fn location(&self) -> String {
+        match &self.listener {
+            Listener::Tcp(_, addr) => addr.to_string(),
+            Listener::Unix(_, file) => format!("unix:{}", file.0.display()),
+        }
     }
 
     pub fn tls(&self) -> Option<Arc<TlsState>> {
@@ -158,22 +250,29 @@ pub async fn serve_doors(doors: Vec<BoundDoor>, shutdown: impl Future<Output = (
         first = (i + 1) % doors.len().max(1);
         let door = &doors[i];
         match result {
-            Ok((stream, peer)) => {
+            Ok(accepted) => {
                 let Ok(slot) = Arc::clone(&door.slots).try_acquire_owned() else {
                     // Full: closed at once, so that a flood of connections
                     // to one door never takes the descriptors of another.
                     inc(&door.metrics.connections_refused);
                     if let Some(suppressed) = FULL_LINES.admit() {
-                        tracing::warn!(door = door.name, client = %peer, suppressed, "connection closed: the door holds max_connections");
+                        tracing::warn!(door = door.name, location = %door.location(), suppressed, "connection closed: the door holds max_connections");
                     }
-                    drop(stream);
+                    drop(accepted);
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
                 let (tls, router, watcher) =
                     (door.tls.clone(), door.router.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    handle_connection(stream, peer, tls, router, watcher).await;
+                    match accepted {
+                        Accepted::Tcp(stream, peer) => {
+                            let _ = stream.set_nodelay(true);
+                            handle_connection(stream, peer, tls, router, watcher).await;
+                        }
+                        Accepted::Unix(stream, peer) => {
+                            serve(stream, Peer::Unix(peer), None, router, watcher).await;
+                        }
+                    }
                     drop(slot);
                 });
             }
@@ -206,7 +305,7 @@ async fn handle_connection(
     watcher: Watcher,
 ) {
     let Some(tls) = tls else {
-        return serve(stream, peer, None, router, watcher).await;
+        return serve(stream, Peer::Tcp(peer), None, router, watcher).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
@@ -217,16 +316,23 @@ async fn handle_connection(
                 .and_then(|chain| chain.first())
                 .and_then(ClientIdentity::from_certificate)
                 .map(Arc::new);
-            serve(stream, peer, identity, router, watcher).await;
+            serve(stream, Peer::Tcp(peer), identity, router, watcher).await;
         }
         Ok(Err(e)) => tracing::info!(client = %peer, error = %e, "TLS handshake refused"),
         Err(_) => tracing::info!(client = %peer, "TLS handshake timed out"),
     }
 }
 
+/// Who is at the other end of a connection.
+#[derive(Clone, Copy)]
+enum Peer {
+    Tcp(SocketAddr),
+    Unix(UnixPeer),
+}
+
 async fn serve<I>(
     io: I,
-    peer: SocketAddr,
+    peer: Peer,
     identity: Option<Arc<ClientIdentity>>,
     router: Router,
     watcher: Watcher,
@@ -234,7 +340,14 @@ async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
+        match peer {
+            Peer::Tcp(addr) => {
+                req.extensions_mut().insert(ClientAddr(addr));
+            }
+            Peer::Unix(unix) => {
+                req.extensions_mut().insert(unix);
+            }
+        }
         if let Some(id) = &identity {
             req.extensions_mut().insert(Arc::clone(id));
         }
@@ -249,6 +362,41 @@ async fn serve<I>(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Binds the Unix socket: a socket file left by a process that is gone is
+/// replaced; one another process listens on, or a file that is not a
+/// socket, is refused. The socket gets its mode and group before the door
+/// accepts anything on it.
+fn bind_unix(unix: &UnixSocket) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = &unix.path;
+    if !path.is_absolute() {
+        return Err("give an absolute path".into());
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err("another process listens on it".into());
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
+        }
+        Ok(_) => return Err("a file that is not a socket is in the way".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
+    let file = SocketFile(path.clone());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix.mode))
+        .map_err(|e| format!("cannot set its mode: {e}"))?;
+    if let Some(gid) = unix.gid {
+        std::os::unix::fs::lchown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give it group {gid}: {e}"))?;
+    }
+    // Bound and set up: the file stays until the listener goes.
+    std::mem::forget(file);
+    Ok(listener)
 }

@@ -19,6 +19,7 @@ mod listener;
 pub mod token;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +40,22 @@ pub use listener::{serve_doors, BoundDoor, DoorError};
 /// The peer address of the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// Who connected to a Unix socket, as the kernel tells: the process's user
+/// and process id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixPeer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+/// A Unix socket a door listens on: its path, mode and group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub gid: Option<u32>,
+}
 
 /// Why the access guard turned a caller away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +90,8 @@ pub struct Door {
     pub metrics: Arc<DoorMetrics>,
     /// Who may call, swapped on reload.
     pub access: Arc<AccessCell>,
+    /// A Unix socket it listens on too: whoever may open it may call.
+    pub unix: Option<UnixSocket>,
 }
 
 /// How a door answers a caller its guard refused, in its own format; it
@@ -122,7 +141,14 @@ impl Door {
             router,
             metrics,
             access,
+            unix: None,
         }
+    }
+
+    /// The door listening on `unix` too.
+    pub fn with_unix_socket(mut self, unix: Option<UnixSocket>) -> Self {
+        self.unix = unix;
+        self
     }
 }
 
@@ -130,6 +156,19 @@ impl Door {
 /// certificate subject (when a list is configured), and records the caller
 /// for handlers and the log.
 async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    // On a Unix socket, the socket's owner, group and mode have decided
+    // who may call: addresses and certificates do not apply.
+    if let Some(unix) = req.extensions().get::<UnixPeer>().copied() {
+        let caller = Caller {
+            local: Some("unix"),
+            uid: unix.uid,
+            ..Caller::default()
+        };
+        req.extensions_mut().insert(caller.clone());
+        let mut response = next.run(req).await;
+        response.extensions_mut().insert(caller);
+        return response;
+    }
     let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
     let forwarded = req
@@ -183,6 +222,7 @@ async fn observe(State(observer): State<Observer>, req: Request, next: Next) -> 
         method: req.method().clone(),
         path: req.uri().path().chars().take(MAX_LOGGED_PATH).collect(),
         client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        unix: req.extensions().get::<UnixPeer>().copied(),
         done: false,
     };
     let response = next.run(req).await;
@@ -202,6 +242,7 @@ struct RequestLine {
     method: Method,
     path: String,
     client: Option<SocketAddr>,
+    unix: Option<UnixPeer>,
     done: bool,
 }
 
@@ -219,7 +260,11 @@ impl RequestLine {
             path = %self.path,
             status,
             duration_us = self.started.elapsed().as_micros() as u64,
-            client = %self.client.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            client = %match (self.client, self.unix) {
+                (Some(addr), _) => addr.to_string(),
+                (None, Some(unix)) => format!("unix:uid={}", unix.uid.map_or("-".to_owned(), |u| u.to_string())),
+                (None, None) => "-".to_owned(),
+            },
             forwarded_for = forwarded_for.as_deref(),
             subject = caller.and_then(|c| c.subject.as_deref()),
             "request"

@@ -191,7 +191,7 @@ fn remove_stale_temp_files(path: &Path) {
 }
 
 /// The group id of a group name or number.
-fn group_id(group: &str) -> Option<u32> {
+pub fn group_id(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse::<u32>() {
         return Some(gid);
     }

@@ -581,3 +581,86 @@ pub async fn decode(resp: reqwest::Response) -> Answer {
         body,
     }
 }
+
+/// The service binary running on a fresh SQLite database in `dir`, on a free loopback port, logging JSON; killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    pub fn start(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_registry-rubber");
+        let url = format!("sqlite://{}", dir.join("users.sqlite").display());
+        let status = std::process::Command::new(bin)
+            .args(["--database-url", &url, "migrate"])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+        let mut child = std::process::Command::new(bin)
+            .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(args)
+            .arg("serve")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Served { child, lines }
+    }
+
+    /// The next log line containing `needle`; panics after 10 s without one.
+    pub fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line containing {needle}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn hup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit; true when it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap().success()
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,3 +20,4 @@ mod store_contract;
 mod tls;
 mod token;
 mod two_instances;
+mod unix_socket;

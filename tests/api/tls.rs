@@ -10,7 +10,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{captured_logs, spawn_app_with, TestApp};
+use crate::helpers::{captured_logs, spawn_app_with, Served, TestApp};
 use registry_rubber::access::parse_cidrs;
 
 /// A certificate and its key, as PEM and DER.
@@ -538,7 +538,7 @@ async fn curl_with_a_client_certificate_mints_a_credential() {
 async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let pki = Pki::new();
     let mut served = Served::start(
-        &pki,
+        pki.dir.path(),
         &[
             "--tls-cert".as_ref(),
             pki.path("server.pem").as_os_str(),
@@ -587,7 +587,7 @@ async fn sighup_reads_the_configuration_file_again() {
         .unwrap();
     };
     write_config("\"127.0.0.1\"", 60);
-    let mut served = Served::start(&pki, &["--config".as_ref(), config.as_os_str()]);
+    let mut served = Served::start(pki.dir.path(), &["--config".as_ref(), config.as_os_str()]);
     let listening: serde_json::Value =
         serde_json::from_str(&served.wait_for("\"listening\"")).unwrap();
     let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
@@ -618,80 +618,6 @@ async fn sighup_reads_the_configuration_file_again() {
     served.wait_for("SIGHUP: reloaded");
     assert_eq!(healthz().await, 200);
     assert!(served.running(), "still running");
-}
-
-/// The service binary running on a fresh SQLite database in the PKI's
-/// directory, on a free loopback port, logging JSON; killed when dropped.
-struct Served {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Served {
-    fn start(pki: &Pki, args: &[&std::ffi::OsStr]) -> Served {
-        use std::io::BufRead;
-        let bin = env!("CARGO_BIN_EXE_registry-rubber");
-        let url = format!("sqlite://{}", pki.path("users.sqlite").display());
-        let status = std::process::Command::new(bin)
-            .args(["--database-url", &url, "migrate"])
-            .output()
-            .unwrap()
-            .status;
-        assert!(status.success());
-        let mut child = std::process::Command::new(bin)
-            .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(args)
-            .arg("serve")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Served { child, lines }
-    }
-
-    /// The next log line containing `needle`; panics after 10 s without one.
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line containing {needle}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn hup(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A web page cannot use a browser against the API: not by rebinding its

@@ -104,7 +104,8 @@ pub struct HostNames(Vec<String>);
 
 impl HostNames {
     /// `allowed_hosts`, with the listen address itself, and localhost,
-    /// 127.0.0.1 and ::1 when it is a loopback or wildcard address.
+    /// 127.0.0.1 and ::1 when it is a loopback or wildcard address;
+    /// localhost for a Unix socket.
     pub fn for_api(settings: &ApiSettings) -> Self {
         let mut names = settings.allowed_hosts.clone();
         if let Some(addr) = settings.listener.listen {
@@ -115,6 +116,10 @@ impl HostNames {
             if !ip.is_unspecified() {
                 names.push(ip.to_string());
             }
+        }
+        // Clients on the Unix socket (curl --unix-socket) say localhost.
+        if settings.unix_socket.is_some() {
+            names.push("localhost".to_owned());
         }
         Self(names)
     }
