@@ -16,6 +16,7 @@
 //! Each test starts its own stack on its own ports and temporary directory,
 //! so the tests run in parallel.
 
+mod apache_user;
 mod api_vhost;
 mod concurrency;
 mod credentials;
