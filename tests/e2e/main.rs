@@ -28,5 +28,6 @@ mod mysql;
 mod nginx;
 mod oci;
 mod sample;
+mod slow_clients;
 mod support;
 mod token;

@@ -178,3 +178,57 @@ fn apache_serves_as_a_user_of_its_own() {
         "www-data never joins the database's group"
     );
 }
+
+#[test]
+fn slow_clients_are_cut_off_but_long_uploads_are_not() {
+    let sample = read_sample();
+    let lines: Vec<&str> = directives(&sample).collect();
+    let module = lines
+        .iter()
+        .position(|l| {
+            *l == "LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so"
+        })
+        .expect("the sample loads mod_reqtimeout");
+    let limits = lines
+        .iter()
+        .position(|l| l.starts_with("RequestReadTimeout "))
+        .expect("a RequestReadTimeout line");
+    assert!(
+        module < limits,
+        "the module is loaded before its directive is used"
+    );
+    let stages: BTreeMap<&str, &str> = lines[limits]
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|stage| stage.split_once('='))
+        .collect();
+    for stage in ["handshake", "header", "body"] {
+        assert!(stages.contains_key(stage), "no {stage}= limit: {stages:?}");
+    }
+    // The header stage has a ceiling, so that a byte now and then cannot
+    // keep a request open.
+    assert!(
+        stages["header"]
+            .split(',')
+            .next()
+            .is_some_and(|t| t.contains('-')),
+        "header= needs a maximum: {}",
+        stages["header"]
+    );
+    // The body stage has a minimum rate and no ceiling: a large layer may
+    // take as long as it needs while it keeps coming.
+    let body = stages["body"];
+    assert!(body.contains(",MinRate="), "body= needs a MinRate: {body}");
+    assert!(
+        !body.split(',').next().is_some_and(|t| t.contains('-')),
+        "body= must have no maximum, or long uploads are cut: {body}"
+    );
+    let timeout: u32 = directive(&lines, "Timeout")
+        .expect("a Timeout line")
+        .parse()
+        .expect("Timeout in seconds");
+    assert!(
+        (30..=120).contains(&timeout),
+        "Timeout bounds every single wait on a client: {timeout}"
+    );
+}
