@@ -16,6 +16,7 @@
 //! Each test starts its own stack on its own ports and temporary directory,
 //! so the tests run in parallel.
 
+mod apache_user;
 mod api_vhost;
 mod concurrency;
 mod credentials;
@@ -27,5 +28,6 @@ mod mysql;
 mod nginx;
 mod oci;
 mod sample;
+mod slow_clients;
 mod support;
 mod token;

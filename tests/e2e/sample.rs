@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::accounts::SHARED_ACCOUNTS;
 use crate::support::apache::{
     assert_only_defines_differ, define_name, mtls_enabled, read_sample, render,
 };
@@ -144,4 +145,90 @@ fn registry_proxy_settings_the_small_test_images_cannot_prove() {
     ] {
         assert!(lines.contains(&directive), "the sample lacks `{directive}`");
     }
+}
+
+/// The value of directive `name`, among the sample's directives.
+fn directive<'a>(lines: &[&'a str], name: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| {
+        let (directive, value) = l.split_once(char::is_whitespace)?;
+        (directive == name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn apache_serves_as_a_user_of_its_own() {
+    let sample = read_sample();
+    let lines: Vec<&str> = directives(&sample).collect();
+    let user = directive(&lines, "User").expect("a User line");
+    let group = directive(&lines, "Group").expect("a Group line");
+    // Users and groups other software on a Debian host runs as: whoever
+    // else runs as one of them could write the credentials database through
+    // the group Apache needs for it.
+    for shared in SHARED_ACCOUNTS {
+        assert_ne!(user, shared, "Apache must not serve as {shared}");
+        assert_ne!(group, shared, "Apache's primary group must not be {shared}");
+    }
+    assert_eq!(user, "registry-apache");
+    assert!(
+        sample.contains("#     adduser registry-apache registry-rubber"),
+        "the sample tells how its user joins the database's group"
+    );
+    assert!(
+        !sample.contains("adduser www-data"),
+        "www-data never joins the database's group"
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_off_but_long_uploads_are_not() {
+    let sample = read_sample();
+    let lines: Vec<&str> = directives(&sample).collect();
+    let module = lines
+        .iter()
+        .position(|l| {
+            *l == "LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so"
+        })
+        .expect("the sample loads mod_reqtimeout");
+    let limits = lines
+        .iter()
+        .position(|l| l.starts_with("RequestReadTimeout "))
+        .expect("a RequestReadTimeout line");
+    assert!(
+        module < limits,
+        "the module is loaded before its directive is used"
+    );
+    let stages: BTreeMap<&str, &str> = lines[limits]
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|stage| stage.split_once('='))
+        .collect();
+    for stage in ["handshake", "header", "body"] {
+        assert!(stages.contains_key(stage), "no {stage}= limit: {stages:?}");
+    }
+    // The header stage has a ceiling, so that a byte now and then cannot
+    // keep a request open.
+    assert!(
+        stages["header"]
+            .split(',')
+            .next()
+            .is_some_and(|t| t.contains('-')),
+        "header= needs a maximum: {}",
+        stages["header"]
+    );
+    // The body stage has a minimum rate and no ceiling: a large layer may
+    // take as long as it needs while it keeps coming.
+    let body = stages["body"];
+    assert!(body.contains(",MinRate="), "body= needs a MinRate: {body}");
+    assert!(
+        !body.split(',').next().is_some_and(|t| t.contains('-')),
+        "body= must have no maximum, or long uploads are cut: {body}"
+    );
+    let timeout: u32 = directive(&lines, "Timeout")
+        .expect("a Timeout line")
+        .parse()
+        .expect("Timeout in seconds");
+    assert!(
+        (30..=120).contains(&timeout),
+        "Timeout bounds every single wait on a client: {timeout}"
+    );
 }

@@ -30,6 +30,15 @@ pub fn define_name(line: &str) -> Option<&str> {
     line.strip_prefix("Define ")?.split_whitespace().next()
 }
 
+/// The value of the first directive `name` in `text` (outside comments), as
+/// written: `User` gives `registry-apache`.
+pub fn sample_directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (directive, value) = line.trim().split_once(char::is_whitespace)?;
+        (directive == name).then(|| value.trim())
+    })
+}
+
 /// A commented-out mutual-TLS line with its marker removed, indentation kept.
 pub fn mtls_enabled(line: &str) -> Option<String> {
     let body = line.trim_start();
@@ -182,6 +191,11 @@ impl Apache {
                 apache.error_log()
             ))),
         }
+    }
+
+    /// The PID of Apache's parent process, which runs as root.
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     pub fn error_log(&self) -> String {

@@ -2,6 +2,7 @@
 //! and stopping processes, the test PKI, the Apache, nginx and registry
 //! samples, the whole stack, and the clients.
 
+pub mod accounts;
 pub mod apache;
 pub mod clients;
 pub mod nginx;

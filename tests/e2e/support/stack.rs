@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::accounts::{apache_account, group_id, user_id};
 use super::apache::{assert_only_defines_differ, read_sample, render, Apache, StartError};
 use super::nginx::{self, Nginx};
 use super::pki::{Pki, TokenSigner};
@@ -33,8 +34,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts at finding free ports before giving up.
 const PORT_ATTEMPTS: usize = 5;
 
-/// The group Apache's worker processes run as (the sample's `Group`).
-const APACHE_GROUP: &str = "www-data";
 /// The user nginx's worker processes run as (RR_NGINX_USER).
 const NGINX_USER: &str = "www-data";
 
@@ -226,8 +225,9 @@ impl Stack {
             .prefix("registry-rubber-e2e-")
             .tempdir()
             .expect("create a temporary directory");
-        // Apache's www-data processes must be able to reach the database
-        // below this directory, and nginx's its temporary directories.
+        // Apache's registry-apache processes must be able to reach the
+        // database below this directory, and nginx's www-data processes its
+        // temporary directories.
         set_mode(dir.path(), 0o711);
         let pki = Pki::create(&dir.path().join("pki"));
 
@@ -399,6 +399,15 @@ impl Stack {
     pub fn api_port(&self) -> u16 {
         self.api_port
             .expect("only Apache stacks proxy the API on a port of their own")
+    }
+
+    /// The PID of Apache's parent process; panics unless this is an Apache
+    /// stack.
+    pub fn apache_pid(&self) -> i32 {
+        match &self.front_server {
+            FrontServer::Apache(apache) => apache.pid(),
+            _ => panic!("only Apache stacks run Apache"),
+        }
     }
 
     /// The web server's access log of the registry server (the registry's
@@ -989,6 +998,8 @@ fn start_apache(
     service: SocketAddr,
     options: &StackOptions,
 ) -> (Apache, FrontPorts) {
+    // The sample's User, as the README creates it.
+    apache_account();
     let sample = read_sample();
     let run_dir = dir.join("httpd-run");
     let log_dir = dir.join("httpd-logs");
@@ -1106,12 +1117,13 @@ fn start_nginx(dir: &Path, pki: &Pki, registry_port: u16, door: SocketAddr) -> (
 }
 
 /// The SQLite database as the sample's WAL permission rule wants it: the
-/// directory setgid and writable by a group Apache's processes are in, as the
-/// systemd unit creates it; then the database in it, 0660 and in that group.
+/// directory setgid and writable by the group registry-rubber, which Apache's
+/// user joins, as the systemd unit creates it; then the database in it, 0660
+/// and in that group.
 fn sqlite_database(dir: &Path) -> PathBuf {
     let db_dir = dir.join("state");
     std::fs::create_dir(&db_dir).expect("create the database directory");
-    let gid = group_id(APACHE_GROUP);
+    let gid = apache_account().database_gid;
     chgrp(&db_dir, gid);
     set_mode(&db_dir, 0o2770);
     let db = db_dir.join("users.sqlite");
@@ -1237,40 +1249,6 @@ fn chgrp(path: &Path, gid: u32) {
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
-}
-
-/// The numeric ID of a group, from /etc/group.
-fn group_id(name: &str) -> u32 {
-    let groups = std::fs::read_to_string("/etc/group").expect("read /etc/group");
-    groups
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split(':');
-            (fields.next() == Some(name))
-                .then(|| fields.nth(1))
-                .flatten()
-                .and_then(|gid| gid.parse().ok())
-        })
-        .unwrap_or_else(|| {
-            panic!("no group {name} in /etc/group (Debian's base-passwd package creates it)")
-        })
-}
-
-/// The numeric ID of a user, from /etc/passwd.
-fn user_id(name: &str) -> u32 {
-    let users = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    users
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split(':');
-            (fields.next() == Some(name))
-                .then(|| fields.nth(1))
-                .flatten()
-                .and_then(|uid| uid.parse().ok())
-        })
-        .unwrap_or_else(|| {
-            panic!("no user {name} in /etc/passwd (Debian's base-passwd package creates it)")
-        })
 }
 
 /// The last `lines` lines of `text`.

@@ -38,7 +38,8 @@ fn find_tools() -> Tools {
     assert_eq!(
         euid, 0,
         "the end-to-end tests must run as root: Apache and nginx start as root and serve as \
-         www-data, and the test database is handed to the www-data group"
+         registry-apache and www-data, the tests create the registry-apache account if the host \
+         lacks it, and the test database is handed to the group registry-rubber"
     );
 
     let mut missing: Vec<String> = Vec::new();
@@ -94,7 +95,7 @@ fn find_tools() -> Tools {
 
 /// Looks a program up in PATH, then in the sbin directories a non-login root
 /// shell may lack.
-fn find_in_path(program: &str) -> Option<PathBuf> {
+pub fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
