@@ -6,7 +6,9 @@
 //! deploy/registry-htpasswd.yml.sample checking the htpasswd file the
 //! service keeps, or from deploy/registry-token.yml.sample trusting the
 //! tokens the service's token door signs; guarded by credentials the real
-//! registry-rubber binary mints, exercised with skopeo and curl.
+//! registry-rubber binary mints, exercised with skopeo and curl. And the
+//! faults the binary lives through without losing an acknowledged write:
+//! kills of the service, a killed MariaDB, a full disk.
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
 //! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, nginx,
@@ -20,6 +22,7 @@ mod apache_user;
 mod api_vhost;
 mod concurrency;
 mod credentials;
+mod faults;
 mod hash_types;
 mod htpasswd;
 #[path = "../support/mariadb.rs"]

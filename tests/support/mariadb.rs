@@ -209,6 +209,16 @@ impl MariaDb {
         }
     }
 
+    /// Kills the server at once (SIGKILL, as a crash or the OOM killer
+    /// would): no shutdown, so InnoDB recovers from its redo log when
+    /// [`MariaDb::restart`] starts it again on the same data.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open and the kernel
     /// still accepts new ones, but nothing answers: the worst kind of outage.
     pub fn freeze(&self) {
@@ -230,6 +240,13 @@ impl MariaDb {
     /// Runs SQL as root through the mariadb client on the server's socket
     /// (the SQL goes in on standard input, never on a command line).
     pub fn sql(&self, sql: &str) {
+        self.query(sql);
+    }
+
+    /// Runs SQL as [`MariaDb::sql`] does and returns what the client
+    /// printed: a line per row, its columns separated by tabs, without the
+    /// columns' names.
+    pub fn query(&self, sql: &str) -> String {
         use std::io::Write;
         let mut child = Command::new(program("mariadb"))
             .arg("--no-defaults")
@@ -237,7 +254,7 @@ impl MariaDb {
                 "--socket={}",
                 self.dir.path().join("sock").display()
             ))
-            .arg("-uroot")
+            .args(["-uroot", "--batch", "--skip-column-names"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -255,6 +272,7 @@ impl MariaDb {
             "SQL failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The server's own directory, for files it needs (certificates).

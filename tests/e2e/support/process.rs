@@ -116,6 +116,11 @@ impl ChildGuard {
         &self.name
     }
 
+    /// The process's ID.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("a PID fits in pid_t")
+    }
+
     /// The file its standard output and error go to.
     pub fn log_path(&self) -> &Path {
         &self.log

@@ -741,6 +741,25 @@ fn start_registry(dir: &Path) -> (ChildGuard, u16) {
     unreachable!("the last attempt returns or panics")
 }
 
+/// Starts `registry-rubber serve` alone, with no web server or registry:
+/// its API on a free port, on `database_url`, with `service_env` besides;
+/// its log is `dir/NAME.log`. Returns it and its API's address. For tests
+/// that stop, kill and start the service themselves.
+pub fn start_lone_service(
+    dir: &Path,
+    name: &str,
+    database_url: &str,
+    service_env: Vec<(&'static str, &'static str)>,
+) -> (ChildGuard, SocketAddr) {
+    let options = StackOptions {
+        service_env,
+        ..StackOptions::default()
+    };
+    let (service, addrs) = start_service(dir, name, database_url, &[], &options, None, None);
+    let api = addrs.api.expect("a lone service listens on its API");
+    (service, api)
+}
+
 /// Starts `registry-rubber serve` with its API on a free port; with
 /// `htpasswd_file`, the instance keeps that file. On an htpasswd stack every
 /// instance hashes with bcrypt at cost 4 (the registry checks every request)
@@ -1120,7 +1139,7 @@ fn start_nginx(dir: &Path, pki: &Pki, registry_port: u16, door: SocketAddr) -> (
 /// directory setgid and writable by the group registry-rubber, which Apache's
 /// user joins, as the systemd unit creates it; then the database in it, 0660
 /// and in that group.
-fn sqlite_database(dir: &Path) -> PathBuf {
+pub fn sqlite_database(dir: &Path) -> PathBuf {
     let db_dir = dir.join("state");
     std::fs::create_dir(&db_dir).expect("create the database directory");
     let gid = apache_account().database_gid;
@@ -1252,7 +1271,7 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// The last `lines` lines of `text`.
-fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
