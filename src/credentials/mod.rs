@@ -9,7 +9,7 @@
 mod hashing;
 mod verifier;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -59,6 +59,21 @@ pub enum CredentialError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// Why the service is not healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("database does not answer: {0}")]
+    Database(StoreError),
+    /// The last write failed (a full disk, say), and none has committed
+    /// since.
+    #[error("the last write failed and none has committed since")]
+    WritesFailing,
+}
+
+/// How long a failed write marks the service unhealthy when no write
+/// commits after it: then the check lets traffic in again, to find out.
+const WRITES_FAILING_FOR_MS: i64 = 60_000;
 
 /// A committed add.
 #[derive(Debug)]
@@ -160,6 +175,8 @@ impl Credentials {
                 ttl: settings.ttl,
                 clock: Arc::clone(&clock),
                 metrics: Arc::clone(&metrics),
+                last_write_ok: AtomicI64::new(0),
+                last_write_failed: AtomicI64::new(0),
             }),
             store,
             hash_type: settings.hash_type,
@@ -301,9 +318,19 @@ impl Credentials {
         self.store.backend_name()
     }
 
-    /// Succeeds when the database answers and a write would commit now.
-    pub async fn health(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+    /// Succeeds when the database answers and a write would commit now:
+    /// the writer commits an empty transaction, and the last write did not
+    /// fail (within `WRITES_FAILING_FOR` without a success since). An empty
+    /// commit needs no space, so a full disk shows in the writes only.
+    pub async fn health(&self) -> Result<(), Unhealthy> {
+        self.store.ping().await.map_err(Unhealthy::Database)?;
+        let failed = self.shared.last_write_failed.load(Ordering::Relaxed);
+        let ok = self.shared.last_write_ok.load(Ordering::Relaxed);
+        let recent = self.clock.now_millis().saturating_sub(failed) < WRITES_FAILING_FOR_MS;
+        if failed > ok && recent {
+            return Err(Unhealthy::WritesFailing);
+        }
+        Ok(())
     }
 
     /// The metrics text, with the store's counts read now.
@@ -535,6 +562,10 @@ struct Shared {
     ttl: TtlPolicy,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// When a write last committed, and when one last failed (milliseconds
+    /// since the epoch; 0: never), for the health check.
+    last_write_ok: AtomicI64,
+    last_write_failed: AtomicI64,
 }
 
 impl Shared {
@@ -550,6 +581,16 @@ impl Shared {
             }
             _ => false,
         };
+        // For the health check: a write that stored something shows that
+        // writes commit; one that changed nothing (a sweep with nothing to
+        // sweep) needs no space and shows nothing.
+        let now = self.clock.now_millis();
+        match &outcome {
+            Ok(WriteOutcome::RefreshIssued) => self.last_write_ok.store(now, Ordering::Relaxed),
+            Ok(_) if changed => self.last_write_ok.store(now, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(_) => self.last_write_failed.store(now, Ordering::Relaxed),
+        }
         if changed {
             self.changes.notify_one();
         }

@@ -917,6 +917,40 @@ async fn a_full_disk_costs_503s_and_nothing_acknowledged() {
         full.refused_adds
     );
 
+    // While adds fail for want of space, the health check says so: an add
+    // answered 503 (adds alternate with 200s while checkpoints free a little
+    // space) is followed by an unhealthy /healthz.
+    let client = reqwest::Client::new();
+    let mut unhealthy = None;
+    for i in 0..200 {
+        let (user, password) = (format!("probe-{i}"), format!("Probe-Pass-{i}"));
+        let add = client
+            .post(format!("http://{api}/add"))
+            .form(&[("user", &user), ("passwd", &password)])
+            .send()
+            .await
+            .expect("POST /add");
+        let status = add.status().as_u16();
+        // Into the ledger, as any add: acknowledged, or in doubt.
+        ledger.push(Entry {
+            user,
+            password,
+            add: if status == 200 {
+                Outcome::Acknowledged
+            } else {
+                Outcome::InDoubt
+            },
+            remove: None,
+        });
+        if status == 503 {
+            unhealthy = Some(health(api).await);
+            break;
+        }
+    }
+    let (status, answer) = unhealthy.expect("an add answers 503 on the full disk");
+    assert_eq!(status, 503, "/healthz after a failed add: {answer}");
+    assert_eq!(answer["msg"], "unhealthy: writes are failing", "{answer}");
+
     // Space comes back: adds succeed again, the service never restarted.
     std::fs::remove_file(&filler).expect("remove the filler");
     let storm = Storm::start(api, DISK_CLIENTS, "r", None);
