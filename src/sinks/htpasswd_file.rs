@@ -88,6 +88,10 @@ impl Target {
                 group_id(group).ok_or_else(|| HtpasswdFileError::UnknownGroup(group.to_owned()))?,
             ),
         };
+        // A crash may have left temporary files, the probe's own among
+        // them: gone first, so that none is taken for a directory the
+        // service cannot write in.
+        remove_stale_temp_files(&path);
         // Permissions alone do not tell (root passes every check): try to
         // create a file there, and to give it the group.
         let probe = temp_path(&path, "probe");
@@ -109,7 +113,6 @@ impl Target {
                 source,
             });
         }
-        remove_stale_temp_files(&path);
         Ok(Some(Self {
             path,
             dir,
@@ -359,6 +362,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_probe_file_left_by_a_crash_does_not_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(temp_path(&path, "probe"), "").unwrap();
+        Target::check(&settings(&path))
+            .expect("the stale probe is no sign of a directory the service cannot write in")
+            .unwrap();
+        assert!(!temp_path(&path, "probe").exists());
     }
 
     #[test]
