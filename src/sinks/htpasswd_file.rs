@@ -10,17 +10,19 @@
 //! MySQL/MariaDB database). A rewrite happens only when the content
 //! changes, and always atomically and durably: a temporary file in the same
 //! directory, written and synced, renamed over the old one, and the
-//! directory synced; the registry never reads a half-written file. A failed
-//! write (a full disk, a permission) is logged, counted and retried; it
-//! never loses a database change (the database is the truth, the file a
-//! view of it) and never holds up the API.
+//! directory synced; the registry never reads a half-written file. Each new
+//! file's modification time is later than that of every file before it,
+//! since the registry notices a new file by that time alone. A failed write
+//! (a full disk, a permission) is logged, counted and retried; it never
+//! loses a database change (the database is the truth, the file a view of
+//! it) and never holds up the API.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::config::HtpasswdFileSettings;
@@ -33,6 +35,17 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How long after the expiry second the rewrite runs, so that the clock has
 /// surely passed it.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(20);
+/// Steps tried, smallest first, to move a new file's modification time past
+/// the last one: the first the file system keeps is used (nanoseconds on
+/// ext4, XFS, Btrfs and tmpfs; whole seconds on some others; two seconds
+/// on FAT), so that the time stays as close to the clock as it can.
+const MTIME_STEPS: [Duration; 5] = [
+    Duration::from_nanos(1),
+    Duration::from_micros(1),
+    Duration::from_millis(1),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HtpasswdFileError {
@@ -125,8 +138,10 @@ impl Target {
         &self.path
     }
 
-    /// Replaces the file with `content`, atomically and durably.
-    pub fn write(&self, content: &[u8]) -> std::io::Result<()> {
+    /// Replaces the file with `content`, atomically and durably, with a
+    /// modification time later than `last` and than the file it replaces.
+    /// Returns the new file's modification time.
+    fn write(&self, content: &[u8], last: Option<SystemTime>) -> std::io::Result<SystemTime> {
         let temp = temp_path(&self.path, &std::process::id().to_string());
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -141,17 +156,20 @@ impl Target {
             }
             file.write_all(content)?;
             // The registry reads the file again only when its modification
-            // time changes: on a file system with coarse timestamps, two
-            // rewrites in one tick would look alike. Make them differ.
-            let old = std::fs::metadata(&self.path)
+            // time differs from the one it last saw: the new file's must
+            // differ from every earlier one's, which a time later than all
+            // of them ensures, however coarse the file system's timestamps.
+            let replaced = std::fs::metadata(&self.path)
                 .and_then(|m| m.modified())
                 .ok();
-            if let Some(distinct) = distinct_mtime(old, file.metadata()?.modified()?) {
-                file.set_modified(distinct)?;
-            }
+            let modified = advance_mtime(file.metadata()?.modified()?, last.max(replaced), |t| {
+                file.set_modified(t)?;
+                file.metadata()?.modified()
+            })?;
             file.sync_all()?;
             std::fs::rename(&temp, &self.path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(&self.dir)?.sync_all()?;
+            Ok(modified)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
@@ -160,11 +178,71 @@ impl Target {
     }
 }
 
-/// The modification time to give a new file whose own is `new`, when it
-/// equals the old file's: one second later (a whole second, as some file
-/// systems keep no finer time). None when they differ already.
-fn distinct_mtime(old: Option<SystemTime>, new: SystemTime) -> Option<SystemTime> {
-    (old == Some(new)).then(|| new + Duration::from_secs(1))
+/// Gives a new file whose modification time is `current` one later than
+/// `floor` (the latest the registry may have seen), when it is not already:
+/// `floor` plus the smallest of [`MTIME_STEPS`] that the file system keeps.
+/// `set` sets the time and returns the one the file system kept. Returns
+/// the file's time.
+fn advance_mtime(
+    current: SystemTime,
+    floor: Option<SystemTime>,
+    mut set: impl FnMut(SystemTime) -> std::io::Result<SystemTime>,
+) -> std::io::Result<SystemTime> {
+    let Some(floor) = floor else {
+        return Ok(current);
+    };
+    let mut current = current;
+    for step in MTIME_STEPS {
+        if current > floor {
+            break;
+        }
+        current = set(floor + step)?;
+    }
+    Ok(current)
+}
+
+/// Keeps the file at one path: what this process last wrote there, and
+/// the latest modification time it gave a file, so that each new one's is
+/// later.
+pub struct Keeper {
+    target: Target,
+    kept: Option<Vec<u8>>,
+    last_mtime: Option<SystemTime>,
+}
+
+/// What [`Keeper::keep`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// The content is the one last written.
+    Unchanged,
+    /// The content changed (or nothing was written yet): written.
+    Written,
+}
+
+impl Keeper {
+    pub fn new(target: Target) -> Self {
+        // The registry may have read the file found here already.
+        let last_mtime = std::fs::metadata(&target.path)
+            .and_then(|m| m.modified())
+            .ok();
+        Self {
+            target,
+            kept: None,
+            last_mtime,
+        }
+    }
+
+    /// Makes the file hold `content`, writing it when it differs from what
+    /// was last written.
+    pub fn keep(&mut self, content: &[u8]) -> std::io::Result<Kept> {
+        if self.kept.as_deref() == Some(content) {
+            return Ok(Kept::Unchanged);
+        }
+        let modified = self.target.write(content, self.last_mtime)?;
+        self.last_mtime = self.last_mtime.max(Some(modified));
+        self.kept = Some(content.to_vec());
+        Ok(Kept::Written)
+    }
 }
 
 /// `DIR/.NAME.TAG.tmp`, beside the file, so that the rename stays within
@@ -239,7 +317,8 @@ pub fn render(users: &[(String, String)]) -> (Vec<u8>, usize) {
 pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: Duration) {
     let changes = credentials.changes();
     let metrics = Arc::clone(credentials.metrics());
-    let mut written: Option<Vec<u8>> = None;
+    let path = target.path().to_owned();
+    let keeper = Arc::new(Mutex::new(Keeper::new(target)));
     let mut warned_left_out = 0;
     loop {
         // Registered before reading, so that a change committed while this
@@ -252,7 +331,7 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
                 if left_out != warned_left_out {
                     if left_out > 0 {
                         tracing::warn!(
-                            path = %target.path().display(),
+                            path = %path.display(),
                             left_out,
                             "live users whose hash is not bcrypt are left out of the htpasswd file: the registry reads only bcrypt"
                         );
@@ -263,22 +342,25 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
                 metrics
                     .htpasswd_users
                     .store(users as u64, Ordering::Relaxed);
-                if written.as_deref() != Some(content.as_slice()) {
-                    let (writer, bytes) = (target.clone(), content.clone());
-                    let result = tokio::task::spawn_blocking(move || writer.write(&bytes))
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-                    match result {
-                        Ok(()) => {
-                            inc(&metrics.htpasswd_writes);
-                            tracing::debug!(path = %target.path().display(), users, "htpasswd file written");
-                            written = Some(content);
-                        }
-                        Err(e) => {
-                            inc(&metrics.htpasswd_write_failures);
-                            tracing::error!(path = %target.path().display(), error = %e, "cannot write the htpasswd file; retrying");
-                            wait = RETRY;
-                        }
+                let keeper = Arc::clone(&keeper);
+                let result = tokio::task::spawn_blocking(move || {
+                    keeper
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keep(&content)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                match result {
+                    Ok(Kept::Unchanged) => {}
+                    Ok(Kept::Written) => {
+                        inc(&metrics.htpasswd_writes);
+                        tracing::debug!(path = %path.display(), users, "htpasswd file written");
+                    }
+                    Err(e) => {
+                        inc(&metrics.htpasswd_write_failures);
+                        tracing::error!(path = %path.display(), error = %e, "cannot write the htpasswd file; retrying");
+                        wait = RETRY;
                     }
                 }
                 if let Some(expiry) = view.next_expiry {
@@ -316,6 +398,19 @@ mod tests {
         }
     }
 
+    fn mtime(path: &Path) -> SystemTime {
+        std::fs::metadata(path).unwrap().modified().unwrap()
+    }
+
+    fn set_mtime(path: &Path, t: SystemTime) {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
     #[test]
     fn only_bcrypt_lines_in_name_order() {
         let users = vec![
@@ -351,7 +446,7 @@ mod tests {
             "stale temporary files are removed"
         );
         let before = std::fs::metadata(&path).unwrap().ino();
-        target.write(b"u:$2y$04$x\n").unwrap();
+        target.write(b"u:$2y$04$x\n", None).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_ne!(meta.ino(), before, "a new file renamed over the old");
         assert_eq!(meta.mode() & 0o777, 0o640);
@@ -399,12 +494,126 @@ mod tests {
         assert!(Target::check(&off).unwrap().is_none());
     }
 
+    /// A file system that keeps times to `tick`, as [`advance_mtime`]'s
+    /// `set` sees it.
+    fn coarse(tick: Duration) -> impl Fn(SystemTime) -> SystemTime {
+        move |t| {
+            let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            let ticks = since.as_nanos() / tick.as_nanos();
+            SystemTime::UNIX_EPOCH + Duration::from_nanos((ticks * tick.as_nanos()) as u64)
+        }
+    }
+
+    /// The times of files written one after the other, each given by the
+    /// file system as `natural`, on a file system keeping `tick`.
+    fn successive_mtimes(natural: &[SystemTime], tick: Duration) -> Vec<SystemTime> {
+        let keep = coarse(tick);
+        let mut last = None;
+        natural
+            .iter()
+            .map(|&n| {
+                let t = advance_mtime(keep(n), last, |t| Ok(keep(t))).unwrap();
+                last = Some(t);
+                t
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_rewrite_in_the_same_tick_gets_another_modification_time() {
+    fn successive_files_get_strictly_increasing_modification_times() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        assert_eq!(distinct_mtime(Some(t), t), Some(t + Duration::from_secs(1)));
-        assert_eq!(distinct_mtime(Some(t), t + Duration::from_nanos(1)), None);
-        assert_eq!(distinct_mtime(None, t), None, "no old file");
+        // A, B and C written within one tick of a file system that keeps
+        // whole seconds: B is pushed a second ahead, and C, whose own time
+        // equals A's, must pass B's, or a registry that read A, then saw B
+        // and C's time equal A's, would keep serving A.
+        let within_a_second = [
+            t,
+            t + Duration::from_millis(300),
+            t + Duration::from_millis(600),
+        ];
+        for (tick, expected) in [
+            (
+                Duration::from_secs(1),
+                [t, t + Duration::from_secs(1), t + Duration::from_secs(2)],
+            ),
+            (
+                Duration::from_secs(2),
+                [t, t + Duration::from_secs(2), t + Duration::from_secs(4)],
+            ),
+            // Nanoseconds kept: the smallest step, near the clock.
+            (
+                Duration::from_nanos(1),
+                [
+                    t,
+                    t + Duration::from_millis(300),
+                    t + Duration::from_millis(600),
+                ],
+            ),
+        ] {
+            assert_eq!(
+                successive_mtimes(&within_a_second, tick),
+                expected,
+                "{tick:?}"
+            );
+        }
+        // The timer tick of ext4 on older kernels (4 ms), files times kept to
+        // the nanosecond: a step of a nanosecond is enough.
+        let same_tick = [t, t, t];
+        assert_eq!(
+            successive_mtimes(&same_tick, Duration::from_nanos(1)),
+            [t, t + Duration::from_nanos(1), t + Duration::from_nanos(2)]
+        );
+        // A clock set back: still later than the last.
+        let back = [t, t - Duration::from_secs(60)];
+        assert_eq!(
+            successive_mtimes(&back, Duration::from_nanos(1)),
+            [t, t + Duration::from_nanos(1)]
+        );
+        assert_eq!(
+            advance_mtime(t, None, |_| unreachable!()).unwrap(),
+            t,
+            "nothing before: the file's own time"
+        );
+    }
+
+    #[test]
+    fn real_files_get_times_later_than_every_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        // A file found at start, its time ahead of the clock (as a previous
+        // run on a coarse file system may leave it).
+        std::fs::write(&path, "").unwrap();
+        let asked = SystemTime::now() + Duration::from_secs(100);
+        set_mtime(&path, asked);
+        let ahead = mtime(&path);
+        // Whether the file system (TMPDIR's) keeps nanoseconds.
+        let fine = ahead == asked;
+        let mut keeper = Keeper::new(Target::check(&settings(&path)).unwrap().unwrap());
+        // Unlinked before the first write: only the time taken at start
+        // knows what the registry may have seen.
+        std::fs::remove_file(&path).unwrap();
+        let mut times = vec![ahead];
+        for content in ["a:1\n", "b:2\n", "c:3\n"] {
+            assert_eq!(keeper.keep(content.as_bytes()).unwrap(), Kept::Written);
+            times.push(mtime(&path));
+        }
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "strictly increasing: {times:?}"
+        );
+        if fine {
+            assert!(
+                times[3] < ahead + Duration::from_secs(1),
+                "the smallest step the file system keeps, not whole seconds: {times:?}"
+            );
+        }
+        // The file replaced behind the keeper's back by one with an older
+        // time (a backup restored): the next is later than the last written.
+        let last = times[3];
+        std::fs::write(&path, "restored\n").unwrap();
+        set_mtime(&path, SystemTime::now() - Duration::from_secs(3600));
+        assert_eq!(keeper.keep(b"d:4\n").unwrap(), Kept::Written);
+        assert!(mtime(&path) > last);
     }
 
     #[test]
@@ -447,11 +656,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("htpasswd");
         let target = Target::check(&settings(&path)).unwrap().unwrap();
-        target.write(b"old\n").unwrap();
+        target.write(b"old\n", None).unwrap();
         // The temporary file's name taken by a directory: the write fails
         // before the rename.
         std::fs::create_dir(temp_path(&path, &std::process::id().to_string())).unwrap();
-        assert!(target.write(b"new\n").is_err());
+        assert!(target.write(b"new\n", None).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
     }
 }

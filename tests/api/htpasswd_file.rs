@@ -267,3 +267,43 @@ fn start_refuses_a_file_the_registry_could_not_use_naming_the_fix() {
         "nothing created"
     );
 }
+
+#[tokio::test]
+async fn leftovers_of_a_previous_run_neither_stop_the_start_nor_hold_the_registry_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    // A previous run that crashed left its probe and a temporary file, and
+    // a file whose time is ahead of the clock (pushed there to differ from
+    // the one before it).
+    std::fs::write(dir.path().join(".htpasswd.probe.tmp"), "").unwrap();
+    std::fs::write(dir.path().join(".htpasswd.4242.tmp"), "half").unwrap();
+    std::fs::write(
+        &path,
+        "old:$2y$04$xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+    )
+    .unwrap();
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(30);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+
+    let app = app_keeping(&path).await;
+    until_users(&path, &[]).await;
+    // The registry may have read the old file: the new one's time must
+    // differ from it, and from every later one's, so each is later.
+    let first = mtime(&path);
+    assert!(first > ahead, "{first:?} is not after {ahead:?}");
+    app.add("next", "Next-File-1").await;
+    until_users(&path, &["next"]).await;
+    let second = mtime(&path);
+    assert!(second > first, "{second:?} is not after {first:?}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["htpasswd"], "no temporary file left");
+}
