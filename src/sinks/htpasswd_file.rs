@@ -8,18 +8,19 @@
 //! instance, at the moment the next credential expires, and every
 //! `poll_interval` (which brings in the writes of other instances sharing a
 //! MySQL/MariaDB database). A rewrite happens only when the content
-//! changes, and always atomically and durably: a temporary file in the same
-//! directory, written and synced, renamed over the old one, and the
-//! directory synced; the registry never reads a half-written file. Each new
-//! file's modification time is later than that of every file before it,
-//! since the registry notices a new file by that time alone. A failed write
-//! (a full disk, a permission) is logged, counted and retried; it never
-//! loses a database change (the database is the truth, the file a view of
-//! it) and never holds up the API.
+//! changes, or when the file on disk is no longer the one last written
+//! (removed, replaced, edited by hand), and always atomically and durably: a
+//! temporary file in the same directory, written and synced, renamed over
+//! the old one, and the directory synced; the registry never reads a
+//! half-written file. Each new file's modification time is later than that
+//! of every file before it, since the registry notices a new file by that
+//! time alone. A failed write (a full disk, a permission) is logged, counted
+//! and retried; it never loses a database change (the database is the
+//! truth, the file a view of it) and never holds up the API.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -138,10 +139,16 @@ impl Target {
         &self.path
     }
 
+    /// What identifies the file now at the path (a symbolic link put there
+    /// is not the file written, wherever it points).
+    fn stamp(&self) -> std::io::Result<Stamp> {
+        std::fs::symlink_metadata(&self.path).map(|m| Stamp::of(&m))
+    }
+
     /// Replaces the file with `content`, atomically and durably, with a
     /// modification time later than `last` and than the file it replaces.
-    /// Returns the new file's modification time.
-    fn write(&self, content: &[u8], last: Option<SystemTime>) -> std::io::Result<SystemTime> {
+    /// Returns what identifies the new file.
+    fn write(&self, content: &[u8], last: Option<SystemTime>) -> std::io::Result<Stamp> {
         let temp = temp_path(&self.path, &std::process::id().to_string());
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -162,19 +169,50 @@ impl Target {
             let replaced = std::fs::metadata(&self.path)
                 .and_then(|m| m.modified())
                 .ok();
-            let modified = advance_mtime(file.metadata()?.modified()?, last.max(replaced), |t| {
+            advance_mtime(file.metadata()?.modified()?, last.max(replaced), |t| {
                 file.set_modified(t)?;
                 file.metadata()?.modified()
             })?;
             file.sync_all()?;
             std::fs::rename(&temp, &self.path)?;
+            // After the rename, which changes the file's ctime.
+            let stamp = Stamp::of(&file.metadata()?);
             File::open(&self.dir)?.sync_all()?;
-            Ok(modified)
+            Ok(stamp)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
         result
+    }
+}
+
+/// What identifies a file as written: another file renamed over it, an edit
+/// in place, a change of its mode or owner, or its removal, all change one
+/// of these (the ctime, which no one can set, catches an edit whose writer
+/// put the old modification time back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    modified: Option<SystemTime>,
+    ctime: (i64, i64),
+    mode: u32,
+    owner: (u32, u32),
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            modified: meta.modified().ok(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mode: meta.mode(),
+            owner: (meta.uid(), meta.gid()),
+        }
     }
 }
 
@@ -201,22 +239,26 @@ fn advance_mtime(
     Ok(current)
 }
 
-/// Keeps the file at one path: what this process last wrote there, and
-/// the latest modification time it gave a file, so that each new one's is
+/// Keeps the file at one path: what this process last wrote there, to
+/// write it again when the file on disk is no longer that one, and the
+/// latest modification time it gave a file, so that each new one's is
 /// later.
 pub struct Keeper {
     target: Target,
-    kept: Option<Vec<u8>>,
+    kept: Option<(Vec<u8>, Stamp)>,
     last_mtime: Option<SystemTime>,
 }
 
 /// What [`Keeper::keep`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {
-    /// The content is the one last written.
+    /// The file on disk is the one last written, with this content.
     Unchanged,
     /// The content changed (or nothing was written yet): written.
     Written,
+    /// The content is the same, but the file on disk is not the one last
+    /// written (removed, replaced, edited, its mode changed): written again.
+    Restored,
 }
 
 impl Keeper {
@@ -233,15 +275,21 @@ impl Keeper {
     }
 
     /// Makes the file hold `content`, writing it when it differs from what
-    /// was last written.
+    /// was last written or when the file on disk is not the one written.
     pub fn keep(&mut self, content: &[u8]) -> std::io::Result<Kept> {
-        if self.kept.as_deref() == Some(content) {
-            return Ok(Kept::Unchanged);
-        }
-        let modified = self.target.write(content, self.last_mtime)?;
-        self.last_mtime = self.last_mtime.max(Some(modified));
-        self.kept = Some(content.to_vec());
-        Ok(Kept::Written)
+        let outcome = match &self.kept {
+            Some((kept, stamp)) if kept.as_slice() == content => {
+                if self.target.stamp().ok().as_ref() == Some(stamp) {
+                    return Ok(Kept::Unchanged);
+                }
+                Kept::Restored
+            }
+            _ => Kept::Written,
+        };
+        let stamp = self.target.write(content, self.last_mtime)?;
+        self.last_mtime = self.last_mtime.max(stamp.modified);
+        self.kept = Some((content.to_vec(), stamp));
+        Ok(outcome)
     }
 }
 
@@ -357,6 +405,10 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
                         inc(&metrics.htpasswd_writes);
                         tracing::debug!(path = %path.display(), users, "htpasswd file written");
                     }
+                    Ok(Kept::Restored) => {
+                        inc(&metrics.htpasswd_writes);
+                        tracing::warn!(path = %path.display(), users, "the htpasswd file was removed or changed by something else; written again");
+                    }
                     Err(e) => {
                         inc(&metrics.htpasswd_write_failures);
                         tracing::error!(path = %path.display(), error = %e, "cannot write the htpasswd file; retrying");
@@ -387,7 +439,6 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     fn settings(path: &Path) -> HtpasswdFileSettings {
         HtpasswdFileSettings {
@@ -614,6 +665,45 @@ mod tests {
         set_mtime(&path, SystemTime::now() - Duration::from_secs(3600));
         assert_eq!(keeper.keep(b"d:4\n").unwrap(), Kept::Written);
         assert!(mtime(&path) > last);
+    }
+
+    #[test]
+    fn a_file_changed_or_removed_behind_the_keeper_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let mut keeper = Keeper::new(Target::check(&settings(&path)).unwrap().unwrap());
+        let content = b"u:x\n";
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Written);
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Unchanged);
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Unchanged);
+
+        // A line appended in place.
+        let mut file = File::options().append(true).open(&path).unwrap();
+        file.write_all(b"intruder:y\n").unwrap();
+        drop(file);
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Restored);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Unchanged);
+
+        // Removed.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Restored);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+
+        // Replaced by another file of the same size and time.
+        let before = std::fs::metadata(&path).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"v:z\n").unwrap();
+        set_mtime(&other, before.modified().unwrap());
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Restored);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+
+        // Its mode opened to everyone.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Restored);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(keeper.keep(content).unwrap(), Kept::Unchanged);
     }
 
     #[test]

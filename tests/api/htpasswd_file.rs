@@ -3,7 +3,7 @@
 //! expiry, after another instance's writes, through a failing disk, and the
 //! same after a restart.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use registry_rubber::htpasswd::{self, HashType};
 
 use crate::helpers::{
-    spawn_app_with, spawn_second_app_with, spawn_with_settings, test_settings, TestApp,
+    captured_logs, spawn_app_with, spawn_second_app_with, spawn_with_settings, test_settings,
+    TestApp,
 };
 
 /// A temporary directory for the file, and the file's path in it.
@@ -266,6 +267,61 @@ fn start_refuses_a_file_the_registry_could_not_use_naming_the_fix() {
         !dir.path().join("registry-rubber.sqlite").exists(),
         "nothing created"
     );
+}
+
+#[tokio::test]
+async fn a_file_edited_or_removed_by_hand_is_corrected_within_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("kept", "Kept-File-2").await;
+    until_users(&path, &["kept"]).await;
+    let written = std::fs::read(&path).unwrap();
+
+    // Left alone, the file is not written again. (The write is counted
+    // just after the file is in place: a moment for that first.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = metric(&app, "rubber_htpasswd_writes_total").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        metric(&app, "rubber_htpasswd_writes_total").await,
+        writes,
+        "no rewrite of a file nobody touched"
+    );
+
+    // A line appended by hand, no change in the database: gone within the
+    // 1 s poll interval (with room for a busy machine).
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"intruder:$2y$04$xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+    )
+    .unwrap();
+    drop(file);
+    let corrected = until_users(&path, &["kept"]).await;
+    assert!(corrected < Duration::from_secs(5), "{corrected:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+
+    // Deleted: back within the poll interval.
+    std::fs::remove_file(&path).unwrap();
+    let restored = until_users(&path, &["kept"]).await;
+    assert!(restored < Duration::from_secs(5), "{restored:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+
+    // Its mode opened to everyone: put back.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&path).map_or(0, |m| m.mode() & 0o777) != 0o640 {
+        assert!(Instant::now() < deadline, "the mode was not put back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(captured_logs().contains(&format!(
+        "the htpasswd file was removed or changed by something else; written again path={}",
+        path.display()
+    )));
 }
 
 #[tokio::test]
