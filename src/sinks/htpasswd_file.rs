@@ -17,6 +17,11 @@
 //! time alone. A failed write (a full disk, a permission) is logged, counted
 //! and retried; it never loses a database change (the database is the
 //! truth, the file a view of it) and never holds up the API.
+//!
+//! Only what the format can carry is written: a live user whose name breaks
+//! the user name rule, whose hash is not a well-formed bcrypt hash, or whose
+//! name or hash is not text at all is left out, counted and warned about
+//! (never with the hash, nor with a name that is not a valid one).
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Write;
@@ -28,8 +33,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::HtpasswdFileSettings;
 use crate::credentials::Credentials;
-use crate::htpasswd::{self, HashType};
+use crate::domain::Username;
+use crate::htpasswd::bcrypt;
 use crate::metrics::inc;
+use crate::telemetry::RateLimitedLines;
 
 /// Pause before retrying a failed read or write.
 const RETRY: Duration = Duration::from_secs(1);
@@ -47,6 +54,8 @@ const MTIME_STEPS: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(2),
 ];
+/// The warning about users left out of the file.
+static LEFT_OUT_LINES: RateLimitedLines = RateLimitedLines::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum HtpasswdFileError {
@@ -342,23 +351,50 @@ pub fn group_id(group: &str) -> Option<u32> {
     (rc == 0 && !found.is_null()).then_some(entry.gr_gid)
 }
 
-/// The file's content for these live users: the bcrypt ones, one
-/// `user:hash` line each, in name order. Returns the content and how many
-/// live users it leaves out for another hash format.
-pub fn render(users: &[(String, String)]) -> (Vec<u8>, usize) {
+/// Live users left out of the file, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// A hash that is not a well-formed bcrypt hash: the registry reads
+    /// only bcrypt (users added with another hash type, or a hash that is
+    /// not one line).
+    pub not_bcrypt: usize,
+    /// A name outside the user name rule (a newline or `:` in it would
+    /// break the file's lines for every user).
+    pub bad_name: usize,
+    /// A name or hash that is not UTF-8 text in the database.
+    pub unreadable: usize,
+}
+
+impl LeftOut {
+    fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// The file's content for these live users: one `user:hash` line each, in
+/// name order, for each user with a valid name (the rule the API applies)
+/// and a well-formed bcrypt hash. Returns the content, how many lines it
+/// holds, and what it leaves out.
+pub fn render(users: &[(String, String)]) -> (Vec<u8>, usize, LeftOut) {
     let mut out = Vec::with_capacity(users.len() * 80);
-    let mut left_out = 0;
+    let mut lines = 0;
+    let mut left_out = LeftOut::default();
     for (user, hash) in users {
-        if htpasswd::detect(hash) != Some(HashType::Bcrypt) || hash.contains(['\n', '\r']) {
-            left_out += 1;
+        if Username::parse(user).is_err() {
+            left_out.bad_name += 1;
+            continue;
+        }
+        if !bcrypt::is_well_formed(hash) {
+            left_out.not_bcrypt += 1;
             continue;
         }
         out.extend_from_slice(user.as_bytes());
         out.push(b':');
         out.extend_from_slice(hash.as_bytes());
         out.push(b'\n');
+        lines += 1;
     }
-    (out, left_out)
+    (out, lines, left_out)
 }
 
 /// Keeps the file equal to the live users until the task is dropped.
@@ -367,7 +403,8 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
     let metrics = Arc::clone(credentials.metrics());
     let path = target.path().to_owned();
     let keeper = Arc::new(Mutex::new(Keeper::new(target)));
-    let mut warned_left_out = 0;
+    // What the last warning said; a new one is due when this changes.
+    let mut warned = LeftOut::default();
     loop {
         // Registered before reading, so that a change committed while this
         // pass runs wakes the next one.
@@ -375,18 +412,33 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
         let mut wait = poll_interval;
         match credentials.live_credentials().await {
             Ok(view) => {
-                let (content, left_out) = render(&view.users);
-                if left_out != warned_left_out {
-                    if left_out > 0 {
+                let (content, users, mut left_out) = render(&view.users);
+                left_out.unreadable = view.unreadable;
+                for (gauge, n) in [
+                    (&metrics.htpasswd_left_out_not_bcrypt, left_out.not_bcrypt),
+                    (&metrics.htpasswd_left_out_bad_name, left_out.bad_name),
+                    (&metrics.htpasswd_left_out_unreadable, left_out.unreadable),
+                ] {
+                    gauge.store(n as u64, Ordering::Relaxed);
+                }
+                if left_out != warned {
+                    // Counts only: a name that breaks the rule may hold
+                    // anything, and a hash is never logged. Until a line
+                    // gets through the limit, each pass tries again.
+                    if !left_out.any() {
+                        warned = left_out;
+                    } else if let Some(suppressed) = LEFT_OUT_LINES.admit() {
                         tracing::warn!(
                             path = %path.display(),
-                            left_out,
-                            "live users whose hash is not bcrypt are left out of the htpasswd file: the registry reads only bcrypt"
+                            not_bcrypt = left_out.not_bcrypt,
+                            bad_name = left_out.bad_name,
+                            unreadable = left_out.unreadable,
+                            suppressed,
+                            "live users are left out of the htpasswd file: not_bcrypt have a hash the registry cannot read (it reads only bcrypt), bad_name a name outside the user name rule, unreadable a name or hash that is not UTF-8 text"
                         );
+                        warned = left_out;
                     }
-                    warned_left_out = left_out;
                 }
-                let users = view.users.len() - left_out;
                 metrics
                     .htpasswd_users
                     .store(users as u64, Ordering::Relaxed);
@@ -449,6 +501,16 @@ mod tests {
         }
     }
 
+    /// A well-formed bcrypt hash (it verifies no password, which does not
+    /// matter here).
+    fn hash(c: char) -> String {
+        format!("$2y$04${}", c.to_string().repeat(53))
+    }
+
+    fn user(name: &str, hash: &str) -> (String, String) {
+        (name.to_owned(), hash.to_owned())
+    }
+
     fn mtime(path: &Path) -> SystemTime {
         std::fs::metadata(path).unwrap().modified().unwrap()
     }
@@ -465,21 +527,56 @@ mod tests {
     #[test]
     fn only_bcrypt_lines_in_name_order() {
         let users = vec![
-            (
-                "a".to_owned(),
-                "$2y$04$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY".to_owned(),
-            ),
-            ("b".to_owned(), "$apr1$salt$hash".to_owned()),
-            (
-                "c".to_owned(),
-                "$2y$04$zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA".to_owned(),
-            ),
+            user("a", &hash('a')),
+            user("b", "$apr1$salt$hash"),
+            user("c", &hash('c')),
         ];
-        let (content, left_out) = render(&users);
-        assert_eq!(left_out, 1);
+        let (content, lines, left_out) = render(&users);
+        assert_eq!(lines, 2);
+        assert_eq!(
+            left_out,
+            LeftOut {
+                not_bcrypt: 1,
+                ..LeftOut::default()
+            }
+        );
         assert_eq!(
             String::from_utf8(content).unwrap(),
             format!("a:{}\nc:{}\n", users[0].1, users[2].1)
+        );
+    }
+
+    #[test]
+    fn names_and_hashes_the_format_cannot_carry_are_left_out() {
+        let good = hash('g');
+        let users = vec![
+            user("ok", &good),
+            // Names another writer stored: each would add a line, split one,
+            // or be read as another user.
+            user("evil\nintruder", &good),
+            user("evil\r", &good),
+            user("a:b", &good),
+            user("sp ace", &good),
+            user("", &good),
+            user("ünï", &good),
+            user(&"x".repeat(129), &good),
+            // Hashes that claim bcrypt and are not one well-formed line.
+            user("h1", &format!("{good}\nintruder:{good}")),
+            user("h2", &format!("{}:x", &good[..58])),
+            user("h3", &good[..59]),
+            user("h4", &format!("{good} ")),
+            user("h5", ""),
+        ];
+        let (content, lines, left_out) = render(&users);
+        assert_eq!(String::from_utf8(content).unwrap(), format!("ok:{good}\n"));
+        assert_eq!(lines, 1);
+        assert_eq!(
+            left_out,
+            LeftOut {
+                not_bcrypt: 5,
+                bad_name: 7,
+                unreadable: 0,
+            }
         );
     }
 

@@ -269,6 +269,22 @@ fn start_refuses_a_file_the_registry_could_not_use_naming_the_fix() {
     );
 }
 
+/// Waits until `series` of /metrics is `expected`, for at most 10 s.
+async fn until_metric(app: &TestApp, series: &str, expected: u64) {
+    let started = Instant::now();
+    loop {
+        let value = metric(app, series).await;
+        if value == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{series} is {value}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_file_edited_or_removed_by_hand_is_corrected_within_a_poll() {
     let dir = tempfile::tempdir().unwrap();
@@ -322,6 +338,76 @@ async fn a_file_edited_or_removed_by_hand_is_corrected_within_a_poll() {
         "the htpasswd file was removed or changed by something else; written again path={}",
         path.display()
     )));
+}
+
+#[tokio::test]
+async fn rows_the_file_cannot_carry_are_left_out_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("good", "Good-File-1").await;
+    until_users(&path, &["good"]).await;
+    let good_hash = app.stored_hash("good").await.unwrap();
+    let sqlite = app.db.backend() == "sqlite";
+
+    // Rows another writer stored. Each name or hash carries a marker that
+    // must reach neither the file nor the log.
+    let db = &app.db;
+    db.insert_raw_user(b"smuggled-n1\nintruder", &good_hash, false)
+        .await;
+    db.insert_raw_user(b"smuggled-n2:x", &good_hash, false)
+        .await;
+    db.insert_raw_user(b"smuggled-n3\xff", &good_hash, false)
+        .await;
+    if sqlite {
+        // A BLOB name: no lookup by name finds it, Apache's included.
+        db.insert_raw_user(b"smuggledblob", &good_hash, true).await;
+    }
+    let bad_hash = format!("{good_hash}\nsmuggled-h1:{good_hash}");
+    db.insert_raw_user(b"oddhash", &bad_hash, false).await;
+
+    // A change through the API: the file follows, with the good users only.
+    app.add("later", "Later-File-1").await;
+    until_users(&path, &["good", "later"]).await;
+    until_metric(&app, "rubber_htpasswd_left_out{reason=\"bad_name\"}", 2).await;
+    until_metric(
+        &app,
+        "rubber_htpasswd_left_out{reason=\"unreadable\"}",
+        if sqlite { 2 } else { 1 },
+    )
+    .await;
+    until_metric(&app, "rubber_htpasswd_left_out{reason=\"not_bcrypt\"}", 1).await;
+    assert_eq!(metric(&app, "rubber_htpasswd_users").await, 2);
+
+    // Reads keep working: a removal reaches the file.
+    app.post_form("/remove", &[("user", "good")]).await;
+    until_users(&path, &["later"]).await;
+    assert_eq!(
+        metric(&app, "rubber_htpasswd_write_failures_total").await,
+        0,
+        "no read failed on the odd rows"
+    );
+    let content = std::fs::read(&path).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&content).contains("smuggled"),
+        "{}",
+        String::from_utf8_lossy(&content)
+    );
+
+    // One warning, with counts only.
+    let warning = format!(
+        "live users are left out of the htpasswd file: not_bcrypt have a hash the registry cannot read (it reads only bcrypt), bad_name a name outside the user name rule, unreadable a name or hash that is not UTF-8 text path={} not_bcrypt=1 bad_name=2 unreadable={}",
+        path.display(),
+        if sqlite { 2 } else { 1 }
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !captured_logs().contains(&warning) {
+        assert!(Instant::now() < deadline, "no warning: {warning}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = captured_logs();
+    assert!(!logs.contains("smuggled"), "a marker reached the log");
+    assert!(!logs.contains(&good_hash[7..]), "a hash reached the log");
 }
 
 #[tokio::test]
