@@ -70,6 +70,10 @@ pub struct Metrics {
     pub htpasswd_users: AtomicU64,
     pub htpasswd_writes: AtomicU64,
     pub htpasswd_write_failures: AtomicU64,
+    /// Live users left out of the htpasswd file, by reason.
+    pub htpasswd_left_out_not_bcrypt: AtomicU64,
+    pub htpasswd_left_out_bad_name: AtomicU64,
+    pub htpasswd_left_out_unreadable: AtomicU64,
     doors: Mutex<Vec<Arc<DoorMetrics>>>,
 }
 
@@ -231,6 +235,18 @@ impl Metrics {
             "Failed reads of the users or writes of the htpasswd file, each retried.",
             get(&self.htpasswd_write_failures),
         );
+        let name = "rubber_htpasswd_left_out";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Live users left out of the registry's htpasswd file, by reason: not_bcrypt (a hash the registry cannot read), bad_name (a name outside the user name rule), unreadable (a name or hash that is not UTF-8 text).\n# TYPE {name} gauge"
+        );
+        for (reason, g) in [
+            ("not_bcrypt", &self.htpasswd_left_out_not_bcrypt),
+            ("bad_name", &self.htpasswd_left_out_bad_name),
+            ("unreadable", &self.htpasswd_left_out_unreadable),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", get(g));
+        }
         let expiry = get(&self.token_certificate_expiry);
         if expiry > 0 {
             gauge(

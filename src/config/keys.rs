@@ -269,7 +269,7 @@ const HTPASSWD_FILE: [Key; 4] = [
         "absolute path of the htpasswd file the registry reads (auth: htpasswd: path), kept equal to the live users; needs hash_type bcrypt; empty: off",
         htpasswd_file.path = values::optional_absolute_path),
     key!(Section::HtpasswdFile, "poll_interval", "RUBBER_HTPASSWD_POLL_INTERVAL", "5", "SECONDS",
-        "seconds between reads of the database for changes made elsewhere (other instances on a shared MySQL/MariaDB database, the command line)",
+        "seconds between reads of the database for changes made elsewhere (other instances on a shared MySQL/MariaDB database, the command line), and between checks that the file on disk is still the one written",
         htpasswd_file.poll_interval = |v| values::seconds(v, 1)),
     key!(Section::HtpasswdFile, "mode", "RUBBER_HTPASSWD_MODE", "0640", "OCTAL",
         "permission bits of the file: the registry's user must read it, nobody else",

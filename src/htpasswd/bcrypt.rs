@@ -80,8 +80,9 @@ pub fn verify(password: &str, stored: &str) -> bool {
     ::bcrypt::verify(password, stored).unwrap_or(false)
 }
 
-/// Whether `stored` is `$2[aby]$NN$` followed by 53 bcrypt base64 characters.
-fn is_well_formed(stored: &str) -> bool {
+/// Whether `stored` is `$2[aby]$NN$` followed by 53 bcrypt base64 characters
+/// (so one line, with no `:` or space).
+pub fn is_well_formed(stored: &str) -> bool {
     let bytes = stored.as_bytes();
     bytes.len() == HASH_LEN
         && ACCEPTED_PREFIXES

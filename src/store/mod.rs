@@ -204,8 +204,13 @@ pub struct RefreshRow {
 /// `Debug` leaves the hashes out.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct LiveCredentials {
-    /// (name, stored hash), in name order.
+    /// (name, stored hash), in name order: the rows whose name and hash are
+    /// UTF-8 text. Nothing else about them is checked here.
     pub users: Vec<(String, String)>,
+    /// Live rows left out of `users` because their name or hash is not
+    /// UTF-8 text (written by another tool): one odd row must not keep the
+    /// others from being read.
+    pub unreadable: usize,
     /// The earliest expiry still ahead, in epoch seconds.
     pub next_expiry: Option<i64>,
 }
@@ -217,6 +222,7 @@ impl std::fmt::Debug for LiveCredentials {
                 "users",
                 &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>(),
             )
+            .field("unreadable", &self.unreadable)
             .field("next_expiry", &self.next_expiry)
             .finish()
     }

@@ -325,15 +325,28 @@ impl MysqlStore {
                 .bind(now)
                 .fetch_all(&mut *conn)
                 .await?;
-            let users = rows
-                .iter()
-                .map(|r| Ok((text(r, 0)?, text(r, 1)?)))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            // Read as bytes: one name or hash that is not UTF-8 (the
+            // column is VARBINARY, any tool can write it) is left out, not
+            // a failure of the whole read.
+            let mut users = Vec::with_capacity(rows.len());
+            let mut unreadable = 0;
+            for r in &rows {
+                let name: Vec<u8> = r.try_get(0)?;
+                let hash: Vec<u8> = r.try_get(1)?;
+                match (String::from_utf8(name), String::from_utf8(hash)) {
+                    (Ok(name), Ok(hash)) => users.push((name, hash)),
+                    _ => unreadable += 1,
+                }
+            }
             let next_expiry: Option<i64> = sqlx::query_scalar(&next_sql)
                 .bind(now)
                 .fetch_one(&mut *conn)
                 .await?;
-            Ok(LiveCredentials { users, next_expiry })
+            Ok(LiveCredentials {
+                users,
+                unreadable,
+                next_expiry,
+            })
         };
         self.read(read).await
     }

@@ -253,12 +253,24 @@ impl SqliteStore {
             // One transaction, so that the users and the next expiry agree.
             conn.execute_batch("BEGIN")?;
             let read = (|| {
-                let users = conn
+                let rows = conn
                     .prepare(&users_sql)?
-                    .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .query_map([now], |r| Ok((utf8_text(r, 0)?, utf8_text(r, 1)?)))?
                     .collect::<Result<Vec<_>, _>>()?;
+                let mut users = Vec::with_capacity(rows.len());
+                let mut unreadable = 0;
+                for row in rows {
+                    match row {
+                        (Some(name), Some(hash)) => users.push((name, hash)),
+                        _ => unreadable += 1,
+                    }
+                }
                 let next_expiry = conn.query_row(&next_sql, [now], |r| r.get(0))?;
-                Ok::<_, rusqlite::Error>(LiveCredentials { users, next_expiry })
+                Ok::<_, rusqlite::Error>(LiveCredentials {
+                    users,
+                    unreadable,
+                    next_expiry,
+                })
             })();
             conn.execute_batch("COMMIT")?;
             Ok(read?)
@@ -802,6 +814,19 @@ impl RowOps for Rows<'_> {
             .execute([limit])?;
         Ok(())
     }
+}
+
+/// Column `index` when it is TEXT holding UTF-8; None for anything else.
+/// A BLOB is None even when its bytes are UTF-8: SQLite never finds it by
+/// a text name (a BLOB equals no TEXT), so neither this service's lookups
+/// nor Apache's would, and it is no user for them.
+fn utf8_text(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Text(bytes) => {
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]

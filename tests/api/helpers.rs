@@ -160,6 +160,33 @@ impl TestDb {
         }
     }
 
+    /// Writes a live row (no expiry) behind the service's back, as another
+    /// tool might, its name given as bytes: stored as TEXT holding exactly
+    /// those bytes, or with `name_as_blob` as an SQLite BLOB (MySQL's
+    /// VARBINARY column holds bytes either way).
+    #[allow(dead_code)]
+    pub async fn insert_raw_user(&self, name: &[u8], hash: &str, name_as_blob: bool) {
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let sql = if name_as_blob {
+                    "INSERT INTO users (username, password, created_at) VALUES (?1, ?2, 0)"
+                } else {
+                    "INSERT INTO users (username, password, created_at) VALUES (CAST(?1 AS TEXT), ?2, 0)"
+                };
+                conn.execute(sql, rusqlite::params![name, hash]).unwrap();
+            }
+            TestDb::Mysql(db) => {
+                sqlx::query("INSERT INTO users (username, password, created_at) VALUES (?, ?, 0)")
+                    .bind(name)
+                    .bind(hash)
+                    .execute(&db.pool)
+                    .await
+                    .expect("insert a raw row");
+            }
+        }
+    }
+
     /// Runs `sql`, written for both backends, behind the service's back.
     pub async fn execute(&self, sql: &str) {
         match self {

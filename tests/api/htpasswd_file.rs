@@ -3,7 +3,7 @@
 //! expiry, after another instance's writes, through a failing disk, and the
 //! same after a restart.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use registry_rubber::htpasswd::{self, HashType};
 
 use crate::helpers::{
-    spawn_app_with, spawn_second_app_with, spawn_with_settings, test_settings, TestApp,
+    captured_logs, spawn_app_with, spawn_second_app_with, spawn_with_settings, test_settings,
+    TestApp,
 };
 
 /// A temporary directory for the file, and the file's path in it.
@@ -266,4 +267,185 @@ fn start_refuses_a_file_the_registry_could_not_use_naming_the_fix() {
         !dir.path().join("registry-rubber.sqlite").exists(),
         "nothing created"
     );
+}
+
+/// Waits until `series` of /metrics is `expected`, for at most 10 s.
+async fn until_metric(app: &TestApp, series: &str, expected: u64) {
+    let started = Instant::now();
+    loop {
+        let value = metric(app, series).await;
+        if value == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{series} is {value}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_file_edited_or_removed_by_hand_is_corrected_within_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("kept", "Kept-File-2").await;
+    until_users(&path, &["kept"]).await;
+    let written = std::fs::read(&path).unwrap();
+
+    // Left alone, the file is not written again. (The write is counted
+    // just after the file is in place: a moment for that first.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = metric(&app, "rubber_htpasswd_writes_total").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        metric(&app, "rubber_htpasswd_writes_total").await,
+        writes,
+        "no rewrite of a file nobody touched"
+    );
+
+    // A line appended by hand, no change in the database: gone within the
+    // 1 s poll interval (with room for a busy machine).
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"intruder:$2y$04$xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+    )
+    .unwrap();
+    drop(file);
+    let corrected = until_users(&path, &["kept"]).await;
+    assert!(corrected < Duration::from_secs(5), "{corrected:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+
+    // Deleted: back within the poll interval.
+    std::fs::remove_file(&path).unwrap();
+    let restored = until_users(&path, &["kept"]).await;
+    assert!(restored < Duration::from_secs(5), "{restored:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+
+    // Its mode opened to everyone: put back.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&path).map_or(0, |m| m.mode() & 0o777) != 0o640 {
+        assert!(Instant::now() < deadline, "the mode was not put back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(captured_logs().contains(&format!(
+        "the htpasswd file was removed or changed by something else; written again path={}",
+        path.display()
+    )));
+}
+
+#[tokio::test]
+async fn rows_the_file_cannot_carry_are_left_out_and_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let app = app_keeping(&path).await;
+    app.add("good", "Good-File-1").await;
+    until_users(&path, &["good"]).await;
+    let good_hash = app.stored_hash("good").await.unwrap();
+    let sqlite = app.db.backend() == "sqlite";
+
+    // Rows another writer stored. Each name or hash carries a marker that
+    // must reach neither the file nor the log.
+    let db = &app.db;
+    db.insert_raw_user(b"smuggled-n1\nintruder", &good_hash, false)
+        .await;
+    db.insert_raw_user(b"smuggled-n2:x", &good_hash, false)
+        .await;
+    db.insert_raw_user(b"smuggled-n3\xff", &good_hash, false)
+        .await;
+    if sqlite {
+        // A BLOB name: no lookup by name finds it, Apache's included.
+        db.insert_raw_user(b"smuggledblob", &good_hash, true).await;
+    }
+    let bad_hash = format!("{good_hash}\nsmuggled-h1:{good_hash}");
+    db.insert_raw_user(b"oddhash", &bad_hash, false).await;
+
+    // A change through the API: the file follows, with the good users only.
+    app.add("later", "Later-File-1").await;
+    until_users(&path, &["good", "later"]).await;
+    until_metric(&app, "rubber_htpasswd_left_out{reason=\"bad_name\"}", 2).await;
+    until_metric(
+        &app,
+        "rubber_htpasswd_left_out{reason=\"unreadable\"}",
+        if sqlite { 2 } else { 1 },
+    )
+    .await;
+    until_metric(&app, "rubber_htpasswd_left_out{reason=\"not_bcrypt\"}", 1).await;
+    assert_eq!(metric(&app, "rubber_htpasswd_users").await, 2);
+
+    // Reads keep working: a removal reaches the file.
+    app.post_form("/remove", &[("user", "good")]).await;
+    until_users(&path, &["later"]).await;
+    assert_eq!(
+        metric(&app, "rubber_htpasswd_write_failures_total").await,
+        0,
+        "no read failed on the odd rows"
+    );
+    let content = std::fs::read(&path).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&content).contains("smuggled"),
+        "{}",
+        String::from_utf8_lossy(&content)
+    );
+
+    // One warning, with counts only.
+    let warning = format!(
+        "live users are left out of the htpasswd file: not_bcrypt have a hash the registry cannot read (it reads only bcrypt), bad_name a name outside the user name rule, unreadable a name or hash that is not UTF-8 text path={} not_bcrypt=1 bad_name=2 unreadable={}",
+        path.display(),
+        if sqlite { 2 } else { 1 }
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !captured_logs().contains(&warning) {
+        assert!(Instant::now() < deadline, "no warning: {warning}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = captured_logs();
+    assert!(!logs.contains("smuggled"), "a marker reached the log");
+    assert!(!logs.contains(&good_hash[7..]), "a hash reached the log");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_previous_run_neither_stop_the_start_nor_hold_the_registry_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    // A previous run that crashed left its probe and a temporary file, and
+    // a file whose time is ahead of the clock (pushed there to differ from
+    // the one before it).
+    std::fs::write(dir.path().join(".htpasswd.probe.tmp"), "").unwrap();
+    std::fs::write(dir.path().join(".htpasswd.4242.tmp"), "half").unwrap();
+    std::fs::write(
+        &path,
+        "old:$2y$04$xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+    )
+    .unwrap();
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(30);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+
+    let app = app_keeping(&path).await;
+    until_users(&path, &[]).await;
+    // The registry may have read the old file: the new one's time must
+    // differ from it, and from every later one's, so each is later.
+    let first = mtime(&path);
+    assert!(first > ahead, "{first:?} is not after {ahead:?}");
+    app.add("next", "Next-File-1").await;
+    until_users(&path, &["next"]).await;
+    let second = mtime(&path);
+    assert!(second > first, "{second:?} is not after {first:?}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["htpasswd"], "no temporary file left");
 }

@@ -615,3 +615,111 @@ async fn htpasswd_instance_without_a_listener_keeps_the_file_from_the_database()
         .inspect(Some(Creds::new(&owner, &owner_password)), &repo, "v1")
         .expect_success();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_rows_another_tool_wrote_leave_the_registry_serving_the_others() {
+    let stack = htpasswd_stack(Db::Sqlite, vec![("RUBBER_SWEEP_INTERVAL", "0")]);
+    let (owner, owner_password, repo) = user_with_image(&stack, "htpasswd-owner").await;
+    let (leaving, leaving_password, _) = user_with_image(&stack, "htpasswd-leaving").await;
+    let hash = stack.stored_hash(&owner).expect("the owner is stored");
+
+    // Rows written behind the service's back: a name with a newline (in
+    // the file, a line without `:`, which makes the registry answer 400 to
+    // everyone), a name with `:` and a leading space, a name that is not
+    // UTF-8, a BLOB name (which made every read of the users fail), and a
+    // hash on two lines.
+    let smuggled = unique("smuggled-");
+    stack.insert_raw_user(format!("{smuggled}\nx").as_bytes(), &hash, false);
+    stack.insert_raw_user(format!(" {smuggled}:x").as_bytes(), &hash, false);
+    stack.insert_raw_user(&[b's', 0xff, 0xfe], &hash, false);
+    stack.insert_raw_user(format!("{smuggled}-blob").as_bytes(), &hash, true);
+    stack.insert_raw_user(
+        format!("{smuggled}-hash").as_bytes(),
+        &format!("{hash}\n{smuggled}-line:{hash}"),
+        false,
+    );
+
+    // A removal through the API still reaches the file, and the registry
+    // keeps answering the others.
+    stack.remove(&leaving).await;
+    let (delay, _) = until_answer(
+        &stack,
+        Creds::new(&leaving, &leaving_password),
+        401,
+        Instant::now(),
+        SLACK,
+    );
+    println!("htpasswd: remove with odd rows in the table -> first refusal: {delay:?}");
+    assert_eq!(file_users(&stack), [owner.as_str()]);
+    let owner_creds = Creds::new(&owner, &owner_password);
+    assert_eq!(check(&stack, owner_creds), 200);
+    stack
+        .inspect(Some(owner_creds), &repo, "v1")
+        .expect_success();
+    let file = std::fs::read_to_string(stack.htpasswd_file()).expect("read the file");
+    assert!(!file.contains(&smuggled), "{file}");
+    // Counted in the service's log, never named, nor their hashes shown.
+    let log = stack.service_log();
+    assert!(
+        log.contains("live users are left out of the htpasswd file"),
+        "{log}"
+    );
+    assert!(!log.contains(&smuggled), "a smuggled name reached the log");
+    assert!(!log.contains(&hash[7..]), "a hash reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_a_line_added_by_hand_is_refused_and_a_removed_file_back_within_the_poll_interval()
+{
+    let stack = htpasswd_stack(Db::Sqlite, vec![("RUBBER_SWEEP_INTERVAL", "0")]);
+    let bound = Duration::from_secs(POLL_INTERVAL_S) + SLACK;
+    let (owner, owner_password, repo) = user_with_image(&stack, "htpasswd-owner").await;
+    let written = std::fs::read(stack.htpasswd_file()).expect("read the file");
+
+    // A line appended in place, as `htpasswd -B FILE user` would: the
+    // registry reads it (the file's time changed), and the service takes it
+    // out at its next poll, with a time the registry notices again.
+    let intruder = unique("htpasswd-by-hand");
+    let password = unique("pw-");
+    let hash =
+        registry_rubber::htpasswd::hash(registry_rubber::htpasswd::HashType::Bcrypt, &password, 4)
+            .expect("hash a password");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(stack.htpasswd_file())
+        .expect("open the file");
+    std::io::Write::write_all(&mut file, format!("{intruder}:{hash}\n").as_bytes())
+        .expect("append a line");
+    drop(file);
+    let appended = Instant::now();
+    let creds = Creds::new(&intruder, &password);
+    let first = check(&stack, creds);
+    let (delay, accepted) = until_answer(&stack, creds, 401, appended, bound);
+    println!(
+        "htpasswd: line appended by hand -> first refusal: {delay:?} (first answer {first}, {accepted} acceptances)"
+    );
+    assert_eq!(std::fs::read(stack.htpasswd_file()).expect("read"), written);
+    for _ in 0..3 {
+        assert_eq!(check(&stack, creds), 401, "refused for good");
+    }
+
+    // The file removed: the registry answers 400 to every request while it
+    // is missing, and the service writes it again at its next poll.
+    std::fs::remove_file(stack.htpasswd_file()).expect("remove the file");
+    let removed = Instant::now();
+    let owner_creds = Creds::new(&owner, &owner_password);
+    let mut statuses = Vec::new();
+    let back = poll(bound, || {
+        let status = stack.get_registry("/v2/", Some(owner_creds)).status;
+        statuses.push(status);
+        (status == 200).then(|| removed.elapsed())
+    })
+    .unwrap_or_else(|| panic!("the owner was not accepted again within {bound:?}: {statuses:?}"));
+    println!(
+        "htpasswd: file removed -> owner accepted again: {back:?} (answers before: {statuses:?})"
+    );
+    assert_eq!(std::fs::read(stack.htpasswd_file()).expect("read"), written);
+    stack
+        .inspect(Some(owner_creds), &repo, "v1")
+        .expect_success();
+}

@@ -466,6 +466,11 @@ impl Stack {
         self.registry.log()
     }
 
+    /// What the first service instance has logged so far.
+    pub fn service_log(&self) -> String {
+        self.service.log()
+    }
+
     /// Stops the first service instance by its PID (SIGTERM, which lets it
     /// finish and close the database), leaving everything else running.
     pub fn stop_service(&mut self) {
@@ -668,6 +673,27 @@ impl Stack {
             .collect::<Result<_, _>>()
             .expect("read users");
         names
+    }
+
+    /// Writes a live row (no expiry) into the database file behind the
+    /// service's back, as another tool might: its name as TEXT holding
+    /// exactly these bytes, or with `name_as_blob` as a BLOB.
+    pub fn insert_raw_user(&self, name: &[u8], hash: &str, name_as_blob: bool) {
+        assert!(
+            self.mariadb.is_none(),
+            "this stack keeps its users in MariaDB"
+        );
+        let conn = rusqlite::Connection::open(&self.db)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.db.display()));
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("set a busy timeout");
+        let sql = if name_as_blob {
+            "INSERT INTO users (username, password, created_at) VALUES (?1, ?2, 0)"
+        } else {
+            "INSERT INTO users (username, password, created_at) VALUES (CAST(?1 AS TEXT), ?2, 0)"
+        };
+        conn.execute(sql, rusqlite::params![name, hash])
+            .expect("insert a row into users");
     }
 
     fn read_db(&self) -> rusqlite::Connection {
