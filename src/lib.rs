@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod doors;
+pub mod host;
 pub mod htpasswd;
 pub mod metrics;
 pub mod sinks;

@@ -104,12 +104,10 @@ impl Application {
                 gid: match &settings.api.unix_socket_group {
                     None => None,
                     Some(group) => {
-                        Some(crate::sinks::htpasswd_file::group_id(group).ok_or_else(|| {
-                            DoorError::Unix {
-                                door: "api",
-                                path: path.clone(),
-                                why: format!("no group {group} (unix_socket_group)"),
-                            }
+                        Some(crate::host::group_id(group).ok_or_else(|| DoorError::Unix {
+                            door: "api",
+                            path: path.clone(),
+                            why: format!("no group {group} (unix_socket_group)"),
                         })?)
                     }
                 },

@@ -108,7 +108,8 @@ impl Target {
         let gid = match settings.group.as_deref() {
             None => None,
             Some(group) => Some(
-                group_id(group).ok_or_else(|| HtpasswdFileError::UnknownGroup(group.to_owned()))?,
+                crate::host::group_id(group)
+                    .ok_or_else(|| HtpasswdFileError::UnknownGroup(group.to_owned()))?,
             ),
         };
         // A crash may have left temporary files, the probe's own among
@@ -326,29 +327,6 @@ fn remove_stale_temp_files(path: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// The group id of a group name or number.
-pub fn group_id(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Some(gid);
-    }
-    let name = std::ffi::CString::new(group).ok()?;
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the result, when not
-    // null, points at `entry`, whose strings live in `buf`.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    (rc == 0 && !found.is_null()).then_some(entry.gr_gid)
 }
 
 /// Live users left out of the file, by reason.
@@ -636,7 +614,6 @@ mod tests {
         s.group = Some("no-such-group-rr".into());
         let err = Target::check(&s).unwrap_err().to_string();
         assert!(err.contains("not a group"), "{err}");
-        assert!(group_id("root") == Some(0));
         let mut off = settings(&dir.path().join("htpasswd"));
         off.path = None;
         assert!(Target::check(&off).unwrap().is_none());
