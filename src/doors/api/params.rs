@@ -180,7 +180,9 @@ impl Params {
             let text = match value {
                 Value::Null => String::new(),
                 Value::String(s) => s,
-                Value::Number(n) if name != "passwd" && n.is_u64() => n.to_string(),
+                Value::Number(n) if name != "passwd" && whole_number(&n).is_some() => {
+                    whole_number(&n).unwrap_or_default().to_string()
+                }
                 _ if name == "user" => {
                     return Err(ApiError::InvalidUser {
                         detail: "user must be a JSON string or a whole number".into(),
@@ -203,6 +205,18 @@ impl Params {
         }
         Ok(())
     }
+}
+
+/// The value of a JSON number that is a whole number from 0 to 2^64 - 1,
+/// however it is written (`1000`, `1000.0`, `1e3`): JSON gives a number a
+/// value, not a form.
+fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            // Exact: every whole f64 below 2^64 is a u64.
+            .map(|f| f as u64)
+    })
 }
 
 /// A JSON object's members in the order they were written, repeated keys
@@ -304,10 +318,20 @@ mod tests {
             p.extend_json(br#"{"user": true}"#),
             Err(ApiError::InvalidUser { .. })
         ));
-        assert!(
-            p.extend_json(br#"{"user": 1e3}"#).is_err(),
-            "not a whole number"
-        );
+        assert!(p.extend_json(br#"{"user": 1.5}"#).is_err(), "not whole");
+        assert!(p.extend_json(br#"{"user": -1}"#).is_err(), "negative");
+        assert!(p.extend_json(br#"{"ttl": 18446744073709551616}"#).is_err());
+        for (written, value) in [
+            ("1e3", "1000"),
+            ("1000.0", "1000"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("9.223372036854775808e18", "9223372036854775808"),
+        ] {
+            let mut p = Params::default();
+            p.extend_json(format!(r#"{{"ttl": {written}}}"#).as_bytes())
+                .unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(p.get("ttl"), Some(value), "{written}: its value");
+        }
         assert!(p.extend_json(br#"{"ttl": -5}"#).is_err());
         assert!(p.extend_json(br#"{"passwd": 12345}"#).is_err());
         assert!(p.extend_json(b"[1,2]").is_err());
