@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +36,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+
+echo "== schemathesis: the admin API against docs/openapi.json"
+scripts/schemathesis.sh target/debug/registry-rubber
 
 # A throwaway MariaDB for the second run of the API suite: its own data
 # directory in a temporary directory, root without a password on 127.0.0.1,

@@ -2,7 +2,7 @@
 //! it today, and on POST with a form or JSON body.
 
 use registry_rubber::htpasswd;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with};
 use registry_rubber::htpasswd::HashType;
@@ -246,4 +246,17 @@ async fn healthz_answers_200_with_json() {
     let a = app.get("/healthz").await;
     a.assert_envelope("healthz", 200, "healthy");
     assert_eq!(a.body["database"], app.db.backend());
+}
+
+#[tokio::test]
+async fn the_openapi_description_is_served_as_docs_holds_it() {
+    let app = spawn_app().await;
+    let a = app.get("/openapi.json").await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.content_type.starts_with("application/json"), "{a:?}");
+    let on_disk: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+    assert_eq!(a.body, on_disk);
+    // Open to every caller the door admits, as health and metrics are.
+    let a = app.post_form("/openapi.json", &[]).await;
+    a.assert_envelope("openapi", 405, "method not allowed; use GET");
 }

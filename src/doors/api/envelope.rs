@@ -22,6 +22,7 @@ pub enum Action {
     List,
     Healthz,
     Metrics,
+    OpenApi,
     Unknown,
 }
 
@@ -32,6 +33,12 @@ impl Action {
             .iter()
             .find(|(p, _)| *p == path)
             .map_or(Action::Unknown, |(_, action)| *action)
+    }
+
+    /// Whether the action is about the service rather than its users:
+    /// answered to every caller the door admits, named or not.
+    pub fn is_open(self) -> bool {
+        matches!(self, Action::Healthz | Action::Metrics | Action::OpenApi)
     }
 
     /// Whether the action changes the users table.
@@ -51,6 +58,7 @@ impl Action {
             Action::List => "list",
             Action::Healthz => "healthz",
             Action::Metrics => "metrics",
+            Action::OpenApi => "openapi",
             Action::Unknown => "unknown",
         }
     }
@@ -242,7 +250,7 @@ impl ApiError {
 fn user_actions() -> String {
     let paths: Vec<&str> = super::ROUTES
         .iter()
-        .filter(|(_, a)| !matches!(a, Action::Healthz | Action::Metrics))
+        .filter(|(_, a)| !a.is_open())
         .map(|(p, _)| *p)
         .collect();
     match paths.split_last() {

@@ -27,7 +27,7 @@ use envelope::{Action, ApiError};
 /// Every route of the admin API and the action it answers as: the router,
 /// the action a path names, the metrics' route labels and the message for an
 /// unknown path all come from this list.
-pub const ROUTES: [(&str, Action); 8] = [
+pub const ROUTES: [(&str, Action); 9] = [
     ("/add", Action::Add),
     ("/remove", Action::Remove),
     ("/delete", Action::Remove),
@@ -36,7 +36,11 @@ pub const ROUTES: [(&str, Action); 8] = [
     ("/list", Action::List),
     ("/healthz", Action::Healthz),
     ("/metrics", Action::Metrics),
+    ("/openapi.json", Action::OpenApi),
 ];
+
+/// The OpenAPI 3.1 description of this API, as docs/openapi.json holds it.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -187,7 +191,7 @@ async fn name_caller(
     let mut caller = Caller::of(&req);
     match callers.current() {
         None => caller.rights = Some(Arc::new(Rights::all())),
-        Some(_) if matches!(action, Action::Healthz | Action::Metrics) => {}
+        Some(_) if action.is_open() => {}
         Some(callers) => {
             let identity = req.extensions().get::<Arc<ClientIdentity>>().cloned();
             match callers.identify(req.headers(), identity.as_deref()) {
@@ -219,6 +223,7 @@ fn handler(action: Action) -> MethodRouter<AppState> {
         Action::List => any(actions::list),
         Action::Healthz => any(health::healthz),
         Action::Metrics => any(metrics),
+        Action::OpenApi => any(openapi),
         Action::Unknown => any(not_found),
     }
 }
@@ -244,6 +249,27 @@ async fn not_found() -> Response {
     Action::Unknown.answer(Err(ApiError::NotFound))
 }
 
+/// `GET /openapi.json`: the description of this API.
+async fn openapi(method: Method) -> Response {
+    if !matches!(method, Method::GET | Method::HEAD) {
+        return Action::OpenApi.answer(Err(ApiError::MethodNotAllowed {
+            allow: "GET, HEAD",
+            hint: "GET",
+        }));
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 /// `GET /metrics`: the Prometheus text format.
 async fn metrics(State(app): State<AppState>, method: Method) -> Response {
     if !matches!(method, Method::GET | Method::HEAD) {
@@ -258,4 +284,41 @@ async fn metrics(State(app): State<AppState>, method: Method) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// docs/openapi.json describes exactly the routes served, each with the
+    /// methods it answers: GET and POST for a mutation, GET for the rest.
+    #[test]
+    fn the_description_names_every_route_and_no_other() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let described: BTreeSet<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let served: BTreeSet<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+        assert_eq!(described, served);
+        for (path, action) in ROUTES {
+            let methods: BTreeSet<&str> = doc["paths"][path]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let expected: BTreeSet<&str> = if action.mutates() {
+                ["get", "post"].into()
+            } else {
+                ["get"].into()
+            };
+            assert_eq!(methods, expected, "{path}");
+        }
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
 }
