@@ -942,6 +942,39 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_log_level_is_refused_with_the_level_meant() {
+        let load = |level: &str| {
+            Settings::load_from(None, &env(&[("RUBBER_LOG_LEVEL", level)]), &vec![])
+                .map(|s| s.log_level)
+                .map_err(|e| e.to_string())
+        };
+        let e = load("inof").unwrap_err();
+        assert!(
+            e.contains("environment variable RUBBER_LOG_LEVEL")
+                && e.contains("key `log_level`")
+                && e.contains("did you mean `info`?"),
+            "{e}"
+        );
+        let e = load("info,registry_rubber::access=wran").unwrap_err();
+        assert!(e.contains("did you mean `warn`?"), "{e}");
+        assert!(
+            load("registry_rubber").is_err(),
+            "a bare target logs nothing else"
+        );
+        assert!(load("=info").is_err());
+        assert!(load("").is_err());
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "debug,hyper=warn",
+            "info,registry_rubber::access=warn",
+        ] {
+            assert_eq!(load(good).as_deref(), Ok(good));
+        }
+    }
+
+    #[test]
     fn malformed_toml_is_reported_with_its_path() {
         let f = toml_file("listen = \n");
         let err = Settings::load_from(Some(f.path()), &[], &vec![])
@@ -1003,6 +1036,15 @@ mod tests {
             ("mariadb", "::1", DEFAULT_MYSQL_PORT, true)
         );
         assert_eq!(u.to_string(), "mariadb://root@[::1]:3306/rr");
+        // A user name prints as written: `_`, `-`, `.` and `~` need no
+        // encoding; only what a URL cannot carry is encoded.
+        let u = DatabaseUrl::parse("mysql://rubber_svc-1.a~b:pw@db/registry_rubber").unwrap();
+        assert_eq!(
+            u.to_string(),
+            "mysql://rubber_svc-1.a~b:***@db:3306/registry_rubber"
+        );
+        let u = DatabaseUrl::parse("mysql://r%40b%20c@db/rr").unwrap();
+        assert_eq!(u.to_string(), "mysql://r%40b%20c@db:3306/rr");
         for (bad, why) in [
             ("mysql://host:3306/db", "no user"),
             ("mysql://u:Pw-Leak-1@host:3306", "no database"),
