@@ -168,7 +168,7 @@ const CORE: [Key; 15] = [
         "sqlite:///absolute/path.sqlite, sqlite:relative/path.sqlite, or mysql://user@host:3306/database (mariadb:// too); a password prints as ***",
         database = values::DatabaseUrl::parse),
     key!(Section::Core, "database_password_file", "RUBBER_DATABASE_PASSWORD_FILE", "", "FILE",
-        "absolute path of a file holding the MySQL/MariaDB password (one trailing newline dropped)",
+        "absolute path of a file holding the MySQL/MariaDB password (one trailing newline dropped); mode 0400 or 0440, refused if others may read it",
         database_password_file = values::optional_absolute_path),
     key!(Section::Core, "database_tls", "RUBBER_DATABASE_TLS", "auto", "MODE",
         "TLS to a MySQL/MariaDB server: auto (none on loopback, required elsewhere), disabled, required, verify-ca or verify-identity",

@@ -14,6 +14,7 @@ pub mod values;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -31,6 +32,9 @@ pub use values::{
 
 /// Prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "RUBBER_";
+/// Permission bits a database password file must not have: any for others
+/// (every user of the host could read the password), and the group's write.
+pub const PASSWORD_FILE_FORBIDDEN_BITS: u32 = 0o027;
 /// Environment variable naming the configuration file when `--config` is absent.
 pub const CONFIG_FILE_ENV: &str = "RUBBER_CONFIG";
 
@@ -368,21 +372,37 @@ impl Settings {
         let Some(path) = &self.database_password_file else {
             return Ok(());
         };
+        let file = self.cite("database_password_file", path.display());
+        let url_origin = self.cite("database_url", &self.database);
         let DatabaseUrl::Mysql(url) = &mut self.database else {
             return Err(ConfigError::Inconsistent(format!(
-                "database_password_file is set ({}) but database_url is not a mysql:// URL; remove database_password_file or use mysql://user@host:3306/database",
-                path.display()
+                "{file} is set but {url_origin} is not a mysql:// URL; remove database_password_file or use mysql://user@host:3306/database"
             )));
         };
         if url.password.is_some() {
-            return Err(ConfigError::Inconsistent(
-                "database_url carries a password and database_password_file is set too; give the password in only one of them (preferably the file)".to_owned(),
-            ));
+            return Err(ConfigError::Inconsistent(format!(
+                "{url_origin} carries a password and {file} is set too; give the password in only one of them (preferably the file)"
+            )));
+        }
+        let fail = |why: String| ConfigError::Inconsistent(format!("{file}: {why}"));
+        let mode = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)")))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & PASSWORD_FILE_FORBIDDEN_BITS != 0 {
+            return Err(fail(format!(
+                "has mode {mode:04o}: {} the database password; chmod 0400 (or 0440 with the service's group)",
+                if mode & 0o007 != 0 {
+                    "every user of the host can read"
+                } else {
+                    "its group can change"
+                }
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Inconsistent(format!(
-                "database_password_file {}: cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)",
-                path.display()
+            fail(format!(
+                "cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)"
             ))
         })?;
         let password = text
@@ -390,10 +410,9 @@ impl Settings {
             .map(|s| s.strip_suffix('\r').unwrap_or(s))
             .unwrap_or(&text);
         if password.is_empty() {
-            return Err(ConfigError::Inconsistent(format!(
-                "database_password_file {} is empty; write the database password into it",
-                path.display()
-            )));
+            return Err(fail(
+                "is empty; write the database password into it".to_owned(),
+            ));
         }
         url.password = Some(Secret::new(password.to_owned()));
         Ok(())
@@ -1091,6 +1110,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "Pw-From-File\n").unwrap();
+        let chmod = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(0o600);
         let file_s = file.to_str().unwrap();
         let s = Settings::load_from(
             None,
@@ -1143,7 +1166,12 @@ mod tests {
             "{e}"
         );
         let e = refused("sqlite:///tmp/x.sqlite", file_s);
-        assert!(e.contains("not a mysql:// URL"), "{e}");
+        assert!(
+            e.contains("not a mysql:// URL")
+                && e.contains("from environment variable RUBBER_DATABASE_URL")
+                && e.contains("from environment variable RUBBER_DATABASE_PASSWORD_FILE"),
+            "{e}"
+        );
         let missing = dir.path().join("missing");
         let e = refused("mysql://rubber@127.0.0.1/rr", missing.to_str().unwrap());
         assert!(e.contains("cannot read it"), "{e}");
@@ -1155,6 +1183,32 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         let e = refused("mysql://rubber@127.0.0.1/rr", file_s);
         assert!(e.contains("is empty"), "{e}");
+
+        // A password others can read, or the group can change, is refused.
+        std::fs::write(&file, "Pw-Leak-4\n").unwrap();
+        for mode in [0o644, 0o604, 0o660, 0o666] {
+            chmod(mode);
+            let e = refused("mysql://rubber@127.0.0.1/rr", file_s);
+            assert!(
+                e.contains(&format!("has mode {mode:04o}"))
+                    && e.contains("chmod 0400")
+                    && e.contains("environment variable RUBBER_DATABASE_PASSWORD_FILE")
+                    && !e.contains("Pw-Leak-4"),
+                "{e}"
+            );
+        }
+        for mode in [0o400, 0o440, 0o600, 0o640] {
+            chmod(mode);
+            let s = Settings::load_from(
+                None,
+                &env(&[
+                    ("RUBBER_DATABASE_URL", "mysql://rubber@127.0.0.1/rr"),
+                    ("RUBBER_DATABASE_PASSWORD_FILE", file_s),
+                ]),
+                &vec![],
+            );
+            assert!(s.is_ok(), "{mode:o}: {:?}", s.err());
+        }
     }
 
     #[test]

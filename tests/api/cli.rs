@@ -344,6 +344,8 @@ fn check_config_never_shows_the_database_password() {
 
     let file = dir.path().join("db-password");
     std::fs::write(&file, "File-Dsn-Secret-88\n").unwrap();
+    // Readable by its owner only, as the README says.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     let out = run(
         &[
             "--database-password-file",
