@@ -332,6 +332,15 @@ impl Store {
         }
     }
 
+    /// The migrations this open applied, oldest first; empty when the
+    /// schema was already current.
+    pub fn applied_migrations(&self) -> &[migrations::Migration] {
+        match self {
+            Store::Sqlite(s) => s.applied_migrations(),
+            Store::Mysql(s) => s.applied_migrations(),
+        }
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match self {
             Store::Sqlite(s) => s.write(op).await,

@@ -72,6 +72,8 @@ pub struct MysqlStore {
 
 struct Inner {
     table: TableName,
+    /// The migrations this open applied.
+    applied: Vec<Migration>,
     queue: WriteQueue,
     readers: MySqlPool,
 }
@@ -154,7 +156,7 @@ impl MysqlStore {
     pub async fn open(url: &MysqlUrl, table: TableName, tls: Tls) -> Result<Self, StoreError> {
         let options = connect_options(url, &tls);
         let mut conn = connect(&options, &url.database).await?;
-        migrate(&mut conn, &table).await?;
+        let applied = migrate(&mut conn, &table).await?;
         let readers = MySqlPoolOptions::new()
             .max_connections(MAX_READERS)
             .min_connections(0)
@@ -173,6 +175,7 @@ impl MysqlStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 table,
+                applied,
                 queue,
                 readers,
             }),
@@ -182,6 +185,11 @@ impl MysqlStore {
     /// Queues `op` and waits for its commit, at most WRITE_WAIT: a caller
     /// gets its 503 in bounded time even when the writer is stuck behind a
     /// server that stopped answering.
+    /// The migrations this open applied, oldest first.
+    pub fn applied_migrations(&self) -> &[Migration] {
+        &self.inner.applied
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.inner.queue.write(op, Some(WRITE_WAIT)).await
     }

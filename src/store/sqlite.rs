@@ -52,6 +52,8 @@ struct Inner {
     /// on in a file nobody else sees.
     file: FileId,
     table: TableName,
+    /// The migrations this open applied.
+    applied: Vec<Migration>,
     queue: WriteQueue,
     /// The query of `get`, the credential check's read.
     get_sql: String,
@@ -78,7 +80,7 @@ impl SqliteStore {
                         StoreError::Database(format!("cannot start the writer's runtime: {e}"))
                     })
                     .and_then(|rt| Ok((rt, open_writer(&writer_path, &writer_table, create)?)));
-                let (runtime, conn) = match opened {
+                let (runtime, (conn, applied)) = match opened {
                     Ok(ready) => ready,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -92,7 +94,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(file));
+                let _ = ready_tx.send(Ok((file, applied)));
                 let writer = Writer {
                     conn,
                     sql: Statements::new(&writer_table),
@@ -102,7 +104,7 @@ impl SqliteStore {
                 runtime.block_on(policy::run_writer(writer, rx, &counts));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        let file = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
+        let (file, applied) = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let (path, stop) = (path.clone(), Arc::clone(&stop));
@@ -119,11 +121,17 @@ impl SqliteStore {
                 file,
                 get_sql: get_query(&table),
                 table,
+                applied,
                 queue,
                 checkpointer: Mutex::new(Some((stop, checkpointer))),
                 readers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The migrations this open applied, oldest first.
+    pub fn applied_migrations(&self) -> &[Migration] {
+        &self.inner.applied
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -364,7 +372,12 @@ impl SqliteStore {
     }
 }
 
-fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connection, StoreError> {
+/// The write connection, and the migrations it applied.
+fn open_writer(
+    path: &Path,
+    table: &TableName,
+    create: Create,
+) -> Result<(Connection, Vec<Migration>), StoreError> {
     if !path.exists() {
         match create {
             Create::Never | Create::DefaultOnly => {
@@ -387,8 +400,8 @@ fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connect
     // checkpoints run on their own thread (see run_checkpointer), not inside
     // a commit that requests are waiting for.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")?;
-    migrate(&mut conn, table)?;
-    Ok(conn)
+    let applied = migrate(&mut conn, table)?;
+    Ok((conn, applied))
 }
 
 /// Apache reads the file as another user in a shared group, and in WAL mode
@@ -920,7 +933,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         // synchronous is per connection: read the writer's own setting.
-        let writer = open_writer(&path, &table(), Create::Never).unwrap();
+        let (writer, _) = open_writer(&path, &table(), Create::Never).unwrap();
         let sync: i64 = writer
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();

@@ -92,11 +92,147 @@ fn help_is_there_for_every_subcommand() {
     assert!(text(&out.stdout).contains("Exit codes"));
 }
 
+/// The long flags a help text lists.
+fn flags_in(help: &str) -> Vec<String> {
+    help.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '<']).next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_subcommands_help_lists_the_keys_it_uses_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |sub: &str| {
+        let out = run(&[sub, "--help"], &[], None, dir.path());
+        assert!(out.status.success(), "{sub} --help");
+        text(&out.stdout)
+    };
+    let all = registry_rubber::config::keys().count();
+    for (sub, expected) in [
+        ("hash", vec!["hash-type", "bcrypt-cost"]),
+        (
+            "remove",
+            vec![
+                "database-url",
+                "database-password-file",
+                "database-tls",
+                "database-tls-ca",
+                "table",
+                "log-format",
+                "log-level",
+            ],
+        ),
+    ] {
+        let mut listed = flags_in(&help(sub));
+        listed.retain(|f| f != "config" && f != "help");
+        listed.sort();
+        let mut expected: Vec<String> = expected.iter().map(|f| f.to_string()).collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{sub}");
+    }
+    let add = help("add");
+    assert!(
+        add.contains("--default-ttl") && add.contains("--hash-type"),
+        "{add}"
+    );
+    assert!(
+        !add.contains("--listen") && !add.contains("--auth-"),
+        "{add}"
+    );
+    assert!(
+        add.contains("<USER>  The user name: 1 to 128"),
+        "<USER> is described: {add}"
+    );
+    let cleanup = help("cleanup");
+    assert!(cleanup.contains("--min-older-than"), "{cleanup}");
+    assert!(!cleanup.contains("--hash-type"), "{cleanup}");
+    // serve and check-config use every key, and each help states the exit codes.
+    for sub in ["serve", "check-config"] {
+        let mut listed = flags_in(&help(sub));
+        listed.retain(|f| f != "config");
+        assert_eq!(listed.len(), all, "{sub}: {listed:?}");
+    }
+    for sub in [
+        "serve",
+        "add",
+        "remove",
+        "cleanup",
+        "hash",
+        "migrate",
+        "check-config",
+    ] {
+        assert!(help(sub).contains("Exit codes: 0 success; 1 "), "{sub}");
+    }
+}
+
+#[test]
+fn configuration_flags_work_before_and_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["hash", "--hash-type", "sha1"],
+        vec!["--hash-type", "sha1", "hash"],
+        vec!["hash", "--type", "sha1"],
+        vec!["--hash-type", "md5", "hash", "--hash-type", "sha1"],
+    ] {
+        let out = run(&args, &[], Some("pw\n"), dir.path());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let hash = text(&out.stdout);
+        assert!(hash.starts_with("{SHA}"), "{args:?}: {hash}");
+    }
+    // A key the subcommand does not use is still taken, and checked.
+    let out = run(
+        &["check-config", "--auth-listen", "127.0.0.1:7999"],
+        &[],
+        None,
+        dir.path(),
+    );
+    assert!(text(&out.stdout).contains("listen = \"127.0.0.1:7999\""));
+    let out = run(&["hash", "--max-ttl", "soon"], &[], Some("pw"), dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("flag --max-ttl") && err.contains("max_ttl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_misspelt_log_level_is_refused_not_silently_logging_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env) in [
+        (vec!["check-config"], vec![("RUBBER_LOG_LEVEL", "inof")]),
+        (vec!["check-config", "--log-level", "inof"], vec![]),
+        (vec!["--log-level", "inof", "serve"], vec![]),
+    ] {
+        let out = run(&args, &env, None, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("log_level") && err.contains("did you mean `info`?"),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn migrate_then_add_remove_cleanup() {
     let e = env().await;
     let out = e.run(&["migrate"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // What it did: the migrations it applied, then, run again, nothing.
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(": applied ")
+            && said.contains("0001_original_users.sql")
+            && !said.contains("up to date"),
+        "{said}"
+    );
+    let again = text(&e.run(&["migrate"], None).stdout);
+    assert!(
+        again.contains("was up to date") && again.contains("nothing applied"),
+        "{again}"
+    );
 
     let out = e.run(
         &["--hash-type", "md5", "add", "1423382819"],
@@ -166,6 +302,7 @@ async fn bad_input_exits_2_and_changes_nothing() {
         ),
         (vec!["remove", "a b"], None),
         (vec!["hash", "--type", "md4"], Some("x")),
+        (vec!["hash", "--hash-type", "md4"], Some("x")),
     ] {
         let out = e.run(&args, stdin);
         assert_eq!(
