@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use crate::audit::Caller;
 use crate::clock::SystemClock;
-use crate::config::{self, keys, FlagValues, Key, Settings, CONFIG_FILE_ENV};
+use crate::config::{self, keys, FlagValues, Key, Settings, CONFIG_FILE_ENV, DATABASE_KEYS};
 use crate::credentials::{CredentialError, Credentials};
 use crate::domain::{rfc3339, Password, ScopePattern, Username};
 use crate::htpasswd::{self, HashType};
-use crate::startup::{shutdown_signal, Application, SettingsSource};
-use crate::store::{migrations, Create, Store};
+use crate::startup::{self, shutdown_signal, Application, SettingsSource};
+use crate::store::{migrations, Create, Store, StoreError};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -75,15 +75,6 @@ pub enum Command {
     /// Check the configuration as serve would before it binds a port, and print every key's value as TOML
     CheckConfig,
 }
-
-/// Keys of the database every subcommand but `hash` opens.
-const DATABASE_KEYS: [&str; 5] = [
-    "database_url",
-    "database_password_file",
-    "database_tls",
-    "database_tls_ca",
-    "table",
-];
 
 /// Whether the subcommand `name` uses the key at `path`; `serve` and
 /// `check-config` use them all.
@@ -259,11 +250,22 @@ async fn dispatch(
                 .run_until_stopped(shutdown_signal())
                 .await;
         }
-        Command::CheckConfig => print!("{}", config::describe_toml(&settings)),
+        Command::CheckConfig => {
+            print!("{}", config::describe_toml(&settings));
+            let checked = startup::check(&settings)
+                .await
+                .map_err(|e| by_cause(e.is_setup(), e))?;
+            for line in checked {
+                eprintln!("checked: {line}");
+            }
+            for line in not_checked(&settings) {
+                eprintln!("not checked: {line}");
+            }
+        }
         Command::Migrate => {
             let store = Store::open(&settings, Create::IfMissing)
                 .await
-                .map_err(|e| by_cause(e.is_setup(), e))?;
+                .map_err(|e| store_failure(&settings, e))?;
             let applied: Vec<String> = store
                 .applied_migrations()
                 .iter()
@@ -357,6 +359,38 @@ async fn dispatch(
     Ok(())
 }
 
+/// A failure to open the database, with where its keys' values came from.
+fn store_failure(settings: &Settings, e: StoreError) -> Failure {
+    let keys: Vec<String> = DATABASE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    by_cause(
+        e.is_setup(),
+        format!("{e} ({})", settings.provenance(&keys)),
+    )
+}
+
+/// What `check-config` leaves to `serve`, said plainly.
+fn not_checked(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, listener) in settings.listeners() {
+        if let Some(addr) = listener.listen {
+            out.push(format!(
+                "whether {addr} ({}) is free to listen on: only serve binds it",
+                match section.table() {
+                    Some(table) => format!("{table}.listen"),
+                    None => "listen".to_owned(),
+                }
+            ));
+        }
+    }
+    if let Some(path) = &settings.api.unix_socket {
+        out.push(format!(
+            "the Unix socket {} (unix_socket): serve creates it",
+            path.display()
+        ));
+    }
+    out
+}
+
 /// The schema version this build brings the configured database to.
 fn schema_version(settings: &Settings) -> i64 {
     let all = match settings.database {
@@ -370,7 +404,7 @@ fn schema_version(settings: &Settings) -> i64 {
 async fn open_credentials(settings: &Settings) -> Result<Credentials, Failure> {
     let store = Store::open(settings, Create::Never)
         .await
-        .map_err(|e| by_cause(e.is_setup(), e))?;
+        .map_err(|e| store_failure(settings, e))?;
     match Credentials::new(settings, store.clone(), Arc::new(SystemClock)) {
         Ok(credentials) => Ok(credentials),
         Err(e) => {

@@ -48,6 +48,17 @@ impl Section {
         }
     }
 
+    /// The name of the door the section configures, as logs and errors
+    /// give it.
+    pub fn door_name(self) -> &'static str {
+        match self {
+            Section::Core | Section::Api => "api",
+            Section::AuthRequest => "auth_request",
+            Section::HtpasswdFile => "htpasswd_file",
+            Section::Token => "token",
+        }
+    }
+
     /// A heading for help texts.
     pub fn title(self) -> &'static str {
         match self {
@@ -212,7 +223,7 @@ const CORE: [Key; 15] = [
 ];
 
 const LOG_LEVEL: Key = key!(Section::Core, "log_level", "RUBBER_LOG_LEVEL", "info", "LEVEL",
-    "error, warn, info (a line per request), debug, trace, or a filter such as info,registry_rubber::access=warn",
+    "off, error, warn, info (a line per request), debug, trace, or target=level directives such as info,registry_rubber::access=warn",
     log_level = values::log_level);
 
 const API: [Key; 9] = listener_keys!(

@@ -30,6 +30,15 @@ pub use values::{
     DEFAULT_MYSQL_PORT, REDACTED,
 };
 
+/// The keys that say which database, and how to reach it.
+pub const DATABASE_KEYS: [&str; 5] = [
+    "database_url",
+    "database_password_file",
+    "database_tls",
+    "database_tls_ca",
+    "table",
+];
+
 /// Prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "RUBBER_";
 /// Permission bits a database password file must not have: any for others
@@ -358,6 +367,19 @@ impl Settings {
     /// Where the value of the key at `path` came from.
     pub fn origin(&self, path: &str) -> Source {
         self.origins.get(path).cloned().unwrap_or(Source::Default)
+    }
+
+    /// `KEY from SOURCE; ...` for the first of `paths` and for each other
+    /// one set by a file, the environment or a flag: where the values an
+    /// error is about came from.
+    pub fn provenance(&self, paths: &[String]) -> String {
+        paths
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i == 0 || self.origins.contains_key(p.as_str()))
+            .map(|(_, p)| format!("{p} from {}", self.origin(p)))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// `key (value, from SOURCE)`, for messages about two keys at once.

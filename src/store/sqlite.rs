@@ -465,6 +465,77 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
         .map_err(fail)
 }
 
+/// Checks what a start would need of the database file, changing nothing:
+/// it exists (or is the default, which a start creates), is an SQLite
+/// database with a schema this build knows, and the service may write it and
+/// its directory (WAL mode keeps two files beside it). Returns what was
+/// checked.
+pub fn check(path: &Path, table: &TableName, is_default: bool) -> Result<String, StoreError> {
+    if !path.exists() {
+        if is_default {
+            return Ok(format!(
+                "database file {} does not exist: serve creates it (the default database_url)",
+                path.display()
+            ));
+        }
+        return Err(StoreError::Missing(path.to_owned()));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (what, target) in [("database file", path), ("directory", dir)] {
+        let c_path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        // SAFETY: access only reads the NUL-terminated path.
+        if unsafe { libc::access(c_path.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+            return Err(StoreError::Create {
+                path: target.to_owned(),
+                message: format!(
+                    "the service cannot read and write this {what}: {}",
+                    std::io::Error::last_os_error()
+                ),
+            });
+        }
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let recorded: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rubber_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    let found: i64 = if recorded {
+        conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM rubber_migrations WHERE tbl = ?1",
+            [table.as_str()],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    let known = SQLITE.last().map_or(0, |m| m.version);
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    // The write lock a start takes, taken and given back.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+    Ok(if found < known {
+        format!(
+            "database file {} is writable; table {table} has schema version {found} of {known}: serve and migrate apply the rest",
+            path.display()
+        )
+    } else {
+        format!(
+            "database file {} is writable; table {table} has the current schema (version {known})",
+            path.display()
+        )
+    })
+}
+
 /// Applies every migration this build knows and the database has not seen,
 /// each in its own transaction together with its record.
 pub(super) fn migrate(

@@ -366,7 +366,12 @@ async fn a_broken_database_exits_1() {
             format!("mysql://root:Cli-Dsn-Secret-5a1@127.0.0.1:{port}/nowhere")
         }
     };
-    for args in [vec!["remove", "u"], vec!["serve"], vec!["migrate"]] {
+    for args in [
+        vec!["remove", "u"],
+        vec!["serve"],
+        vec!["migrate"],
+        vec!["check-config"],
+    ] {
         let out = run(&args, &[("RUBBER_DATABASE_URL", &url)], None, e.dir.path());
         assert_eq!(
             out.status.code(),
@@ -471,13 +476,21 @@ fn check_config_never_shows_the_database_password() {
         None,
         dir.path(),
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The values print; the server (a name that does not resolve) cannot
+    // be reached, which is a failure at run time.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
         shown.contains("database_url = \"mysql://rubber:***@db.internal:3306/registry\""),
         "{shown}"
     );
-    assert!(!shown.contains("Check-Dsn-Secret-77"), "{shown}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("database unreachable")
+            && err.contains("database_url from environment variable RUBBER_DATABASE_URL"),
+        "{err}"
+    );
+    assert!(!format!("{shown}{err}").contains("Check-Dsn-Secret-77"));
 
     let file = dir.path().join("db-password");
     std::fs::write(&file, "File-Dsn-Secret-88\n").unwrap();
@@ -489,14 +502,18 @@ fn check_config_never_shows_the_database_password() {
             file.to_str().unwrap(),
             "check-config",
         ],
-        &[("RUBBER_DATABASE_URL", "mariadb://rubber@127.0.0.1/registry")],
+        &[(
+            "RUBBER_DATABASE_URL",
+            "mariadb://rubber@127.0.0.1:1/registry",
+        )],
         None,
         dir.path(),
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("File-Dsn-Secret-88"));
     let shown = text(&out.stdout);
     assert!(
-        shown.contains("database_url = \"mariadb://rubber:***@127.0.0.1:3306/registry\""),
+        shown.contains("database_url = \"mariadb://rubber:***@127.0.0.1:1/registry\""),
         "{shown}"
     );
     assert!(
@@ -541,9 +558,128 @@ fn the_sample_configuration_lists_every_key_and_is_valid() {
         );
     }
     assert!(body.contains("[auth_request]"), "the door's table");
+    // Every key is valid; the database it names is checked, and on this
+    // host it does not exist: said, with where database_url was set.
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["--config", sample, "check-config"], &[], None, dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/var/lib/registry-rubber/users.sqlite does not exist")
+            && err.contains(&format!("database_url from config file {sample}")),
+        "{err}"
+    );
+    // With a database that is there, the sample passes.
+    let db = dir.path().join("users.sqlite");
+    let url = format!("sqlite://{}", db.display());
+    let out = run(&["--database-url", &url, "migrate"], &[], None, dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &["--config", sample, "check-config", "--database-url", &url],
+        &[],
+        None,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("checked: database_url: database file")
+            && err.contains("current schema")
+            && err.contains("not checked: whether 127.0.0.1:5080 (listen) is free"),
+        "{err}"
+    );
+}
+
+/// check-config checks what serve checks before it binds a port, and exits
+/// as serve would for the same fault.
+#[tokio::test]
+async fn check_config_checks_what_serve_checks_before_binding() {
+    let e = env().await;
+    let sub = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec![("RUBBER_DATABASE_URL", e.url.as_str())];
+        all.extend_from_slice(env);
+        run(args, &all, None, e.dir.path())
+    };
+    // A database that does not exist (not the default): 2 for both.
+    for args in [["check-config"], ["serve"]] {
+        let out = sub(&args, &[("RUBBER_LISTEN", "127.0.0.1:0")]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not exist")
+                && err.contains("database_url from environment variable RUBBER_DATABASE_URL"),
+            "{err}"
+        );
+    }
+    assert!(e.run(&["migrate"], None).status.success());
+    let out = sub(&["check-config"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("checked: database_url: ")
+            && text(&out.stderr).contains("current schema"),
+        "{}",
+        text(&out.stderr)
+    );
+    // TLS files that are not there: 2 for both, naming the key and where
+    // it was set; serve refuses before it opens the database.
+    let missing = e.dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let tls = [
+        ("RUBBER_LISTEN", "127.0.0.1:0"),
+        ("RUBBER_TLS_CERT", missing),
+        ("RUBBER_TLS_KEY", missing),
+    ];
+    for args in [["check-config"], ["serve"]] {
+        let out = sub(&args, &tls);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("cannot read tls_cert")
+                && err.contains("tls_cert from environment variable RUBBER_TLS_CERT"),
+            "{err}"
+        );
+    }
+    // A key file that is no key.
+    let junk = e.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk = junk.to_str().unwrap();
+    let out = run(
+        &["check-config", "--auth-listen", "127.0.0.1:0"],
+        &[
+            ("RUBBER_DATABASE_URL", &e.url),
+            ("RUBBER_AUTH_TLS_CERT", junk),
+            ("RUBBER_AUTH_TLS_KEY", junk),
+        ],
+        None,
+        e.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("auth_request")
+            && err.contains("holds no PEM certificate")
+            && err.contains("auth_request.tls_cert from environment variable RUBBER_AUTH_TLS_CERT"),
+        "{err}"
+    );
+    // A callers file that is not there.
+    let out = sub(&["check-config", "--callers-file", missing], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot read callers_file")
+            && err.contains("callers_file from flag --callers-file"),
+        "{err}"
+    );
 }
 
 #[test]
