@@ -584,7 +584,7 @@ async fn apply_migrations(
         let statements = m.statements(table.as_str());
         for (i, statement) in statements.iter().enumerate() {
             conn.execute(statement.as_str()).await.map_err(|e| {
-                StoreError::Database(format!(
+                let message = format!(
                     "migration {} failed at statement {} of {}: {e}{}",
                     m.file_name(),
                     i + 1,
@@ -594,7 +594,12 @@ async fn apply_migrations(
                     } else {
                         ""
                     }
-                ))
+                );
+                if is_refusal(&e) {
+                    StoreError::NoRights(message)
+                } else {
+                    StoreError::Database(message)
+                }
             })?;
         }
         sqlx::query(
