@@ -523,9 +523,9 @@ impl Settings {
             let mode = self.database_tls.for_host(&url.host);
             if !matches!(mode, DatabaseTls::VerifyCa | DatabaseTls::VerifyIdentity) {
                 return Err(ConfigError::Inconsistent(format!(
-                    "database_tls_ca is set ({}, from {}) but database_tls is {mode} for {}: the CA is only used to verify the server; set database_tls = \"verify-identity\" (or verify-ca)",
-                    ca.display(),
-                    self.origin("database_tls_ca"),
+                    "{} is set but {} is {mode} for {}: the CA is only used to verify the server; set database_tls = \"verify-identity\" (or verify-ca)",
+                    self.cite("database_tls_ca", ca.display()),
+                    self.cite("database_tls", self.database_tls),
                     url.host
                 )));
             }
@@ -1377,6 +1377,22 @@ mod tests {
         .to_string();
         assert!(e.contains("environment variable RUBBER_DEFAULT_TTL"), "{e}");
         assert!(e.contains(&f.path().display().to_string()), "{e}");
+        // Each key of a conflict is cited with its value and its source,
+        // the default included.
+        let f = toml_file("database_url = \"mysql://rr@db.example/rr\"\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            &env(&[("RUBBER_DATABASE_TLS_CA", "/etc/ca.pem")]),
+            &vec![("database_tls".into(), "required".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "database_tls_ca (/etc/ca.pem, from environment variable RUBBER_DATABASE_TLS_CA)"
+            ) && e.contains("database_tls (required, from flag --database-tls)"),
+            "{e}"
+        );
     }
 
     #[test]

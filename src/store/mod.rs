@@ -282,11 +282,13 @@ impl From<sqlx::Error> for StoreError {
 
 impl StoreError {
     /// Whether the fix is in the configuration or the set-up (a missing
-    /// database), rather than a failure of the database itself.
+    /// database, a directory the service cannot create it in, an account the
+    /// server refuses), rather than a failure of the database itself.
     pub fn is_setup(&self) -> bool {
         matches!(
             self,
             StoreError::Missing(_)
+                | StoreError::Create { .. }
                 | StoreError::UnknownDatabase(_)
                 | StoreError::AccessDenied(_)
                 | StoreError::NoRights(_)

@@ -601,8 +601,20 @@ async fn check_config_checks_what_serve_checks_before_binding() {
         run(args, &all, None, e.dir.path())
     };
     // A database that does not exist (not the default): 2 for both.
+    let missing_db = match &e.db {
+        TestDb::Sqlite { .. } => e.url.clone(),
+        TestDb::Mysql(db) => format!("{}_typo", db.url()),
+    };
     for args in [["check-config"], ["serve"]] {
-        let out = sub(&args, &[("RUBBER_LISTEN", "127.0.0.1:0")]);
+        let out = run(
+            &args,
+            &[
+                ("RUBBER_DATABASE_URL", &missing_db),
+                ("RUBBER_LISTEN", "127.0.0.1:0"),
+            ],
+            None,
+            e.dir.path(),
+        );
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -616,6 +628,22 @@ async fn check_config_checks_what_serve_checks_before_binding() {
             "{err}"
         );
     }
+    // A database file in a directory that is not there: 2, as a missing
+    // database is.
+    let nowhere = format!("sqlite://{}/nowhere/db.sqlite", e.dir.path().display());
+    let out = run(
+        &["--database-url", &nowhere, "migrate"],
+        &[],
+        None,
+        e.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot create database file")
+            && text(&out.stderr).contains("database_url from flag --database-url"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(e.run(&["migrate"], None).status.success());
     let out = sub(&["check-config"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
