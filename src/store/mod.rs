@@ -244,6 +244,8 @@ pub enum StoreError {
         "database file {0} does not exist; create it with `registry-rubber migrate` (same configuration) or correct database_url"
     )]
     Missing(PathBuf),
+    #[error("{0}")]
+    NotWritable(String),
     #[error("cannot create database file {path}: {message}")]
     Create { path: PathBuf, message: String },
     #[error(
@@ -289,6 +291,7 @@ impl StoreError {
             self,
             StoreError::Missing(_)
                 | StoreError::Create { .. }
+                | StoreError::NotWritable(_)
                 | StoreError::UnknownDatabase(_)
                 | StoreError::AccessDenied(_)
                 | StoreError::NoRights(_)

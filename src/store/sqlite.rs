@@ -471,32 +471,37 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
 /// its directory (WAL mode keeps two files beside it). Returns what was
 /// checked.
 pub fn check(path: &Path, table: &TableName, is_default: bool) -> Result<String, StoreError> {
-    if !path.exists() {
-        if is_default {
-            return Ok(format!(
-                "database file {} does not exist: serve creates it (the default database_url)",
-                path.display()
-            ));
-        }
-        return Err(StoreError::Missing(path.to_owned()));
-    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    for (what, target) in [("database file", path), ("directory", dir)] {
+    let exists = path.exists();
+    if !exists && !is_default {
+        return Err(StoreError::Missing(path.to_owned()));
+    }
+    let targets: &[(&str, &Path)] = if exists {
+        &[("database file", path), ("directory", dir)]
+    } else {
+        &[("directory", dir)]
+    };
+    for (what, target) in targets {
         let c_path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
             .map_err(|e| StoreError::Database(e.to_string()))?;
         // SAFETY: access only reads the NUL-terminated path.
         if unsafe { libc::access(c_path.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
-            return Err(StoreError::Create {
-                path: target.to_owned(),
-                message: format!(
-                    "the service cannot read and write this {what}: {}",
-                    std::io::Error::last_os_error()
-                ),
-            });
+            return Err(StoreError::NotWritable(format!(
+                "the service cannot read and write the {what} {}: {}; WAL mode writes the file and two beside it",
+                target.display(),
+                std::io::Error::last_os_error()
+            )));
         }
+    }
+    if !exists {
+        return Ok(format!(
+            "database file {} does not exist: serve creates it (the default database_url), and may create files in {}",
+            path.display(),
+            dir.display()
+        ));
     }
     let conn = Connection::open_with_flags(
         path,
