@@ -14,22 +14,25 @@ use std::sync::Arc;
 
 use crate::audit::Caller;
 use crate::clock::SystemClock;
-use crate::config::{self, keys, FlagValues, Settings, CONFIG_FILE_ENV};
+use crate::config::{self, keys, FlagValues, Key, Settings, CONFIG_FILE_ENV, DATABASE_KEYS};
 use crate::credentials::{CredentialError, Credentials};
 use crate::domain::{rfc3339, Password, ScopePattern, Username};
 use crate::htpasswd::{self, HashType};
-use crate::startup::{shutdown_signal, Application, SettingsSource};
-use crate::store::{Create, Store};
+use crate::startup::{self, shutdown_signal, Application, SettingsSource};
+use crate::store::{migrations, Create, Store, StoreError};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+
+/// What every subcommand's help says about exit codes.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the operation failed at run time (the database failed or is unreachable, a port is taken, I/O); 2 bad usage, configuration or input (a bad key or flag, a file that cannot be read or loaded, a database that does not exist or refuses the account).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "registry-rubber",
     version,
     about = "Short-lived Docker registry credentials: a JSON API that mints them, and doors that check them (Apache mod_authn_dbd, nginx auth_request)",
-    after_help = "Every configuration key is also a flag (below) and an environment variable RUBBER_<KEY>; the keys of a door's table have the door's prefix (RUBBER_AUTH_LISTEN, --auth-listen).\nPrecedence: flag > environment > file > default.\nExit codes: 0 success, 1 operation failed, 2 bad usage, configuration or input."
+    after_help = "Every configuration key is also a flag (below) and an environment variable RUBBER_<KEY>; the keys of a door's table have the door's prefix (RUBBER_AUTH_LISTEN, --auth-listen).\nA flag goes before or after the subcommand; a subcommand's --help lists the keys it uses.\nPrecedence: flag > environment > file > default.\nExit codes: 0 success, 1 the operation failed at run time, 2 bad usage, configuration or input."
 )]
 pub struct Cli {
     /// TOML configuration file [env: RUBBER_CONFIG]
@@ -41,10 +44,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the JSON API
+    /// Serve the JSON API and the configured doors
     Serve,
     /// Add a user, or replace its password; the password is read from standard input
     Add {
+        /// The user name: 1 to 128 ASCII letters, digits, '.', '_', '-' or '@' (the login Docker and Apache see)
         user: String,
         /// Seconds until the credential expires [default: default_ttl; at most max_ttl]
         #[arg(long, value_name = "SECONDS")]
@@ -54,62 +58,118 @@ pub enum Command {
         scope: Vec<String>,
     },
     /// Remove a user (succeeds whether or not it existed)
-    Remove { user: String },
+    Remove {
+        /// The user name to remove
+        user: String,
+    },
     /// Remove users created more than --older-than seconds ago
     Cleanup {
         /// Age in seconds [default: cleanup_threshold]
         #[arg(long, value_name = "SECONDS")]
         older_than: Option<u64>,
     },
-    /// Print the hash of the password read from standard input
-    Hash {
-        /// sha1, md5, bcrypt, sha256 or sha512 [default: hash_type]
-        #[arg(long = "type", value_name = "TYPE")]
-        hash_type: Option<String>,
-    },
+    /// Print the hash of the password read from standard input, of type hash_type (--hash-type, or --type)
+    Hash,
     /// Create the database if missing and bring its schema up to date
     Migrate,
-    /// Validate the configuration and print every key's value
+    /// Check the configuration as serve would before it binds a port, and print every key's value as TOML
     CheckConfig,
 }
 
+/// Whether the subcommand `name` uses the key at `path`; `serve` and
+/// `check-config` use them all.
+fn uses(name: &str, path: &str) -> bool {
+    let logs = ["log_level", "log_format"].contains(&path);
+    let database = DATABASE_KEYS.contains(&path);
+    match name {
+        "serve" | "check-config" => true,
+        "migrate" | "remove" => database || logs,
+        "add" => {
+            database
+                || logs
+                || [
+                    "hash_type",
+                    "bcrypt_cost",
+                    "default_ttl",
+                    "max_ttl",
+                    "max_lifetime",
+                ]
+                .contains(&path)
+        }
+        "cleanup" => database || logs || ["cleanup_threshold", "min_older_than"].contains(&path),
+        "hash" => ["hash_type", "bcrypt_cost"].contains(&path),
+        _ => true,
+    }
+}
+
+/// The flag of a configuration key.
+fn key_arg(key: &Key) -> Arg {
+    let default = if key.default.is_empty() {
+        "unset"
+    } else {
+        key.default
+    };
+    Arg::new(key.path())
+        .long(key.flag())
+        .value_name(key.value_name)
+        .help(format!(
+            "{} [default: {default}] [env: {}]",
+            key.help, key.env
+        ))
+        .help_heading(key.section.title())
+}
+
 /// The command line: the subcommands, `--config`, and one flag for every
-/// configuration key, made from the key's declaration.
+/// configuration key, made from the key's declaration. Every flag is taken
+/// before the subcommand and after it; a subcommand's help shows the flags
+/// of the keys it uses and hides the others.
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
     for key in keys() {
-        let default = if key.default.is_empty() {
-            "unset"
-        } else {
-            key.default
-        };
-        command = command.arg(
-            Arg::new(key.path())
-                .long(key.flag())
-                .global(true)
-                .value_name(key.value_name)
-                .help(format!(
-                    "{} [default: {default}] [env: {}]",
-                    key.help, key.env
-                ))
-                .help_heading(key.section.title()),
-        );
+        command = command.arg(key_arg(key));
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(&name, |mut sub| {
+            sub = sub.after_help(EXIT_CODES);
+            for key in keys() {
+                let mut arg = key_arg(key).hide(!uses(&name, &key.path()));
+                if name == "hash" && key.name == "hash_type" {
+                    arg = arg.visible_alias("type");
+                }
+                sub = sub.arg(arg);
+            }
+            sub
+        });
     }
     command
 }
 
 /// Parses the process's arguments; on bad usage prints why and exits 2.
+/// A key given both before and after the subcommand takes the value after.
 pub fn parse() -> (Cli, FlagValues) {
-    let matches = command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// As [`parse`], for the given arguments (the first is the program's name).
+pub fn parse_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<(Cli, FlagValues), clap::Error> {
+    let matches = command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let sub = matches.subcommand().map(|(_, m)| m);
     let flags = keys()
         .filter_map(|k| {
-            matches
-                .get_one::<String>(&k.path())
-                .map(|v| (k.path(), v.clone()))
+            let path = k.path();
+            sub.and_then(|m| m.get_one::<String>(&path))
+                .or_else(|| matches.get_one::<String>(&path))
+                .map(|v| (path, v.clone()))
         })
         .collect();
-    (cli, flags)
+    Ok((cli, flags))
 }
 
 impl Cli {
@@ -138,6 +198,16 @@ fn usage(message: impl std::fmt::Display) -> Failure {
 
 fn failed(message: impl std::fmt::Display) -> Failure {
     Failure(EXIT_FAILED, message.to_string())
+}
+
+/// Exit 2 when the fix is in the configuration or the set-up, 1 otherwise:
+/// the same rule for every subcommand.
+fn by_cause(setup: bool, message: impl std::fmt::Display) -> Failure {
+    if setup {
+        usage(message)
+    } else {
+        failed(message)
+    }
 }
 
 pub async fn run(cli: Cli, flags: FlagValues) -> ExitCode {
@@ -173,30 +243,53 @@ async fn dispatch(
             // doors are up (the reload handler).
             // A missing database, bad TLS files, no door: 2. The database
             // failed (unreachable, broken), a port is taken: 1.
-            let app = Application::build(&settings).await.map_err(|e| {
-                if e.is_setup() {
-                    usage(e)
-                } else {
-                    failed(e)
-                }
-            })?;
+            let app = Application::build(&settings)
+                .await
+                .map_err(|e| by_cause(e.is_setup(), e))?;
             app.reload_settings_from(source)
                 .run_until_stopped(shutdown_signal())
                 .await;
         }
-        Command::CheckConfig => print!("{}", config::describe_toml(&settings)),
+        Command::CheckConfig => {
+            print!("{}", config::describe_toml(&settings));
+            let checked = startup::check(&settings)
+                .await
+                .map_err(|e| by_cause(e.is_setup(), e))?;
+            for line in checked {
+                eprintln!("checked: {line}");
+            }
+            for line in not_checked(&settings) {
+                eprintln!("not checked: {line}");
+            }
+        }
         Command::Migrate => {
             let store = Store::open(&settings, Create::IfMissing)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| store_failure(&settings, e))?;
+            let applied: Vec<String> = store
+                .applied_migrations()
+                .iter()
+                .map(|m| m.file_name())
+                .collect();
             store.close().await;
-            println!("database {} is up to date", settings.database);
+            let version = schema_version(&settings);
+            if applied.is_empty() {
+                println!(
+                    "database {} was up to date: schema version {version}, nothing applied",
+                    settings.database
+                );
+            } else {
+                println!(
+                    "database {}: applied {} migration{} ({}); schema version {version}",
+                    settings.database,
+                    applied.len(),
+                    if applied.len() == 1 { "" } else { "s" },
+                    applied.join(", ")
+                );
+            }
         }
-        Command::Hash { hash_type } => {
-            let kind = match hash_type {
-                Some(t) => t.parse::<HashType>().map_err(usage)?,
-                None => settings.hash_type,
-            };
+        Command::Hash => {
+            let kind = settings.hash_type;
             let password = read_password(kind)?;
             let hash =
                 htpasswd::hash(kind, password.expose(), settings.bcrypt_cost).map_err(usage)?;
@@ -266,15 +359,52 @@ async fn dispatch(
     Ok(())
 }
 
+/// A failure to open the database, with where its keys' values came from.
+fn store_failure(settings: &Settings, e: StoreError) -> Failure {
+    let keys: Vec<String> = DATABASE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    by_cause(
+        e.is_setup(),
+        format!("{e} ({})", settings.provenance(&keys)),
+    )
+}
+
+/// What `check-config` leaves to `serve`, said plainly.
+fn not_checked(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, listener) in settings.listeners() {
+        if let Some(addr) = listener.listen {
+            out.push(format!(
+                "whether {addr} ({}) is free to listen on: only serve binds it",
+                match section.table() {
+                    Some(table) => format!("{table}.listen"),
+                    None => "listen".to_owned(),
+                }
+            ));
+        }
+    }
+    if let Some(path) = &settings.api.unix_socket {
+        out.push(format!(
+            "the Unix socket {} (unix_socket): serve creates it",
+            path.display()
+        ));
+    }
+    out
+}
+
+/// The schema version this build brings the configured database to.
+fn schema_version(settings: &Settings) -> i64 {
+    let all = match settings.database {
+        config::DatabaseUrl::Sqlite { .. } => migrations::SQLITE,
+        config::DatabaseUrl::Mysql(_) => migrations::MYSQL,
+    };
+    all.last().map_or(0, |m| m.version)
+}
+
 /// The credential service on the configured database, which must exist.
 async fn open_credentials(settings: &Settings) -> Result<Credentials, Failure> {
-    let store = Store::open(settings, Create::Never).await.map_err(|e| {
-        if e.is_setup() {
-            usage(e)
-        } else {
-            failed(e)
-        }
-    })?;
+    let store = Store::open(settings, Create::Never)
+        .await
+        .map_err(|e| store_failure(settings, e))?;
     match Credentials::new(settings, store.clone(), Arc::new(SystemClock)) {
         Ok(credentials) => Ok(credentials),
         Err(e) => {

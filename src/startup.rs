@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::access::AccessCell;
 use crate::callers::{Callers, CallersCell, CallersError};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ConfigError, Section, Settings};
+use crate::config::{ConfigError, Section, Settings, DATABASE_KEYS};
 use crate::credentials::{CredentialError, Credentials};
 use crate::doors::token::{SignerError, TokenKeys};
 use crate::doors::{self, BoundDoor, DoorError, UnixSocket};
@@ -32,6 +32,12 @@ pub enum StartupError {
     TokenKey(#[from] SignerError),
     #[error(transparent)]
     Callers(#[from] CallersError),
+    /// An error about the values of `keys`, and where they came from.
+    #[error("{source} ({provenance})")]
+    Keyed {
+        source: Box<StartupError>,
+        provenance: String,
+    },
     #[error(
         "no door is open: set listen or unix_socket (the admin API), auth_request.listen (RUBBER_AUTH_LISTEN), token.listen (RUBBER_TOKEN_LISTEN) or htpasswd_file.path (RUBBER_HTPASSWD_FILE)"
     )]
@@ -44,6 +50,7 @@ impl StartupError {
     pub fn is_setup(&self) -> bool {
         match self {
             StartupError::Store(e) => e.is_setup(),
+            StartupError::Keyed { source, .. } => source.is_setup(),
             StartupError::Door(DoorError::Tls { .. } | DoorError::Unix { .. })
             | StartupError::NoDoor
             | StartupError::HtpasswdFile(_)
@@ -52,6 +59,157 @@ impl StartupError {
             StartupError::Door(DoorError::Bind { .. }) | StartupError::Credentials(_) => false,
         }
     }
+}
+
+/// `error`, with where the values of `keys` came from.
+fn keyed(settings: &Settings, keys: &[&str], error: impl Into<StartupError>) -> StartupError {
+    let paths: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+    StartupError::Keyed {
+        source: Box::new(error.into()),
+        provenance: settings.provenance(&paths),
+    }
+}
+
+/// `name`, or `table.name` for a key of a door's table.
+fn key_path(section: Section, name: &str) -> String {
+    match section.table() {
+        Some(table) => format!("{table}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// What start-up reads and loads before it opens the database.
+struct Prepared {
+    htpasswd_file: Option<(htpasswd_file::Target, Duration)>,
+    token_keys: Option<Arc<TokenKeys>>,
+    callers: Arc<CallersCell>,
+    unix_socket: Option<UnixSocket>,
+}
+
+/// Reads and loads every file the configuration names (the htpasswd file's
+/// directory, the token key, the callers file, each door's TLS files), as a
+/// start does before it opens the database; each error says where the
+/// values it is about came from.
+fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
+    let htpasswd_file = htpasswd_file::Target::check(&settings.htpasswd_file)
+        .map_err(|e| keyed(settings, &["htpasswd_file.path", "htpasswd_file.group"], e))?
+        .map(|target| {
+            (
+                target,
+                Duration::from_secs(settings.htpasswd_file.poll_interval),
+            )
+        });
+    let token_keys = match (
+        &settings.token.listener.listen,
+        &settings.token.key,
+        &settings.token.cert,
+    ) {
+        (Some(_), Some(key), Some(cert)) => {
+            Some(Arc::new(TokenKeys::load(key, cert).map_err(|e| {
+                keyed(settings, &["token.key", "token.cert"], e)
+            })?))
+        }
+        _ => None,
+    };
+    let callers = Arc::new(CallersCell::new(
+        settings
+            .api
+            .callers_file
+            .as_deref()
+            .map(Callers::load)
+            .transpose()
+            .map_err(|e| keyed(settings, &["callers_file"], e))?,
+    ));
+    let unix_socket = match &settings.api.unix_socket {
+        None => None,
+        Some(path) => Some(UnixSocket {
+            path: path.clone(),
+            mode: settings.api.unix_socket_mode.0,
+            gid: match &settings.api.unix_socket_group {
+                None => None,
+                Some(group) => {
+                    Some(crate::host::group_id(group).ok_or_else(|| {
+                        keyed(
+                            settings,
+                            &["unix_socket_group", "unix_socket"],
+                            DoorError::Unix {
+                                door: "api",
+                                path: path.clone(),
+                                why: format!("no group {group} (unix_socket_group)"),
+                            },
+                        )
+                    })?)
+                }
+            },
+        }),
+    };
+    let no_listener =
+        settings.listeners().iter().all(|(_, l)| l.listen.is_none()) && unix_socket.is_none();
+    if no_listener && htpasswd_file.is_none() {
+        return Err(StartupError::NoDoor);
+    }
+    // Each open door's TLS files, loaded as its listener will load them.
+    for (section, listener) in settings.listeners() {
+        let (Some(_), Some(files)) = (listener.listen, listener.tls_files()) else {
+            continue;
+        };
+        crate::tls::install_crypto_provider();
+        if let Err(source) = crate::tls::server_config(&files) {
+            let keys: Vec<String> = ["tls_cert", "tls_key", "tls_client_ca", "tls_crl"]
+                .iter()
+                .map(|k| key_path(section, k))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            return Err(keyed(
+                settings,
+                &keys,
+                DoorError::Tls {
+                    door: section.door_name(),
+                    source,
+                },
+            ));
+        }
+    }
+    Ok(Prepared {
+        htpasswd_file,
+        token_keys,
+        callers,
+        unix_socket,
+    })
+}
+
+/// What `check-config` checks: everything a start checks before it binds a
+/// port, the database included (it must answer, let the service's account do
+/// what a start and the writes do, and have a schema this build knows),
+/// changing nothing. Returns a line for each thing checked.
+pub async fn check(settings: &Settings) -> Result<Vec<String>, StartupError> {
+    let prepared = prepare(settings)?;
+    let mut checked = Vec::new();
+    if let Some((target, _)) = &prepared.htpasswd_file {
+        checked.push(format!(
+            "htpasswd_file.path: the service may create files in the directory of {}",
+            target.path().display()
+        ));
+    }
+    if prepared.token_keys.is_some() {
+        checked.push("token.key and token.cert load and match".to_owned());
+    }
+    if settings.api.callers_file.is_some() {
+        checked.push("callers_file loads".to_owned());
+    }
+    for (section, listener) in settings.listeners() {
+        if let (Some(addr), Some(_)) = (listener.listen, listener.tls_files()) {
+            checked.push(format!(
+                "{}: the TLS files of {addr} load",
+                key_path(section, "tls_cert")
+            ));
+        }
+    }
+    let database = Store::check(settings)
+        .await
+        .map_err(|e| keyed(settings, &DATABASE_KEYS, e))?;
+    checked.push(format!("database_url: {database}"));
+    Ok(checked)
 }
 
 pub struct Application {
@@ -74,51 +232,15 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let htpasswd_file = htpasswd_file::Target::check(&settings.htpasswd_file)?.map(|target| {
-            (
-                target,
-                Duration::from_secs(settings.htpasswd_file.poll_interval),
-            )
-        });
-        let token_keys = match (
-            &settings.token.listener.listen,
-            &settings.token.key,
-            &settings.token.cert,
-        ) {
-            (Some(_), Some(key), Some(cert)) => Some(Arc::new(TokenKeys::load(key, cert)?)),
-            _ => None,
-        };
-        let callers = Arc::new(CallersCell::new(
-            settings
-                .api
-                .callers_file
-                .as_deref()
-                .map(Callers::load)
-                .transpose()?,
-        ));
-        let unix_socket = match &settings.api.unix_socket {
-            None => None,
-            Some(path) => Some(UnixSocket {
-                path: path.clone(),
-                mode: settings.api.unix_socket_mode.0,
-                gid: match &settings.api.unix_socket_group {
-                    None => None,
-                    Some(group) => {
-                        Some(crate::host::group_id(group).ok_or_else(|| DoorError::Unix {
-                            door: "api",
-                            path: path.clone(),
-                            why: format!("no group {group} (unix_socket_group)"),
-                        })?)
-                    }
-                },
-            }),
-        };
-        let no_listener =
-            settings.listeners().iter().all(|(_, l)| l.listen.is_none()) && unix_socket.is_none();
-        if no_listener && htpasswd_file.is_none() {
-            return Err(StartupError::NoDoor);
-        }
-        let store = Store::open(settings, Create::DefaultOnly).await?;
+        let Prepared {
+            htpasswd_file,
+            token_keys,
+            callers,
+            unix_socket,
+        } = prepare(settings)?;
+        let store = Store::open(settings, Create::DefaultOnly)
+            .await
+            .map_err(|e| keyed(settings, &DATABASE_KEYS, e))?;
         let credentials = match Credentials::new(settings, store.clone(), clock) {
             Ok(c) => Arc::new(c),
             Err(e) => {

@@ -48,6 +48,17 @@ impl Section {
         }
     }
 
+    /// The name of the door the section configures, as logs and errors
+    /// give it.
+    pub fn door_name(self) -> &'static str {
+        match self {
+            Section::Core | Section::Api => "api",
+            Section::AuthRequest => "auth_request",
+            Section::HtpasswdFile => "htpasswd_file",
+            Section::Token => "token",
+        }
+    }
+
     /// A heading for help texts.
     pub fn title(self) -> &'static str {
         match self {
@@ -168,7 +179,7 @@ const CORE: [Key; 15] = [
         "sqlite:///absolute/path.sqlite, sqlite:relative/path.sqlite, or mysql://user@host:3306/database (mariadb:// too); a password prints as ***",
         database = values::DatabaseUrl::parse),
     key!(Section::Core, "database_password_file", "RUBBER_DATABASE_PASSWORD_FILE", "", "FILE",
-        "absolute path of a file holding the MySQL/MariaDB password (one trailing newline dropped)",
+        "absolute path of a file holding the MySQL/MariaDB password (one trailing newline dropped); mode 0400 or 0440, refused if others may read it",
         database_password_file = values::optional_absolute_path),
     key!(Section::Core, "database_tls", "RUBBER_DATABASE_TLS", "auto", "MODE",
         "TLS to a MySQL/MariaDB server: auto (none on loopback, required elsewhere), disabled, required, verify-ca or verify-identity",
@@ -212,7 +223,7 @@ const CORE: [Key; 15] = [
 ];
 
 const LOG_LEVEL: Key = key!(Section::Core, "log_level", "RUBBER_LOG_LEVEL", "info", "LEVEL",
-    "error, warn, info (a line per request), debug, trace, or a filter such as info,registry_rubber::access=warn",
+    "off, error, warn, info (a line per request), debug, trace, or target=level directives such as info,registry_rubber::access=warn",
     log_level = values::log_level);
 
 const API: [Key; 9] = listener_keys!(

@@ -14,6 +14,7 @@ pub mod values;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -29,8 +30,20 @@ pub use values::{
     DEFAULT_MYSQL_PORT, REDACTED,
 };
 
+/// The keys that say which database, and how to reach it.
+pub const DATABASE_KEYS: [&str; 5] = [
+    "database_url",
+    "database_password_file",
+    "database_tls",
+    "database_tls_ca",
+    "table",
+];
+
 /// Prefix of every environment variable that sets a key.
 pub const ENV_PREFIX: &str = "RUBBER_";
+/// Permission bits a database password file must not have: any for others
+/// (every user of the host could read the password), and the group's write.
+pub const PASSWORD_FILE_FORBIDDEN_BITS: u32 = 0o027;
 /// Environment variable naming the configuration file when `--config` is absent.
 pub const CONFIG_FILE_ENV: &str = "RUBBER_CONFIG";
 
@@ -356,6 +369,19 @@ impl Settings {
         self.origins.get(path).cloned().unwrap_or(Source::Default)
     }
 
+    /// `KEY from SOURCE; ...` for the first of `paths` and for each other
+    /// one set by a file, the environment or a flag: where the values an
+    /// error is about came from.
+    pub fn provenance(&self, paths: &[String]) -> String {
+        paths
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i == 0 || self.origins.contains_key(p.as_str()))
+            .map(|(_, p)| format!("{p} from {}", self.origin(p)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// `key (value, from SOURCE)`, for messages about two keys at once.
     fn cite(&self, path: &str, value: impl fmt::Display) -> String {
         format!("{path} ({value}, from {})", self.origin(path))
@@ -368,21 +394,37 @@ impl Settings {
         let Some(path) = &self.database_password_file else {
             return Ok(());
         };
+        let file = self.cite("database_password_file", path.display());
+        let url_origin = self.cite("database_url", &self.database);
         let DatabaseUrl::Mysql(url) = &mut self.database else {
             return Err(ConfigError::Inconsistent(format!(
-                "database_password_file is set ({}) but database_url is not a mysql:// URL; remove database_password_file or use mysql://user@host:3306/database",
-                path.display()
+                "{file} is set but {url_origin} is not a mysql:// URL; remove database_password_file or use mysql://user@host:3306/database"
             )));
         };
         if url.password.is_some() {
-            return Err(ConfigError::Inconsistent(
-                "database_url carries a password and database_password_file is set too; give the password in only one of them (preferably the file)".to_owned(),
-            ));
+            return Err(ConfigError::Inconsistent(format!(
+                "{url_origin} carries a password and {file} is set too; give the password in only one of them (preferably the file)"
+            )));
+        }
+        let fail = |why: String| ConfigError::Inconsistent(format!("{file}: {why}"));
+        let mode = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)")))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & PASSWORD_FILE_FORBIDDEN_BITS != 0 {
+            return Err(fail(format!(
+                "has mode {mode:04o}: {} the database password; chmod 0400 (or 0440 with the service's group)",
+                if mode & 0o007 != 0 {
+                    "every user of the host can read"
+                } else {
+                    "its group can change"
+                }
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Inconsistent(format!(
-                "database_password_file {}: cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)",
-                path.display()
+            fail(format!(
+                "cannot read it: {e}; make it readable by the service's user (mode 0400 or 0440)"
             ))
         })?;
         let password = text
@@ -390,10 +432,9 @@ impl Settings {
             .map(|s| s.strip_suffix('\r').unwrap_or(s))
             .unwrap_or(&text);
         if password.is_empty() {
-            return Err(ConfigError::Inconsistent(format!(
-                "database_password_file {} is empty; write the database password into it",
-                path.display()
-            )));
+            return Err(fail(
+                "is empty; write the database password into it".to_owned(),
+            ));
         }
         url.password = Some(Secret::new(password.to_owned()));
         Ok(())
@@ -482,9 +523,9 @@ impl Settings {
             let mode = self.database_tls.for_host(&url.host);
             if !matches!(mode, DatabaseTls::VerifyCa | DatabaseTls::VerifyIdentity) {
                 return Err(ConfigError::Inconsistent(format!(
-                    "database_tls_ca is set ({}, from {}) but database_tls is {mode} for {}: the CA is only used to verify the server; set database_tls = \"verify-identity\" (or verify-ca)",
-                    ca.display(),
-                    self.origin("database_tls_ca"),
+                    "{} is set but {} is {mode} for {}: the CA is only used to verify the server; set database_tls = \"verify-identity\" (or verify-ca)",
+                    self.cite("database_tls_ca", ca.display()),
+                    self.cite("database_tls", self.database_tls),
                     url.host
                 )));
             }
@@ -942,6 +983,39 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_log_level_is_refused_with_the_level_meant() {
+        let load = |level: &str| {
+            Settings::load_from(None, &env(&[("RUBBER_LOG_LEVEL", level)]), &vec![])
+                .map(|s| s.log_level)
+                .map_err(|e| e.to_string())
+        };
+        let e = load("inof").unwrap_err();
+        assert!(
+            e.contains("environment variable RUBBER_LOG_LEVEL")
+                && e.contains("key `log_level`")
+                && e.contains("did you mean `info`?"),
+            "{e}"
+        );
+        let e = load("info,registry_rubber::access=wran").unwrap_err();
+        assert!(e.contains("did you mean `warn`?"), "{e}");
+        assert!(
+            load("registry_rubber").is_err(),
+            "a bare target logs nothing else"
+        );
+        assert!(load("=info").is_err());
+        assert!(load("").is_err());
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "debug,hyper=warn",
+            "info,registry_rubber::access=warn",
+        ] {
+            assert_eq!(load(good).as_deref(), Ok(good));
+        }
+    }
+
+    #[test]
     fn malformed_toml_is_reported_with_its_path() {
         let f = toml_file("listen = \n");
         let err = Settings::load_from(Some(f.path()), &[], &vec![])
@@ -1003,6 +1077,15 @@ mod tests {
             ("mariadb", "::1", DEFAULT_MYSQL_PORT, true)
         );
         assert_eq!(u.to_string(), "mariadb://root@[::1]:3306/rr");
+        // A user name prints as written: `_`, `-`, `.` and `~` need no
+        // encoding; only what a URL cannot carry is encoded.
+        let u = DatabaseUrl::parse("mysql://rubber_svc-1.a~b:pw@db/registry_rubber").unwrap();
+        assert_eq!(
+            u.to_string(),
+            "mysql://rubber_svc-1.a~b:***@db:3306/registry_rubber"
+        );
+        let u = DatabaseUrl::parse("mysql://r%40b%20c@db/rr").unwrap();
+        assert_eq!(u.to_string(), "mysql://r%40b%20c@db:3306/rr");
         for (bad, why) in [
             ("mysql://host:3306/db", "no user"),
             ("mysql://u:Pw-Leak-1@host:3306", "no database"),
@@ -1049,6 +1132,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "Pw-From-File\n").unwrap();
+        let chmod = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(0o600);
         let file_s = file.to_str().unwrap();
         let s = Settings::load_from(
             None,
@@ -1101,7 +1188,12 @@ mod tests {
             "{e}"
         );
         let e = refused("sqlite:///tmp/x.sqlite", file_s);
-        assert!(e.contains("not a mysql:// URL"), "{e}");
+        assert!(
+            e.contains("not a mysql:// URL")
+                && e.contains("from environment variable RUBBER_DATABASE_URL")
+                && e.contains("from environment variable RUBBER_DATABASE_PASSWORD_FILE"),
+            "{e}"
+        );
         let missing = dir.path().join("missing");
         let e = refused("mysql://rubber@127.0.0.1/rr", missing.to_str().unwrap());
         assert!(e.contains("cannot read it"), "{e}");
@@ -1113,6 +1205,32 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         let e = refused("mysql://rubber@127.0.0.1/rr", file_s);
         assert!(e.contains("is empty"), "{e}");
+
+        // A password others can read, or the group can change, is refused.
+        std::fs::write(&file, "Pw-Leak-4\n").unwrap();
+        for mode in [0o644, 0o604, 0o660, 0o666] {
+            chmod(mode);
+            let e = refused("mysql://rubber@127.0.0.1/rr", file_s);
+            assert!(
+                e.contains(&format!("has mode {mode:04o}"))
+                    && e.contains("chmod 0400")
+                    && e.contains("environment variable RUBBER_DATABASE_PASSWORD_FILE")
+                    && !e.contains("Pw-Leak-4"),
+                "{e}"
+            );
+        }
+        for mode in [0o400, 0o440, 0o600, 0o640] {
+            chmod(mode);
+            let s = Settings::load_from(
+                None,
+                &env(&[
+                    ("RUBBER_DATABASE_URL", "mysql://rubber@127.0.0.1/rr"),
+                    ("RUBBER_DATABASE_PASSWORD_FILE", file_s),
+                ]),
+                &vec![],
+            );
+            assert!(s.is_ok(), "{mode:o}: {:?}", s.err());
+        }
     }
 
     #[test]
@@ -1259,6 +1377,22 @@ mod tests {
         .to_string();
         assert!(e.contains("environment variable RUBBER_DEFAULT_TTL"), "{e}");
         assert!(e.contains(&f.path().display().to_string()), "{e}");
+        // Each key of a conflict is cited with its value and its source,
+        // the default included.
+        let f = toml_file("database_url = \"mysql://rr@db.example/rr\"\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            &env(&[("RUBBER_DATABASE_TLS_CA", "/etc/ca.pem")]),
+            &vec![("database_tls".into(), "required".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "database_tls_ca (/etc/ca.pem, from environment variable RUBBER_DATABASE_TLS_CA)"
+            ) && e.contains("database_tls (required, from flag --database-tls)"),
+            "{e}"
+        );
     }
 
     #[test]

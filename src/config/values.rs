@@ -232,12 +232,18 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// What a user name in a URL must have percent-encoded: everything but the
+/// characters RFC 3986 leaves unreserved (letters, digits, `-._~`).
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 impl fmt::Display for MysqlUrl {
     /// The URL with the password, if any, shown as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let encode = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
+        let encode = |s: &str| percent_encoding::utf8_percent_encode(s, USERINFO).to_string();
         write!(f, "{}://{}", self.scheme, encode(&self.user))?;
         if self.password.is_some() {
             write!(f, ":{REDACTED}")?;
@@ -400,11 +406,38 @@ pub fn hash_type(value: &str) -> Result<HashType, String> {
     value.trim().parse().map_err(|e| format!("{e}"))
 }
 
-/// A level or a tracing filter; refused unless tracing accepts it.
+/// The levels a log filter names, least to most verbose.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level, or a filter of comma-separated directives, each a level or
+/// `target=level` (`info,registry_rubber::access=warn`). A bare word that is
+/// no level is refused: tracing would take it for a target name and log
+/// nothing else, audit events included.
 pub fn log_level(value: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(value).map_err(|e| {
-        format!("`{value}` is not a log filter ({e}); use error, warn, info, debug or trace")
-    })?;
+    let usage = "use off, error, warn, info, debug or trace, or directives such as info,registry_rubber::access=warn";
+    let is_level = |word: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word));
+    let directives: Vec<&str> = value.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return Err(format!("is empty; {usage}"));
+    }
+    for directive in directives.iter().filter(|d| !d.is_empty()) {
+        let (target, level) = match directive.rsplit_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, *directive),
+        };
+        if target == Some("") {
+            return Err(format!("`{directive}` names no target before `=`; {usage}"));
+        }
+        if !is_level(level) {
+            let near = super::suggestion(
+                &level.to_ascii_lowercase(),
+                LOG_LEVELS.iter().map(|l| (*l).to_owned()),
+            );
+            return Err(format!("`{level}` is not a log level{near}; {usage}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map_err(|e| format!("`{value}` is not a log filter ({e}); {usage}"))?;
     Ok(value.to_owned())
 }
 

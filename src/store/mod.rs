@@ -244,12 +244,22 @@ pub enum StoreError {
         "database file {0} does not exist; create it with `registry-rubber migrate` (same configuration) or correct database_url"
     )]
     Missing(PathBuf),
+    #[error("{0}")]
+    NotWritable(String),
     #[error("cannot create database file {path}: {message}")]
     Create { path: PathBuf, message: String },
     #[error(
         "database `{0}` does not exist on the MySQL/MariaDB server; create it (CREATE DATABASE `{0}`) and grant the service's account on it (see README, MySQL and MariaDB), or correct database_url"
     )]
     UnknownDatabase(String),
+    #[error(
+        "the MySQL/MariaDB server refused the account: {0}; check the password (database_url or database_password_file) and that the account exists for the host the service connects from (see README, MySQL and MariaDB)"
+    )]
+    AccessDenied(String),
+    #[error(
+        "the account lacks a right: {0}; if the database name in database_url is misspelt, correct it (to an account without rights on it, a database that does not exist looks the same); otherwise GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX on the database to the account (see README, MySQL and MariaDB)"
+    )]
+    NoRights(String),
     #[error("database error: {0}")]
     Database(String),
     #[error("database unreachable: {0}")]
@@ -274,11 +284,17 @@ impl From<sqlx::Error> for StoreError {
 
 impl StoreError {
     /// Whether the fix is in the configuration or the set-up (a missing
-    /// database), rather than a failure of the database itself.
+    /// database, a directory the service cannot create it in, an account the
+    /// server refuses), rather than a failure of the database itself.
     pub fn is_setup(&self) -> bool {
         matches!(
             self,
-            StoreError::Missing(_) | StoreError::UnknownDatabase(_)
+            StoreError::Missing(_)
+                | StoreError::Create { .. }
+                | StoreError::NotWritable(_)
+                | StoreError::UnknownDatabase(_)
+                | StoreError::AccessDenied(_)
+                | StoreError::NoRights(_)
         )
     }
 }
@@ -299,6 +315,14 @@ pub enum Create {
 // A MySQL database is never created by the service (its administrator
 // creates it and grants the service's account on it); its tables are, at
 // every open, whatever `Create` says.
+
+/// How the connections to a MySQL/MariaDB server are protected.
+fn mysql_tls(settings: &Settings, url: &crate::config::MysqlUrl) -> mysql::Tls {
+    mysql::Tls {
+        mode: settings.database_tls.for_host(&url.host),
+        ca: settings.database_tls_ca.clone(),
+    }
+}
 
 /// The store behind every door; cheap to clone.
 #[derive(Clone)]
@@ -322,13 +346,37 @@ impl Store {
                 Ok(Store::Sqlite(store))
             }
             DatabaseUrl::Mysql(url) => {
-                let tls = mysql::Tls {
-                    mode: settings.database_tls.for_host(&url.host),
-                    ca: settings.database_tls_ca.clone(),
-                };
-                let store = MysqlStore::open(url, settings.table.clone(), tls).await?;
+                let store =
+                    MysqlStore::open(url, settings.table.clone(), mysql_tls(settings, url)).await?;
                 Ok(Store::Mysql(store))
             }
+        }
+    }
+
+    /// Checks, changing nothing, what opening the configured database at
+    /// start would need: it exists (or would be created), answers, has a
+    /// schema this build knows, and lets the service write. Returns what was
+    /// checked, as a sentence.
+    pub async fn check(settings: &Settings) -> Result<String, StoreError> {
+        match &settings.database {
+            DatabaseUrl::Sqlite { path, is_default } => {
+                let (path, table, is_default) = (path.clone(), settings.table.clone(), *is_default);
+                tokio::task::spawn_blocking(move || sqlite::check(&path, &table, is_default))
+                    .await
+                    .map_err(|e| StoreError::Database(format!("the check failed: {e}")))?
+            }
+            DatabaseUrl::Mysql(url) => {
+                mysql::check(url, &settings.table, mysql_tls(settings, url)).await
+            }
+        }
+    }
+
+    /// The migrations this open applied, oldest first; empty when the
+    /// schema was already current.
+    pub fn applied_migrations(&self) -> &[migrations::Migration] {
+        match self {
+            Store::Sqlite(s) => s.applied_migrations(),
+            Store::Mysql(s) => s.applied_migrations(),
         }
     }
 

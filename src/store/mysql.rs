@@ -72,6 +72,8 @@ pub struct MysqlStore {
 
 struct Inner {
     table: TableName,
+    /// The migrations this open applied.
+    applied: Vec<Migration>,
     queue: WriteQueue,
     readers: MySqlPool,
 }
@@ -122,6 +124,7 @@ async fn connect(
             Ok(Err(e)) if error_number(&e) == Some(ER_BAD_DB_ERROR) => {
                 return Err(StoreError::UnknownDatabase(database.to_owned()))
             }
+            Ok(Err(e)) if is_refusal(&e) => return Err(refusal(&e)),
             Ok(Err(e)) => return Err(StoreError::Unreachable(e.to_string())),
             Err(_) => {
                 return Err(StoreError::Unreachable(format!(
@@ -154,7 +157,7 @@ impl MysqlStore {
     pub async fn open(url: &MysqlUrl, table: TableName, tls: Tls) -> Result<Self, StoreError> {
         let options = connect_options(url, &tls);
         let mut conn = connect(&options, &url.database).await?;
-        migrate(&mut conn, &table).await?;
+        let applied = migrate(&mut conn, &table).await?;
         let readers = MySqlPoolOptions::new()
             .max_connections(MAX_READERS)
             .min_connections(0)
@@ -173,6 +176,7 @@ impl MysqlStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 table,
+                applied,
                 queue,
                 readers,
             }),
@@ -182,6 +186,11 @@ impl MysqlStore {
     /// Queues `op` and waits for its commit, at most WRITE_WAIT: a caller
     /// gets its 503 in bounded time even when the writer is stuck behind a
     /// server that stopped answering.
+    /// The migrations this open applied, oldest first.
+    pub fn applied_migrations(&self) -> &[Migration] {
+        &self.inner.applied
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.inner.queue.write(op, Some(WRITE_WAIT)).await
     }
@@ -412,6 +421,82 @@ fn optional_text(row: &MySqlRow, index: usize) -> Result<Option<String>, sqlx::E
         .transpose()
 }
 
+/// The table of applied migrations, created by every start (so that the
+/// account's CREATE right is used at every start, not only at the first).
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rubber_migrations (
+     tbl        VARCHAR(64)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+     version    BIGINT       NOT NULL,
+     name       VARCHAR(255) NOT NULL,
+     applied_at BIGINT       NOT NULL,
+     PRIMARY KEY (tbl, version)
+ ) ENGINE = InnoDB DEFAULT CHARACTER SET utf8mb4";
+
+/// Checks what a start would need of the server, changing nothing: the
+/// account connects to the database, the schema is current, and the account
+/// has every right a start and the writes use. Returns what was checked.
+pub async fn check(url: &MysqlUrl, table: &TableName, tls: Tls) -> Result<String, StoreError> {
+    let options = connect_options(url, &tls);
+    let mut conn = connect(&options, &url.database).await?;
+    let result = tokio::time::timeout(CONNECT_TIMEOUT * 2, check_on(&mut conn, table))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unreachable(format!(
+                "no answer within {:?}",
+                CONNECT_TIMEOUT * 2
+            )))
+        });
+    let _ = conn.close().await;
+    result
+}
+
+async fn check_on(conn: &mut MySqlConnection, table: &TableName) -> Result<String, StoreError> {
+    let known = MYSQL.last().map_or(0, |m| m.version);
+    let found: i64 = match sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM rubber_migrations WHERE tbl = ?",
+    )
+    .bind(table.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    {
+        Ok(found) => found,
+        Err(e) if error_number(&e) == Some(ER_NO_SUCH_TABLE) => 0,
+        Err(e) => return Err(database_error(&e)),
+    };
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    if found < known {
+        return Ok(format!(
+            "the account connects; table {table} has schema version {found} of {known}: serve and migrate apply the rest, and the CREATE, ALTER and INDEX rights that takes were not checked"
+        ));
+    }
+    // Each statement matches no row, and is rolled back, but needs its
+    // right: the server checks rights before it looks at a row.
+    let statements = [
+        MIGRATIONS_TABLE.to_owned(),
+        "START TRANSACTION".to_owned(),
+        format!("SELECT username, password FROM `{table}` WHERE 1 = 0"),
+        format!("INSERT INTO `{table}` (username, password, created_at) SELECT username, password, created_at FROM `{table}` WHERE 1 = 0"),
+        format!("UPDATE `{table}` SET expires_at = expires_at WHERE 1 = 0"),
+        format!("DELETE FROM `{table}` WHERE 1 = 0"),
+        format!("INSERT INTO `{table}_refresh` SELECT * FROM `{table}_refresh` WHERE 1 = 0"),
+        format!("DELETE FROM `{table}_refresh` WHERE 1 = 0"),
+    ];
+    let mut result = Ok(());
+    for statement in &statements {
+        if let Err(e) = conn.execute(statement.as_str()).await {
+            result = Err(database_error(&e));
+            break;
+        }
+    }
+    let _ = conn.execute("ROLLBACK").await;
+    result.map(|()| {
+        format!(
+            "the account connects; table {table} has the current schema (version {known}); the account may create tables and SELECT, INSERT, UPDATE and DELETE on {table} and {table}_refresh"
+        )
+    })
+}
+
 /// Applies every migration this build knows and the database has not seen.
 /// A server-wide lock keeps two instances starting at once from migrating
 /// the same table together. Each migration's statements run one by one (MySQL
@@ -420,18 +505,8 @@ pub(super) async fn migrate(
     conn: &mut MySqlConnection,
     table: &TableName,
 ) -> Result<Vec<Migration>, StoreError> {
-    let fail = |e: sqlx::Error| StoreError::Database(e.to_string());
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS rubber_migrations (
-             tbl        VARCHAR(64)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-             version    BIGINT       NOT NULL,
-             name       VARCHAR(255) NOT NULL,
-             applied_at BIGINT       NOT NULL,
-             PRIMARY KEY (tbl, version)
-         ) ENGINE = InnoDB DEFAULT CHARACTER SET utf8mb4",
-    )
-    .await
-    .map_err(fail)?;
+    let fail = |e: sqlx::Error| database_error(&e);
+    conn.execute(MIGRATIONS_TABLE).await.map_err(fail)?;
     // Lock names are at most 64 characters; a digest of database and table
     // fits and keeps other databases on the same server out of the way.
     let lock: String =
@@ -481,7 +556,7 @@ async fn apply_migrations(
     conn: &mut MySqlConnection,
     table: &TableName,
 ) -> Result<Vec<Migration>, StoreError> {
-    let fail = |e: sqlx::Error| StoreError::Database(e.to_string());
+    let fail = |e: sqlx::Error| database_error(&e);
     let known = MYSQL.last().map_or(0, |m| m.version);
     let found: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM rubber_migrations WHERE tbl = ?",
@@ -509,7 +584,7 @@ async fn apply_migrations(
         let statements = m.statements(table.as_str());
         for (i, statement) in statements.iter().enumerate() {
             conn.execute(statement.as_str()).await.map_err(|e| {
-                StoreError::Database(format!(
+                let message = format!(
                     "migration {} failed at statement {} of {}: {e}{}",
                     m.file_name(),
                     i + 1,
@@ -519,7 +594,12 @@ async fn apply_migrations(
                     } else {
                         ""
                     }
-                ))
+                );
+                if is_refusal(&e) {
+                    StoreError::NoRights(message)
+                } else {
+                    StoreError::Database(message)
+                }
             })?;
         }
         sqlx::query(
@@ -602,6 +682,47 @@ impl Statements {
 
 /// The server's error numbers the writer treats specially.
 const ER_BAD_DB_ERROR: u16 = 1049;
+/// The account or its password is refused.
+const ER_ACCESS_DENIED_ERROR: u16 = 1045;
+/// The account has no rights on the database (or the database, which it
+/// could not see, does not exist), on a table, or on a column.
+const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
+const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
+const ER_COLUMNACCESS_DENIED_ERROR: u16 = 1143;
+const ER_NO_SUCH_TABLE: u16 = 1146;
+
+/// Whether the server refused the account or one of its rights: a fix in
+/// the set-up, not a failure of the server.
+fn is_refusal(e: &sqlx::Error) -> bool {
+    matches!(
+        error_number(e),
+        Some(
+            ER_ACCESS_DENIED_ERROR
+                | ER_DBACCESS_DENIED_ERROR
+                | ER_TABLEACCESS_DENIED_ERROR
+                | ER_COLUMNACCESS_DENIED_ERROR
+        )
+    )
+}
+
+/// The error for a refusal ([`is_refusal`]).
+fn refusal(e: &sqlx::Error) -> StoreError {
+    if error_number(e) == Some(ER_ACCESS_DENIED_ERROR) {
+        StoreError::AccessDenied(e.to_string())
+    } else {
+        StoreError::NoRights(e.to_string())
+    }
+}
+
+/// A failed statement of start-up or of a check: a refusal as such, any
+/// other as a database error.
+fn database_error(e: &sqlx::Error) -> StoreError {
+    if is_refusal(e) {
+        refusal(e)
+    } else {
+        StoreError::Database(e.to_string())
+    }
+}
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;

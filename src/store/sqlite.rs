@@ -52,6 +52,8 @@ struct Inner {
     /// on in a file nobody else sees.
     file: FileId,
     table: TableName,
+    /// The migrations this open applied.
+    applied: Vec<Migration>,
     queue: WriteQueue,
     /// The query of `get`, the credential check's read.
     get_sql: String,
@@ -78,7 +80,7 @@ impl SqliteStore {
                         StoreError::Database(format!("cannot start the writer's runtime: {e}"))
                     })
                     .and_then(|rt| Ok((rt, open_writer(&writer_path, &writer_table, create)?)));
-                let (runtime, conn) = match opened {
+                let (runtime, (conn, applied)) = match opened {
                     Ok(ready) => ready,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -92,7 +94,7 @@ impl SqliteStore {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(file));
+                let _ = ready_tx.send(Ok((file, applied)));
                 let writer = Writer {
                     conn,
                     sql: Statements::new(&writer_table),
@@ -102,7 +104,7 @@ impl SqliteStore {
                 runtime.block_on(policy::run_writer(writer, rx, &counts));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        let file = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
+        let (file, applied) = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let (path, stop) = (path.clone(), Arc::clone(&stop));
@@ -119,11 +121,17 @@ impl SqliteStore {
                 file,
                 get_sql: get_query(&table),
                 table,
+                applied,
                 queue,
                 checkpointer: Mutex::new(Some((stop, checkpointer))),
                 readers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The migrations this open applied, oldest first.
+    pub fn applied_migrations(&self) -> &[Migration] {
+        &self.inner.applied
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -364,7 +372,12 @@ impl SqliteStore {
     }
 }
 
-fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connection, StoreError> {
+/// The write connection, and the migrations it applied.
+fn open_writer(
+    path: &Path,
+    table: &TableName,
+    create: Create,
+) -> Result<(Connection, Vec<Migration>), StoreError> {
     if !path.exists() {
         match create {
             Create::Never | Create::DefaultOnly => {
@@ -387,8 +400,8 @@ fn open_writer(path: &Path, table: &TableName, create: Create) -> Result<Connect
     // checkpoints run on their own thread (see run_checkpointer), not inside
     // a commit that requests are waiting for.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")?;
-    migrate(&mut conn, table)?;
-    Ok(conn)
+    let applied = migrate(&mut conn, table)?;
+    Ok((conn, applied))
 }
 
 /// Apache reads the file as another user in a shared group, and in WAL mode
@@ -450,6 +463,82 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
     // The umask may have taken the group's write bit; put it back.
     file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
         .map_err(fail)
+}
+
+/// Checks what a start would need of the database file, changing nothing:
+/// it exists (or is the default, which a start creates), is an SQLite
+/// database with a schema this build knows, and the service may write it and
+/// its directory (WAL mode keeps two files beside it). Returns what was
+/// checked.
+pub fn check(path: &Path, table: &TableName, is_default: bool) -> Result<String, StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let exists = path.exists();
+    if !exists && !is_default {
+        return Err(StoreError::Missing(path.to_owned()));
+    }
+    let targets: &[(&str, &Path)] = if exists {
+        &[("database file", path), ("directory", dir)]
+    } else {
+        &[("directory", dir)]
+    };
+    for (what, target) in targets {
+        let c_path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        // SAFETY: access only reads the NUL-terminated path.
+        if unsafe { libc::access(c_path.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+            return Err(StoreError::NotWritable(format!(
+                "the service cannot read and write the {what} {}: {}; WAL mode writes the file and two beside it",
+                target.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    if !exists {
+        return Ok(format!(
+            "database file {} does not exist: serve creates it (the default database_url), and may create files in {}",
+            path.display(),
+            dir.display()
+        ));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let recorded: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rubber_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    let found: i64 = if recorded {
+        conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM rubber_migrations WHERE tbl = ?1",
+            [table.as_str()],
+            |r| r.get(0),
+        )?
+    } else {
+        0
+    };
+    let known = SQLITE.last().map_or(0, |m| m.version);
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    // The write lock a start takes, taken and given back.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+    Ok(if found < known {
+        format!(
+            "database file {} is writable; table {table} has schema version {found} of {known}: serve and migrate apply the rest",
+            path.display()
+        )
+    } else {
+        format!(
+            "database file {} is writable; table {table} has the current schema (version {known})",
+            path.display()
+        )
+    })
 }
 
 /// Applies every migration this build knows and the database has not seen,
@@ -920,7 +1009,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         // synchronous is per connection: read the writer's own setting.
-        let writer = open_writer(&path, &table(), Create::Never).unwrap();
+        let (writer, _) = open_writer(&path, &table(), Create::Never).unwrap();
         let sync: i64 = writer
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();

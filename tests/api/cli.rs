@@ -92,11 +92,147 @@ fn help_is_there_for_every_subcommand() {
     assert!(text(&out.stdout).contains("Exit codes"));
 }
 
+/// The long flags a help text lists.
+fn flags_in(help: &str) -> Vec<String> {
+    help.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '<']).next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_subcommands_help_lists_the_keys_it_uses_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |sub: &str| {
+        let out = run(&[sub, "--help"], &[], None, dir.path());
+        assert!(out.status.success(), "{sub} --help");
+        text(&out.stdout)
+    };
+    let all = registry_rubber::config::keys().count();
+    for (sub, expected) in [
+        ("hash", vec!["hash-type", "bcrypt-cost"]),
+        (
+            "remove",
+            vec![
+                "database-url",
+                "database-password-file",
+                "database-tls",
+                "database-tls-ca",
+                "table",
+                "log-format",
+                "log-level",
+            ],
+        ),
+    ] {
+        let mut listed = flags_in(&help(sub));
+        listed.retain(|f| f != "config" && f != "help");
+        listed.sort();
+        let mut expected: Vec<String> = expected.iter().map(|f| f.to_string()).collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{sub}");
+    }
+    let add = help("add");
+    assert!(
+        add.contains("--default-ttl") && add.contains("--hash-type"),
+        "{add}"
+    );
+    assert!(
+        !add.contains("--listen") && !add.contains("--auth-"),
+        "{add}"
+    );
+    assert!(
+        add.contains("<USER>  The user name: 1 to 128"),
+        "<USER> is described: {add}"
+    );
+    let cleanup = help("cleanup");
+    assert!(cleanup.contains("--min-older-than"), "{cleanup}");
+    assert!(!cleanup.contains("--hash-type"), "{cleanup}");
+    // serve and check-config use every key, and each help states the exit codes.
+    for sub in ["serve", "check-config"] {
+        let mut listed = flags_in(&help(sub));
+        listed.retain(|f| f != "config");
+        assert_eq!(listed.len(), all, "{sub}: {listed:?}");
+    }
+    for sub in [
+        "serve",
+        "add",
+        "remove",
+        "cleanup",
+        "hash",
+        "migrate",
+        "check-config",
+    ] {
+        assert!(help(sub).contains("Exit codes: 0 success; 1 "), "{sub}");
+    }
+}
+
+#[test]
+fn configuration_flags_work_before_and_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["hash", "--hash-type", "sha1"],
+        vec!["--hash-type", "sha1", "hash"],
+        vec!["hash", "--type", "sha1"],
+        vec!["--hash-type", "md5", "hash", "--hash-type", "sha1"],
+    ] {
+        let out = run(&args, &[], Some("pw\n"), dir.path());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let hash = text(&out.stdout);
+        assert!(hash.starts_with("{SHA}"), "{args:?}: {hash}");
+    }
+    // A key the subcommand does not use is still taken, and checked.
+    let out = run(
+        &["check-config", "--auth-listen", "127.0.0.1:7999"],
+        &[],
+        None,
+        dir.path(),
+    );
+    assert!(text(&out.stdout).contains("listen = \"127.0.0.1:7999\""));
+    let out = run(&["hash", "--max-ttl", "soon"], &[], Some("pw"), dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("flag --max-ttl") && err.contains("max_ttl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_misspelt_log_level_is_refused_not_silently_logging_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env) in [
+        (vec!["check-config"], vec![("RUBBER_LOG_LEVEL", "inof")]),
+        (vec!["check-config", "--log-level", "inof"], vec![]),
+        (vec!["--log-level", "inof", "serve"], vec![]),
+    ] {
+        let out = run(&args, &env, None, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("log_level") && err.contains("did you mean `info`?"),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn migrate_then_add_remove_cleanup() {
     let e = env().await;
     let out = e.run(&["migrate"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // What it did: the migrations it applied, then, run again, nothing.
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(": applied ")
+            && said.contains("0001_original_users.sql")
+            && !said.contains("up to date"),
+        "{said}"
+    );
+    let again = text(&e.run(&["migrate"], None).stdout);
+    assert!(
+        again.contains("was up to date") && again.contains("nothing applied"),
+        "{again}"
+    );
 
     let out = e.run(
         &["--hash-type", "md5", "add", "1423382819"],
@@ -166,6 +302,7 @@ async fn bad_input_exits_2_and_changes_nothing() {
         ),
         (vec!["remove", "a b"], None),
         (vec!["hash", "--type", "md4"], Some("x")),
+        (vec!["hash", "--hash-type", "md4"], Some("x")),
     ] {
         let out = e.run(&args, stdin);
         assert_eq!(
@@ -229,7 +366,12 @@ async fn a_broken_database_exits_1() {
             format!("mysql://root:Cli-Dsn-Secret-5a1@127.0.0.1:{port}/nowhere")
         }
     };
-    for args in [vec!["remove", "u"], vec!["serve"], vec!["migrate"]] {
+    for args in [
+        vec!["remove", "u"],
+        vec!["serve"],
+        vec!["migrate"],
+        vec!["check-config"],
+    ] {
         let out = run(&args, &[("RUBBER_DATABASE_URL", &url)], None, e.dir.path());
         assert_eq!(
             out.status.code(),
@@ -334,30 +476,44 @@ fn check_config_never_shows_the_database_password() {
         None,
         dir.path(),
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The values print; the server (a name that does not resolve) cannot
+    // be reached, which is a failure at run time.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(
         shown.contains("database_url = \"mysql://rubber:***@db.internal:3306/registry\""),
         "{shown}"
     );
-    assert!(!shown.contains("Check-Dsn-Secret-77"), "{shown}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("database unreachable")
+            && err.contains("database_url from environment variable RUBBER_DATABASE_URL"),
+        "{err}"
+    );
+    assert!(!format!("{shown}{err}").contains("Check-Dsn-Secret-77"));
 
     let file = dir.path().join("db-password");
     std::fs::write(&file, "File-Dsn-Secret-88\n").unwrap();
+    // Readable by its owner only, as the README says.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     let out = run(
         &[
             "--database-password-file",
             file.to_str().unwrap(),
             "check-config",
         ],
-        &[("RUBBER_DATABASE_URL", "mariadb://rubber@127.0.0.1/registry")],
+        &[(
+            "RUBBER_DATABASE_URL",
+            "mariadb://rubber@127.0.0.1:1/registry",
+        )],
         None,
         dir.path(),
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("File-Dsn-Secret-88"));
     let shown = text(&out.stdout);
     assert!(
-        shown.contains("database_url = \"mariadb://rubber:***@127.0.0.1:3306/registry\""),
+        shown.contains("database_url = \"mariadb://rubber:***@127.0.0.1:1/registry\""),
         "{shown}"
     );
     assert!(
@@ -402,9 +558,156 @@ fn the_sample_configuration_lists_every_key_and_is_valid() {
         );
     }
     assert!(body.contains("[auth_request]"), "the door's table");
+    // Every key is valid; the database it names is checked, and on this
+    // host it does not exist: said, with where database_url was set.
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["--config", sample, "check-config"], &[], None, dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/var/lib/registry-rubber/users.sqlite does not exist")
+            && err.contains(&format!("database_url from config file {sample}")),
+        "{err}"
+    );
+    // With a database that is there, the sample passes.
+    let db = dir.path().join("users.sqlite");
+    let url = format!("sqlite://{}", db.display());
+    let out = run(&["--database-url", &url, "migrate"], &[], None, dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &["--config", sample, "check-config", "--database-url", &url],
+        &[],
+        None,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("checked: database_url: database file")
+            && err.contains("current schema")
+            && err.contains("not checked: whether 127.0.0.1:5080 (listen) is free"),
+        "{err}"
+    );
+}
+
+/// check-config checks what serve checks before it binds a port, and exits
+/// as serve would for the same fault.
+#[tokio::test]
+async fn check_config_checks_what_serve_checks_before_binding() {
+    let e = env().await;
+    let sub = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec![("RUBBER_DATABASE_URL", e.url.as_str())];
+        all.extend_from_slice(env);
+        run(args, &all, None, e.dir.path())
+    };
+    // A database that does not exist (not the default): 2 for both.
+    let missing_db = match &e.db {
+        TestDb::Sqlite { .. } => e.url.clone(),
+        TestDb::Mysql(db) => format!("{}_typo", db.url()),
+    };
+    for args in [["check-config"], ["serve"]] {
+        let out = run(
+            &args,
+            &[
+                ("RUBBER_DATABASE_URL", &missing_db),
+                ("RUBBER_LISTEN", "127.0.0.1:0"),
+            ],
+            None,
+            e.dir.path(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not exist")
+                && err.contains("database_url from environment variable RUBBER_DATABASE_URL"),
+            "{err}"
+        );
+    }
+    // A database file in a directory that is not there: 2, as a missing
+    // database is.
+    let nowhere = format!("sqlite://{}/nowhere/db.sqlite", e.dir.path().display());
+    let out = run(
+        &["--database-url", &nowhere, "migrate"],
+        &[],
+        None,
+        e.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot create database file")
+            && text(&out.stderr).contains("database_url from flag --database-url"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(e.run(&["migrate"], None).status.success());
+    let out = sub(&["check-config"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("checked: database_url: ")
+            && text(&out.stderr).contains("current schema"),
+        "{}",
+        text(&out.stderr)
+    );
+    // TLS files that are not there: 2 for both, naming the key and where
+    // it was set; serve refuses before it opens the database.
+    let missing = e.dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let tls = [
+        ("RUBBER_LISTEN", "127.0.0.1:0"),
+        ("RUBBER_TLS_CERT", missing),
+        ("RUBBER_TLS_KEY", missing),
+    ];
+    for args in [["check-config"], ["serve"]] {
+        let out = sub(&args, &tls);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("cannot read tls_cert")
+                && err.contains("tls_cert from environment variable RUBBER_TLS_CERT"),
+            "{err}"
+        );
+    }
+    // A key file that is no key.
+    let junk = e.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk = junk.to_str().unwrap();
+    let out = run(
+        &["check-config", "--auth-listen", "127.0.0.1:0"],
+        &[
+            ("RUBBER_DATABASE_URL", &e.url),
+            ("RUBBER_AUTH_TLS_CERT", junk),
+            ("RUBBER_AUTH_TLS_KEY", junk),
+        ],
+        None,
+        e.dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("auth_request")
+            && err.contains("holds no PEM certificate")
+            && err.contains("auth_request.tls_cert from environment variable RUBBER_AUTH_TLS_CERT"),
+        "{err}"
+    );
+    // A callers file that is not there.
+    let out = sub(&["check-config", "--callers-file", missing], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot read callers_file")
+            && err.contains("callers_file from flag --callers-file"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod mariadb;
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+mod cli;
 mod migrations;
 mod outage;
 mod secrets;

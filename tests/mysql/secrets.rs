@@ -76,6 +76,8 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("db-password");
     std::fs::write(&file, format!("{SERVICE_PASSWORD}\n")).unwrap();
+    // Readable by its owner only, as the README says.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     let env = [
         (
             "RUBBER_DATABASE_URL".to_owned(),
