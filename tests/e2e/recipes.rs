@@ -405,20 +405,22 @@ fn deploy_behind_apache_until_apache(root: &mut Root) {
     root.run("apache/apache.sh");
 }
 
-/// The last steps: start everything, check it, mint, log in and push.
+/// The last steps: start everything without systemd, check it, mint, log
+/// in and push.
 fn start_and_use(root: &mut Root) {
     root.run("apache/start.sh");
+    root.run("apache/start-apache.sh");
     root.run("apache/check.sh");
     root.run("apache/use.sh");
 }
 
 /// What a pipeline and a docker client see of a deployment the recipes
 /// built: run inside the root, with the name the trial's hosts entry gives
-/// and the trial's certificate.
-fn assert_deployment_works(root: &Root) {
+/// and the trial's certificate; the API at `api` (through Apache, or the
+/// service's own loopback address).
+fn assert_deployment_works(root: &Root, api: &str) {
     const CA: &str = "/etc/registry-rubber/tls/server.crt";
     const REGISTRY: &str = "https://registry.example.com";
-    const API: &str = "https://registry.example.com:8443";
     let log = root.log();
 
     // The registry needs a user.
@@ -441,7 +443,7 @@ fn assert_deployment_works(root: &Root) {
     let get = try_curl(
         root.curl()
             .args(["--cacert", CA])
-            .arg(format!("{API}/add?user=by-get&passwd=by-get-secret")),
+            .arg(format!("{api}/add?user=by-get&passwd=by-get-secret")),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(get.status, 405, "{get:?}");
@@ -457,7 +459,7 @@ fn assert_deployment_works(root: &Root) {
                 .arg(format!("X-Forwarded-For: {forwarded}"))
                 .args(["--data-urlencode", &format!("user={user}")])
                 .args(["--data-urlencode", &format!("passwd={password}")])
-                .arg(format!("{API}/add")),
+                .arg(format!("{api}/add")),
         )
         .unwrap_or_else(|e| panic!("{e}"))
     };
@@ -493,7 +495,7 @@ fn assert_deployment_works(root: &Root) {
         root.curl()
             .args(["--cacert", CA])
             .args(["--data-urlencode", &format!("user={user}")])
-            .arg(format!("{API}/remove")),
+            .arg(format!("{api}/remove")),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(removed.status, 200, "{removed:?}");
@@ -506,9 +508,10 @@ fn assert_deployment_works(root: &Root) {
     assert_eq!(refused.status, 401, "{refused:?}");
 }
 
-/// After the stop recipe, nothing answers on the service's, the registry's
-/// or Apache's ports.
-fn assert_stopped(root: &mut Root) {
+/// After the stop recipes (the web server's, then the others'), nothing
+/// answers on the service's, the registry's or the web server's ports.
+fn assert_stopped(root: &mut Root, front_stop: &str) {
+    root.run(front_stop);
     root.run("apache/stop.sh");
     for url in [
         "http://127.0.0.1:5080/healthz",
@@ -520,12 +523,15 @@ fn assert_stopped(root: &mut Root) {
     }
 }
 
+/// The API as pipelines reach it through Apache.
+const APACHE_API: &str = "https://registry.example.com:8443";
+
 #[test]
 fn deploy_behind_apache_as_a_trial_on_one_host() {
     let mut root = Root::start(repo());
     deploy_behind_apache_until_apache(&mut root);
     start_and_use(&mut root);
-    assert_deployment_works(&root);
+    assert_deployment_works(&root, APACHE_API);
     // The configuration the recipe wrote is the sample with its two changes.
     let config = root.read("/etc/registry-rubber/registry-rubber.toml");
     assert!(
@@ -536,7 +542,38 @@ fn deploy_behind_apache_as_a_trial_on_one_host() {
         config.contains("\ntrusted_proxies = [\"127.0.0.1/32\"]\n"),
         "{config}"
     );
-    assert_stopped(&mut root);
+    assert_stopped(&mut root, "apache/stop-apache.sh");
+}
+
+// --- Deploy behind nginx ------------------------------------------------------
+
+#[test]
+fn deploy_behind_nginx_as_a_trial_on_one_host() {
+    let mut root = Root::start(repo());
+    root.run("apache/settings.sh");
+    root.install_binary();
+    root.run("apache/accounts.sh");
+    root.run("apache/config.sh");
+    root.run("nginx/door.sh");
+    root.run("apache/registry.sh");
+    root.run("apache/certificates-trial.sh");
+    root.run("nginx/render.sh");
+    root.run("apache/start.sh");
+    root.run("nginx/start-nginx.sh");
+    root.run("apache/check.sh");
+    root.run("nginx/use.sh");
+    // The sample has no API host: pipelines on this host call the service.
+    assert_deployment_works(&root, "http://127.0.0.1:5080");
+    let config = root.read("/etc/registry-rubber/nginx.conf");
+    assert!(
+        !config.contains("${RR_"),
+        "a placeholder is left:\n{config}"
+    );
+    assert!(
+        config.contains("$request_uri"),
+        "nginx's own variables stay"
+    );
+    assert_stopped(&mut root, "nginx/stop-nginx.sh");
 }
 
 // --- MySQL and MariaDB: grants on one host ----------------------------------
@@ -607,7 +644,7 @@ fn deploy_behind_apache_on_mariadb_with_the_one_host_grants() {
     root.run("mariadb/service.sh");
     root.run("mariadb/apache.sh");
     start_and_use(&mut root);
-    assert_deployment_works(&root);
+    assert_deployment_works(&root, APACHE_API);
 
     // Both accounts work by TCP and by the socket; Apache's only reads.
     let service_password = root.read("/etc/registry-rubber/database-password");
@@ -655,7 +692,7 @@ fn deploy_behind_apache_on_mariadb_with_the_one_host_grants() {
         mode, "400 registry-rubber",
         "the password file's mode and owner"
     );
-    assert_stopped(&mut root);
+    assert_stopped(&mut root, "apache/stop-apache.sh");
     drop(root);
     drop(server);
 }

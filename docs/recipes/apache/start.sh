@@ -1,5 +1,5 @@
-# Without systemd: the database first, then the service, the registry and
-# Apache, each in the background as its own user, with a PID file.
+# Without systemd: the database first, then the service and the registry,
+# each in the background as its own user, with a PID file.
 install -d -m 2770 -o registry-rubber -g registry-rubber /var/lib/registry-rubber
 runuser -u registry-rubber -- registry-rubber --config /etc/registry-rubber/registry-rubber.toml migrate
 start-stop-daemon --start --background --make-pidfile --pidfile /run/registry-rubber.pid \
@@ -8,5 +8,3 @@ start-stop-daemon --start --background --make-pidfile --pidfile /run/registry-ru
 start-stop-daemon --start --background --make-pidfile --pidfile /run/docker-registry.pid \
   --chuid docker-registry --output /var/log/docker-registry.log \
   --exec /usr/bin/docker-registry -- serve /etc/docker/registry/config.yml
-install -d /run/registry-rubber-httpd /var/log/registry-rubber-httpd
-apache2 -f /etc/registry-rubber/httpd.conf -k start

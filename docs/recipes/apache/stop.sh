@@ -1,3 +1,2 @@
-apache2 -f /etc/registry-rubber/httpd.conf -k graceful-stop
 start-stop-daemon --stop --pidfile /run/docker-registry.pid --remove-pidfile --retry TERM/30/KILL/5
 start-stop-daemon --stop --pidfile /run/registry-rubber.pid --remove-pidfile --retry TERM/40/KILL/5
