@@ -408,7 +408,8 @@ fn deploy_behind_apache_until_apache(root: &mut Root) {
 /// The last steps: start everything without systemd, check it, mint, log
 /// in and push.
 fn start_and_use(root: &mut Root) {
-    root.run("apache/start.sh");
+    root.run("apache/start-service.sh");
+    root.run("apache/start-registry.sh");
     root.run("apache/start-apache.sh");
     root.run("apache/check.sh");
     root.run("apache/use.sh");
@@ -558,7 +559,8 @@ fn deploy_behind_nginx_as_a_trial_on_one_host() {
     root.run("apache/registry.sh");
     root.run("apache/certificates-trial.sh");
     root.run("nginx/render.sh");
-    root.run("apache/start.sh");
+    root.run("apache/start-service.sh");
+    root.run("apache/start-registry.sh");
     root.run("nginx/start-nginx.sh");
     root.run("apache/check.sh");
     root.run("nginx/use.sh");
@@ -574,6 +576,42 @@ fn deploy_behind_nginx_as_a_trial_on_one_host() {
         "nginx's own variables stay"
     );
     assert_stopped(&mut root, "nginx/stop-nginx.sh");
+}
+
+// --- The registry's own htpasswd file ---------------------------------------
+
+#[test]
+fn the_registrys_own_htpasswd_file_as_a_trial_on_one_host() {
+    let mut root = Root::start(repo());
+    root.run("apache/settings.sh");
+    root.install_binary();
+    root.run("apache/accounts.sh");
+    root.run("apache/config.sh");
+    root.run("htpasswd/service.sh");
+    root.run("apache/certificates-trial.sh");
+    root.run("htpasswd/certificates-trial.sh");
+    root.run("htpasswd/render.sh");
+    root.run("apache/start-service.sh");
+    root.run("htpasswd/start-registry.sh");
+    root.run("htpasswd/check.sh");
+    root.run("nginx/use.sh");
+    assert_deployment_works(&root, "http://127.0.0.1:5080");
+    // The registry runs as its user, reading the file through its group.
+    assert_eq!(
+        root.read_mode("/var/lib/registry-rubber-htpasswd/htpasswd"),
+        "640 registry-rubber"
+    );
+    let registry = root.read("/run/docker-registry.pid");
+    let status = root.read(&format!("/proc/{}/status", registry.trim()));
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .expect("a Uid line");
+    assert_ne!(uid, "0", "the registry runs as docker-registry, not root");
+    root.run("apache/stop.sh");
+    let answer = try_curl(root.curl().arg("http://127.0.0.1:5080/healthz"));
+    assert!(answer.is_err(), "the service still answers: {answer:?}");
 }
 
 // --- MySQL and MariaDB: grants on one host ----------------------------------
