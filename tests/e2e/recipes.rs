@@ -482,14 +482,8 @@ fn assert_deployment_works(root: &Root, api: &str) {
     assert_eq!(json(&tags)["tags"], serde_json::json!(["3"]), "{tags:?}");
 
     // skopeo finds the registry's CA where the recipe put it for Docker.
-    let inspect = root
-        .command(&tools().skopeo)
-        .args(["--insecure-policy", "--command-timeout", "60s", "inspect"])
-        .args(["--creds", &creds])
-        .arg("docker://registry.example.com/team/alpine:3")
-        .output()
-        .expect("run skopeo");
-    assert!(inspect.status.success(), "{}", output_text(&inspect));
+    let inspected = inspect(root, &creds, "team/alpine:3");
+    assert!(inspected.status.success(), "{}", output_text(&inspected));
 
     // Removed, it is refused on the next request.
     let removed = try_curl(
@@ -612,6 +606,80 @@ fn the_registrys_own_htpasswd_file_as_a_trial_on_one_host() {
     root.run("apache/stop.sh");
     let answer = try_curl(root.curl().arg("http://127.0.0.1:5080/healthz"));
     assert!(answer.is_err(), "the service still answers: {answer:?}");
+}
+
+// --- Token authentication ---------------------------------------------------
+
+/// `skopeo inspect` of `repo` inside the root with `creds`.
+fn inspect(root: &Root, creds: &str, repo: &str) -> Output {
+    root.command(&tools().skopeo)
+        .args(["--insecure-policy", "--command-timeout", "60s", "inspect"])
+        .args(["--creds", creds])
+        .arg(format!("docker://registry.example.com/{repo}"))
+        .output()
+        .expect("run skopeo")
+}
+
+/// Adds `user` with `scope` on the service's loopback address.
+fn add_scoped(root: &Root, user: &str, password: &str, scope: &str) {
+    let added = try_curl(
+        root.curl()
+            .args(["--data-urlencode", &format!("user={user}")])
+            .args(["--data-urlencode", &format!("passwd={password}")])
+            .args(["--data-urlencode", &format!("scope={scope}")])
+            .arg("http://127.0.0.1:5080/add"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(added.status, 200, "{added:?}");
+}
+
+#[test]
+fn token_authentication_as_a_trial_on_one_host() {
+    let mut root = Root::start(repo());
+    root.run("apache/settings.sh");
+    root.install_binary();
+    root.run("apache/accounts.sh");
+    root.run("apache/config.sh");
+    root.run("apache/certificates-trial.sh");
+    root.run("token/signing-key.sh");
+    root.run("token/door.sh");
+    root.run("htpasswd/certificates-trial.sh");
+    root.run("token/render.sh");
+    root.run("apache/start-service.sh");
+    root.run("htpasswd/start-registry.sh");
+    root.run("token/check.sh");
+    root.run("token/use.sh");
+    let log = root.log();
+    assert!(
+        log.contains("refused: no grant on other/app"),
+        "the push outside the credential's scope was refused:\n{log}"
+    );
+
+    // What the recipe pushed is there, for a credential that may pull it;
+    // one scoped to another repository gets nothing of it.
+    let password = "recipe-token-password-51ae";
+    let reader = crate::support::unique("reader");
+    add_scoped(&root, &reader, password, "repository:team/app:pull");
+    let creds = format!("{reader}:{password}");
+    let pulled = inspect(&root, &creds, "team/app:1.0");
+    assert!(pulled.status.success(), "{}", output_text(&pulled));
+    let other = inspect(&root, &creds, "other/app:1.0");
+    assert!(!other.status.success(), "{}", output_text(&other));
+    let elsewhere = crate::support::unique("elsewhere");
+    add_scoped(&root, &elsewhere, password, "repository:other/app:pull");
+    let refused = inspect(&root, &format!("{elsewhere}:{password}"), "team/app:1.0");
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    // Removed, the credential gets no more tokens.
+    let removed = try_curl(
+        root.curl()
+            .args(["--data-urlencode", &format!("user={reader}")])
+            .arg("http://127.0.0.1:5080/remove"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(removed.status, 200, "{removed:?}");
+    let gone = inspect(&root, &creds, "team/app:1.0");
+    assert!(!gone.status.success(), "{}", output_text(&gone));
+    root.run("apache/stop.sh");
 }
 
 // --- MySQL and MariaDB: grants on one host ----------------------------------
