@@ -278,8 +278,9 @@ impl Root {
         .flatten()
         .unwrap_or_else(|| {
             panic!(
-                "the recipe shell is gone before `{command}`:\n{}",
-                self.shell.log()
+                "the recipe shell is gone ({:?}) before `{command}`:\n{}",
+                self.shell.exited(),
+                self.log()
             )
         });
         writeln!(writer, "{command}").expect("write to the recipe shell");
@@ -297,7 +298,7 @@ impl Root {
             finished,
             Some(true),
             "`{command}` failed or did not finish within {STEP_TIMEOUT:?}:\n{}",
-            self.shell.log()
+            self.log()
         );
     }
 
@@ -362,8 +363,23 @@ impl Root {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// What the shell wrote, and the logs of the processes the recipes
+    /// started, for failure messages.
     fn log(&self) -> String {
-        self.shell.log()
+        let mut text = self.shell.log();
+        // The overlay of /var keeps what the recipes wrote there.
+        let var = self.scratch.path().join("upper/_var");
+        for log in [
+            "log/registry-rubber.log",
+            "log/docker-registry.log",
+            "log/registry-rubber-httpd/error.log",
+            "log/registry-rubber-nginx/error.log",
+        ] {
+            if let Ok(content) = std::fs::read_to_string(var.join(log)) {
+                text.push_str(&format!("\n--- /var/{log}:\n{content}"));
+            }
+        }
+        text
     }
 }
 

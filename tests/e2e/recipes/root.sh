@@ -24,12 +24,18 @@ for dir in /etc /var /run /usr/local /root; do
   mount -t overlay overlay \
     -o "lowerdir=$dir,upperdir=$scratch/upper/$name,workdir=$scratch/work/$name" "$dir"
 done
+# skopeo's blob cache (a bolt database) of its own: a copy-up of the host's
+# while another process writes it could be torn.
+mkdir -p /var/lib/containers
+mount -t tmpfs tmpfs /var/lib/containers
 ip link set lo up
 echo "pid $BASHPID: root ready"
 
 n=0
 while true; do
-  read -r command argument <"$scratch/commands"
+  # An end of file with no line: a process of the test forked while the
+  # test held the FIFO open kept a copy of it for a moment. Wait again.
+  read -r command argument <"$scratch/commands" || continue
   n=$((n + 1))
   echo "== $n: $command $argument"
   case $command in
