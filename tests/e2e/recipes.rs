@@ -185,6 +185,18 @@ impl Root {
     fn start(cwd: &Path) -> Self {
         tools();
         let unshare = find_in_path("unshare").expect("unshare (Debian package util-linux)");
+        for (program, package) in [
+            ("nsenter", "util-linux"),
+            ("ip", "iproute2"),
+            ("adduser", "adduser"),
+            ("start-stop-daemon", "dpkg"),
+            ("envsubst", "gettext-base"),
+        ] {
+            assert!(
+                find_in_path(program).is_some(),
+                "the recipe tests need {program}: apt-get install -y {package}"
+            );
+        }
         let scratch = tempfile::Builder::new()
             .prefix("registry-rubber-recipe-")
             .tempdir()
