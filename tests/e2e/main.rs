@@ -30,6 +30,7 @@ mod mariadb;
 mod mysql;
 mod nginx;
 mod oci;
+mod recipes;
 mod sample;
 mod slow_clients;
 mod support;

@@ -1,0 +1,1 @@
+apache2 -f /etc/registry-rubber/httpd.conf -k graceful-stop

@@ -1,0 +1,1 @@
+nginx -c /etc/registry-rubber/nginx.conf
