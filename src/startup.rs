@@ -127,19 +127,17 @@ fn prepare(settings: &Settings) -> Result<Prepared, StartupError> {
             mode: settings.api.unix_socket_mode.0,
             gid: match &settings.api.unix_socket_group {
                 None => None,
-                Some(group) => {
-                    Some(crate::host::group_id(group).ok_or_else(|| {
-                        keyed(
-                            settings,
-                            &["unix_socket_group", "unix_socket"],
-                            DoorError::Unix {
-                                door: "api",
-                                path: path.clone(),
-                                why: format!("no group {group} (unix_socket_group)"),
-                            },
-                        )
-                    })?)
-                }
+                Some(group) => Some(crate::host::group_id(group).ok_or_else(|| {
+                    keyed(
+                        settings,
+                        &["unix_socket_group", "unix_socket"],
+                        DoorError::Unix {
+                            door: "api",
+                            path: path.clone(),
+                            why: format!("no group {group} (unix_socket_group)"),
+                        },
+                    )
+                })?),
             },
         }),
     };
