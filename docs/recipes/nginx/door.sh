@@ -1,3 +1,3 @@
 # The service's auth_request door, on loopback beside nginx:
 sed -i 's|^# listen = "127.0.0.1:5081"|listen = "127.0.0.1:5081"|' /etc/registry-rubber/registry-rubber.toml
-registry-rubber --config /etc/registry-rubber/registry-rubber.toml check-config | grep -A1 '^\[auth_request\]'
+grep '^listen = "127.0.0.1:5081"' /etc/registry-rubber/registry-rubber.toml

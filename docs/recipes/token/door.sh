@@ -11,4 +11,5 @@ sed -i -e '/^\[token\]/,$ {
   s|^# tls_key = .*|tls_key = "/etc/registry-rubber/token/tls.key"|
   s|^allow_from = .*|allow_from = ["127.0.0.0/8", "::1/128"'"$allow"']|
 }' /etc/registry-rubber/registry-rubber.toml
-registry-rubber --config /etc/registry-rubber/registry-rubber.toml check-config | grep -A9 '^\[token\]'
+sed -n '/^\[token\]/,$p' /etc/registry-rubber/registry-rubber.toml |
+  grep -E '^(listen|key|cert|tls_cert|tls_key|allow_from) = '
