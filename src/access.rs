@@ -95,6 +95,13 @@ impl AccessPolicy {
         Ok(client)
     }
 
+    /// Whether a connection from `peer` may carry a request this policy
+    /// can allow: the peer is in `allow_from`, or a trusted proxy that
+    /// forwards for others.
+    pub fn expects_peer(&self, peer: IpAddr) -> bool {
+        self.allows_ip(peer) || contains(&self.trusted_proxies, peer)
+    }
+
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         contains(&self.allow_from, canonical(ip))
     }

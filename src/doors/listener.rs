@@ -37,6 +37,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Lines about connections closed because a door was full.
 static FULL_LINES: RateLimitedLines = RateLimitedLines::new();
+/// Connections a door holds at once from addresses it will refuse (neither
+/// in allow_from nor trusted proxies), apart from its max_connections: each
+/// gets its 403, and a flood of them never takes its callers' slots.
+pub const STRANGER_SLOTS: usize = 64;
+
 /// Lines about failed accepts (out of descriptors, usually).
 static ACCEPT_LINES: RateLimitedLines = RateLimitedLines::new();
 
@@ -117,6 +122,9 @@ pub struct BoundDoor {
     router: Router,
     /// One permit per connection the door may hold.
     slots: Arc<Semaphore>,
+    /// One permit per connection from an address the door will refuse (see
+    /// [`STRANGER_SLOTS`]).
+    stranger_slots: Arc<Semaphore>,
     max_connections: usize,
     metrics: Arc<DoorMetrics>,
     access: Arc<AccessCell>,
@@ -153,6 +161,9 @@ impl BoundDoor {
             tls,
             router: door.router.clone(),
             slots: Arc::new(Semaphore::new(door.listener.max_connections)),
+            stranger_slots: Arc::new(Semaphore::new(
+                STRANGER_SLOTS.min(door.listener.max_connections),
+            )),
             max_connections: door.listener.max_connections,
             metrics: Arc::clone(&door.metrics),
             access: Arc::clone(&door.access),
@@ -251,12 +262,28 @@ pub async fn serve_doors(doors: Vec<BoundDoor>, shutdown: impl Future<Output = (
         let door = &doors[i];
         match result {
             Ok(accepted) => {
-                let Ok(slot) = Arc::clone(&door.slots).try_acquire_owned() else {
+                // A connection from an address the door will refuse still
+                // gets its 403, but from slots of its own: strangers can
+                // fill only those, never lock the door's callers out.
+                let stranger = match &accepted {
+                    Accepted::Tcp(_, peer) => !door.access.current().expects_peer(peer.ip()),
+                    Accepted::Unix(..) => false,
+                };
+                let slots = if stranger {
+                    &door.stranger_slots
+                } else {
+                    &door.slots
+                };
+                let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
                     // Full: closed at once, so that a flood of connections
                     // to one door never takes the descriptors of another.
                     inc(&door.metrics.connections_refused);
                     if let Some(suppressed) = FULL_LINES.admit() {
-                        tracing::warn!(door = door.name, location = %door.location(), suppressed, "connection closed: the door holds max_connections");
+                        if stranger {
+                            tracing::warn!(door = door.name, location = %door.location(), suppressed, "connection closed: the door holds as many connections from addresses outside allow_from as it takes");
+                        } else {
+                            tracing::warn!(door = door.name, location = %door.location(), suppressed, "connection closed: the door holds max_connections");
+                        }
                     }
                     drop(accepted);
                     continue;

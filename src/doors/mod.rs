@@ -35,7 +35,7 @@ use crate::config::{ListenerSettings, Section};
 use crate::metrics::DoorMetrics;
 use crate::tls::ClientIdentity;
 
-pub use listener::{serve_doors, BoundDoor, DoorError};
+pub use listener::{serve_doors, BoundDoor, DoorError, STRANGER_SLOTS};
 
 /// The peer address of the connection a request came in on.
 #[derive(Debug, Clone, Copy)]

@@ -323,6 +323,60 @@ async fn an_address_outside_allow_from_gets_403_and_changes_nothing() {
     assert!(app.stored_hash("outsider").await.is_none());
 }
 
+/// Addresses the door will refuse get their 403 from connection slots of
+/// their own: however many connections they hold, the door's callers still
+/// get in. 127.0.0.1 is the stranger here, ::1 the caller.
+#[tokio::test]
+async fn connections_from_outside_allow_from_never_take_the_callers_slots() {
+    use registry_rubber::doors::STRANGER_SLOTS;
+    let app = spawn_app_with(|s| {
+        s.api.listener.listen = Some("[::]:0".parse().unwrap());
+        s.api.listener.allow_from = parse_cidrs("::1/128").unwrap();
+        s.api.listener.max_connections = 4;
+    })
+    .await;
+    let port = app.addr.port();
+    let client = reqwest::Client::new();
+    let stranger = client
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 403, "a stranger still hears why");
+    // More idle connections from the stranger than the door holds in all.
+    let mut held = Vec::new();
+    for _ in 0..STRANGER_SLOTS + 8 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Every one of them accepted (or closed) before the caller comes.
+    let mut closed = 0;
+    for conn in &mut held {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(std::time::Duration::from_millis(20), conn.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 8,
+        "strangers beyond their slots are closed: {closed}"
+    );
+    for _ in 0..3 {
+        let caller = client
+            .get(format!("http://[::1]:{port}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(caller.status(), 200, "the caller is let in");
+    }
+    drop(held);
+}
+
 #[tokio::test]
 async fn forwarded_addresses_count_only_from_trusted_proxies() {
     let app =
