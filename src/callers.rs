@@ -11,6 +11,9 @@
 //! users = "ci-"
 //! ```
 //!
+//! `users = "*"` lets a caller act on every name; `users` may not be left
+//! out.
+//!
 //! Without a callers file every caller the door admits has every right,
 //! as with the original tool.
 
@@ -86,18 +89,44 @@ struct EntryText {
     token_sha256: Option<String>,
     subject: Option<String>,
     actions: Vec<String>,
-    #[serde(default)]
-    users: String,
+    /// Required, so that a caller whose line went missing (a file cut short,
+    /// a slip) is refused rather than let act on every name.
+    users: Option<String>,
 }
 
 impl Callers {
     /// Reads and checks the file: every caller named once, proving itself
     /// one way, with known actions and a valid user-name prefix.
     pub fn load(path: &Path) -> Result<Self, CallersError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CallersError::Read {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let read_error = |source| CallersError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        // Whoever may write the file may give itself every right.
+        let invalid = |message: String| CallersError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if meta.mode() & 0o022 != 0 {
+            return Err(invalid(format!(
+                "others than its owner may write it (mode {:04o}); chmod go-w it",
+                meta.mode() & 0o7777
+            )));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != 0 && meta.uid() != euid {
+            return Err(invalid(format!(
+                "its owner (uid {}) is neither root nor the service's user (uid {euid}); chown it",
+                meta.uid()
+            )));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read_error)?;
         Self::parse(&text).map_err(|message| CallersError::Invalid {
             path: path.to_owned(),
             message,
@@ -213,8 +242,17 @@ impl Entry {
         if rights.is_empty() {
             return Err(format!("caller {name}: actions is empty"));
         }
-        let users =
-            NamePrefix::parse(&raw.users).map_err(|e| format!("caller {name}: users: {e}"))?;
+        let users = match raw.users.as_deref() {
+            None | Some("") => {
+                return Err(format!(
+                    "caller {name}: give users, the prefix of the names it may act on (such as \"ci-\"), or \"*\" for every name"
+                ))
+            }
+            Some("*") => NamePrefix::none(),
+            Some(prefix) => {
+                NamePrefix::parse(prefix).map_err(|e| format!("caller {name}: users: {e}"))?
+            }
+        };
         if rights.contains(&Right::Cleanup) && !users.as_str().is_empty() {
             return Err(format!(
                 "caller {name}: cleanup removes users of every name, so a caller limited by users cannot have it"
@@ -300,6 +338,7 @@ mod tests {
             name = "cron"
             token_sha256 = "{}"
             actions = ["cleanup"]
+            users = "*"
 
             [[caller]]
             name = "deployer"
@@ -372,6 +411,42 @@ mod tests {
     }
 
     #[test]
+    fn a_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callers.toml");
+        std::fs::write(&path, file()).unwrap();
+        for mode in [0o600, 0o640, 0o644, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            Callers::load(&path).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+        for mode in [0o664, 0o646, 0o666, 0o622] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Callers::load(&path).unwrap_err().to_string();
+            assert!(err.contains("chmod go-w"), "{mode:o}: {err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // Owned by another account (the tests run as root or as the owner:
+        // give it to an account that is neither).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = Callers::load(&path).unwrap_err().to_string();
+            assert!(err.contains("neither root nor the service's user"), "{err}");
+        }
+    }
+
+    #[test]
+    fn users_star_is_every_name() {
+        let d = digest("t");
+        let callers = Callers::parse(&format!(
+            "[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\nusers = \"*\"\n"
+        ))
+        .unwrap();
+        assert_eq!(callers.entries[0].rights.user_prefix().as_str(), "");
+    }
+
+    #[test]
     fn the_sample_file_reads() {
         let sample = include_str!("../deploy/callers.toml.sample");
         let callers = Callers::parse(sample).unwrap();
@@ -385,6 +460,14 @@ mod tests {
         for (text, reason) in [
             ("", "names no caller"),
             ("[[caller]]\nname = \"a\"\nactions = [\"add\"]\n", "one of the two"),
+            (
+                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\n"),
+                "give users",
+            ),
+            (
+                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\nusers = \"\"\n"),
+                "give users",
+            ),
             (
                 &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nsubject = \"CN=a\"\nactions = [\"add\"]\n"),
                 "one of the two",
@@ -407,11 +490,11 @@ mod tests {
                 "users",
             ),
             (
-                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\n[[caller]]\nname = \"a\"\nsubject = \"CN=x\"\nactions = [\"add\"]\n"),
+                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\nusers = \"*\"\n[[caller]]\nname = \"a\"\nsubject = \"CN=x\"\nactions = [\"add\"]\nusers = \"*\"\n"),
                 "named twice",
             ),
             (
-                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\n[[caller]]\nname = \"b\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\n"),
+                &format!("[[caller]]\nname = \"a\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\nusers = \"*\"\n[[caller]]\nname = \"b\"\ntoken_sha256 = \"{d}\"\nactions = [\"add\"]\nusers = \"*\"\n"),
                 "another caller's",
             ),
             (

@@ -32,12 +32,17 @@ users = "ci-"
 name = "cron"
 token_sha256 = "{}"
 actions = ["cleanup"]
+users = "*"
 "#,
             sha256_hex(CI),
             sha256_hex(CRON)
         ),
     )
     .unwrap();
+    // Writable by its owner only, whatever the umask: the service refuses
+    // a callers file others may write.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 async fn call(app: &TestApp, path: &str, token: Option<&str>, form: &[(&str, &str)]) -> Answer {

@@ -823,6 +823,10 @@ async fn a_certificate_names_a_caller_of_the_callers_file() {
         "callers.toml",
         "[[caller]]\nname = \"deployer\"\nsubject = \"OU=ops+CN=deployer\"\nactions = [\"add\", \"list\"]\nusers = \"deploy-\"\n",
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&callers, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let app = spawn_tls(&pki, true, |s| s.api.callers_file = Some(callers)).await;
     let deployer = issue(&pki.ca, &[], "deployer", Some("ops"), false);
     let runner = issue(&pki.ca, &[], "ci-runner", Some("pipelines"), false);
