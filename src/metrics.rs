@@ -90,12 +90,23 @@ pub struct DoorMetrics {
 }
 
 impl DoorMetrics {
-    /// Records how long a request to `path` took.
-    pub fn observe(&self, path: &str, seconds: f64) {
+    /// The door's route `path` is, or `other`: what the metrics and the
+    /// request log show of a path (another path may hold anything a client
+    /// put there, a password included).
+    pub fn route(&self, path: &str) -> &'static str {
+        self.routes
+            .iter()
+            .map(|(r, _)| *r)
+            .find(|r| *r == path)
+            .unwrap_or(OTHER)
+    }
+
+    /// Records how long a request to `route` took.
+    pub fn observe(&self, route: &str, seconds: f64) {
         let h = self
             .routes
             .iter()
-            .find(|(r, _)| *r == path)
+            .find(|(r, _)| *r == route)
             .or_else(|| self.routes.last())
             .map(|(_, h)| h);
         if let Some(h) = h {

@@ -207,11 +207,10 @@ async fn guard_calls(State(guard): State<Guard>, mut req: Request, next: Next) -
     response
 }
 
-/// Longest path written to the log; the rest is cut.
-const MAX_LOGGED_PATH: usize = 100;
-
-/// One log line per request: door, method, path (never the query string,
-/// which may hold a password), status, duration and client address; and the
+/// One log line per request: door, method, route (the path when it is one
+/// of the door's, `other` for any other path, which may hold anything, a
+/// password included; never the query string), status, duration and client
+/// address; and the
 /// request's latency into the door's histogram. A request abandoned by its
 /// client (the connection closed before the answer) is logged with status
 /// 499: a write it queued may still have committed.
@@ -220,7 +219,7 @@ async fn observe(State(observer): State<Observer>, req: Request, next: Next) -> 
         door: observer.door,
         started: Instant::now(),
         method: req.method().clone(),
-        path: req.uri().path().chars().take(MAX_LOGGED_PATH).collect(),
+        path: observer.metrics.route(req.uri().path()),
         client: req.extensions().get::<ClientAddr>().map(|c| c.0),
         unix: req.extensions().get::<UnixPeer>().copied(),
         done: false,
@@ -228,7 +227,7 @@ async fn observe(State(observer): State<Observer>, req: Request, next: Next) -> 
     let response = next.run(req).await;
     observer
         .metrics
-        .observe(&line.path, line.started.elapsed().as_secs_f64());
+        .observe(line.path, line.started.elapsed().as_secs_f64());
     line.emit(
         response.status().as_u16(),
         response.extensions().get::<Caller>(),
@@ -240,7 +239,7 @@ struct RequestLine {
     door: &'static str,
     started: Instant,
     method: Method,
-    path: String,
+    path: &'static str,
     client: Option<SocketAddr>,
     unix: Option<UnixPeer>,
     done: bool,
