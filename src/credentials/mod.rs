@@ -148,8 +148,6 @@ pub struct Credentials {
     /// wrong password costs.
     dummy_hash: String,
     cache: Option<VerifyCache>,
-    /// Key of [`Credentials::pseudonym`], drawn at start.
-    pseudonym_key: ring::hmac::Key,
 }
 
 impl Credentials {
@@ -168,6 +166,9 @@ impl Credentials {
         .map_err(|e| CredentialError::Internal(format!("cannot make the dummy hash: {e}")))?;
         let metrics = Arc::new(Metrics::default());
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pseudonym_key =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                .map_err(|_| CredentialError::Internal("no random source for a key".into()))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 changes: Arc::new(Notify::new()),
@@ -177,6 +178,7 @@ impl Credentials {
                 metrics: Arc::clone(&metrics),
                 last_write_ok: AtomicI64::new(0),
                 last_write_failed: AtomicI64::new(0),
+                pseudonym_key,
             }),
             store,
             hash_type: settings.hash_type,
@@ -190,11 +192,6 @@ impl Credentials {
             add_lane: Lane::new(cores, cores * HASH_QUEUE_PER_CORE),
             dummy_hash,
             cache: VerifyCache::new(settings.verify_cache_entries),
-            pseudonym_key: ring::hmac::Key::generate(
-                ring::hmac::HMAC_SHA256,
-                &ring::rand::SystemRandom::new(),
-            )
-            .map_err(|_| CredentialError::Internal("no random source for a key".into()))?,
         })
     }
 
@@ -291,12 +288,38 @@ impl Credentials {
     /// field): `unknown-` and a keyed digest, the same for the same name
     /// while the process runs.
     pub fn pseudonym(&self, name: &str) -> String {
-        let tag = ring::hmac::sign(&self.pseudonym_key, name.as_bytes());
-        let hex: String = tag.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("unknown-{hex}")
+        self.shared.pseudonym(name)
+    }
+
+    /// Ok when the caller's rights pass `check`; otherwise the refusal,
+    /// audited. The name refused is shown as a pseudonym: no credential of
+    /// this caller's has it, and it may be anything, a password included.
+    fn permitted(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        user: Option<&Username>,
+        check: impl FnOnce(&Rights) -> Result<(), Forbidden>,
+    ) -> Result<(), CredentialError> {
+        let refusal = match rights_of(caller) {
+            Ok(rights) => match check(rights) {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            },
+            Err(why) => why,
+        };
+        let reason = refusal.to_string();
+        let shown = user.map(|u| self.shared.pseudonym(u.as_str()));
+        Event {
+            action,
+            result: "forbidden",
+            reason: Some(&reason),
+            user: shown.as_deref(),
+            caller: Some(caller),
+            ..Event::default()
+        }
+        .emit();
+        Err(refusal.into())
     }
 
     /// The name of a refused `user` as a log line may show it: a pseudonym
@@ -448,7 +471,7 @@ impl Credentials {
         granted: Granted,
         caller: &Caller,
     ) -> Result<Added, CredentialError> {
-        permitted(caller, "add", user.as_ref(), |r| match &user {
+        self.permitted(caller, "add", user.as_ref(), |r| match &user {
             Some(user) => r.check_user(Right::Add, user),
             None => r.check(Right::Add),
         })?;
@@ -470,7 +493,7 @@ impl Credentials {
 
     /// Removes `user`; Ok(whether it existed).
     pub async fn remove(&self, user: &Username, caller: &Caller) -> Result<bool, CredentialError> {
-        permitted(caller, "remove", Some(user), |r| {
+        self.permitted(caller, "remove", Some(user), |r| {
             r.check_user(Right::Remove, user)
         })?;
         let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
@@ -485,7 +508,7 @@ impl Credentials {
         granted: Granted,
         caller: &Caller,
     ) -> Result<Renewed, CredentialError> {
-        permitted(caller, "renew", Some(user), |r| {
+        self.permitted(caller, "renew", Some(user), |r| {
             r.check_user(Right::Renew, user)
         })?;
         let (shared, user, caller) = (Arc::clone(&self.shared), user.clone(), caller.clone());
@@ -495,7 +518,7 @@ impl Credentials {
     /// Removes every user created more than `older_than` seconds ago, in
     /// batches of DELETE_BATCH, one transaction each; returns how many.
     pub async fn cleanup(&self, older_than: u64, caller: &Caller) -> Result<u64, CredentialError> {
-        permitted(caller, "cleanup", None, Rights::check_cleanup)?;
+        self.permitted(caller, "cleanup", None, Rights::check_cleanup)?;
         if older_than < self.min_older_than {
             return Err(CredentialError::BelowFloor {
                 floor: self.min_older_than,
@@ -566,9 +589,23 @@ struct Shared {
     /// since the epoch; 0: never), for the health check.
     last_write_ok: AtomicI64,
     last_write_failed: AtomicI64,
+    /// Key of [`Shared::pseudonym`], drawn at start.
+    pseudonym_key: ring::hmac::Key,
 }
 
 impl Shared {
+    /// A name no credential has, as a log line shows it (it may be a
+    /// password typed into the wrong field): `unknown-` and a keyed digest,
+    /// the same for the same name while the process runs.
+    pub fn pseudonym(&self, name: &str) -> String {
+        let tag = ring::hmac::sign(&self.pseudonym_key, name.as_bytes());
+        let hex: String = tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("unknown-{hex}")
+    }
+
     /// Queues `op` and waits for its commit; a commit that changed the table
     /// is announced to the views that follow it.
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -684,10 +721,15 @@ impl Shared {
             Ok(WriteOutcome::Removed { found }) => Some(found),
             _ => None,
         };
+        // A name no credential had may be anything a caller typed.
+        let shown = match found {
+            Some(false) => self.pseudonym(user.as_str()),
+            _ => user.as_str().to_owned(),
+        };
         Event {
             action: "remove",
             result: if found.is_some() { "ok" } else { "error" },
-            user: Some(user.as_str()),
+            user: Some(&shown),
             removed: found.map(u64::from),
             caller: Some(caller),
             ..Event::default()
@@ -740,7 +782,9 @@ impl Shared {
                 })
             }
             Ok(WriteOutcome::NotLive) => {
+                let shown = self.pseudonym(user.as_str());
                 event.result = "not_live";
+                event.user = Some(&shown);
                 event.emit();
                 Err(CredentialError::NotLive(user.clone()))
             }
@@ -843,31 +887,6 @@ fn rights_of(caller: &Caller) -> Result<&Rights, Forbidden> {
 
 /// Ok when `check` passes the caller's rights; otherwise the refusal,
 /// audited.
-fn permitted(
-    caller: &Caller,
-    action: &'static str,
-    user: Option<&Username>,
-    check: impl FnOnce(&Rights) -> Result<(), Forbidden>,
-) -> Result<(), CredentialError> {
-    let refusal = match rights_of(caller) {
-        Ok(rights) => match check(rights) {
-            Ok(()) => return Ok(()),
-            Err(why) => why,
-        },
-        Err(why) => why,
-    };
-    let reason = refusal.to_string();
-    Event {
-        action,
-        result: "forbidden",
-        reason: Some(&reason),
-        user: user.map(Username::as_str),
-        caller: Some(caller),
-        ..Event::default()
-    }
-    .emit();
-    Err(refusal.into())
-}
 
 /// What binds a refresh token to the credential it was issued to: the
 /// SHA-256 of the stored hash and the creation time. A replaced credential
