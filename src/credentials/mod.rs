@@ -885,9 +885,6 @@ fn rights_of(caller: &Caller) -> Result<&Rights, Forbidden> {
     caller.rights.as_deref().ok_or(Forbidden::Unknown)
 }
 
-/// Ok when `check` passes the caller's rights; otherwise the refusal,
-/// audited.
-
 /// What binds a refresh token to the credential it was issued to: the
 /// SHA-256 of the stored hash and the creation time. A replaced credential
 /// has another hash; a re-created one another creation time, even when its
