@@ -69,9 +69,11 @@ impl SqliteStore {
         // own: the writer's waits on SQLite and the disk block that thread
         // only.
         let (ready_tx, ready_rx) = oneshot::channel();
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
+                let _entered = span.enter();
                 let opened = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .map_err(|e| {
@@ -106,9 +108,10 @@ impl SqliteStore {
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = {
             let (path, stop) = (path.clone(), Arc::clone(&stop));
+            let span = tracing::Span::current();
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
-                .spawn(move || run_checkpointer(&path, &stop))
+                .spawn(move || span.in_scope(|| run_checkpointer(&path, &stop)))
                 .map_err(|e| {
                     StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
                 })?
@@ -344,7 +347,9 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             inner.file.check(&inner.path)?;
             let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
             let conn = match pooled {

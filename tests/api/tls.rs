@@ -10,7 +10,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{captured_logs, spawn_app_with, Served, TestApp};
+use crate::helpers::{spawn_app_with, Served, TestApp};
 use registry_rubber::access::parse_cidrs;
 
 /// A certificate and its key, as PEM and DER.
@@ -300,17 +300,24 @@ async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
         "a refused client never gets a credential"
     );
     assert!(app.stored_hash("subject-no").await.is_none());
-    let logs = captured_logs();
+    let events = app.logs();
+    let subject = |e: &crate::helpers::LogEvent, parts: &[&str]| {
+        e.field("subject").is_some_and(|s| {
+            let rdns: Vec<&str> = s.split(',').map(str::trim).collect();
+            parts.iter().all(|p| rdns.contains(p))
+        })
+    };
     assert!(
-        logs.lines().any(|l| l.contains("registry_rubber::audit")
-            && l.contains("subject-ok")
-            && l.contains("CN=ci-runner-7")
-            && l.contains("OU=pipelines")),
-        "the audit event names the certificate subject"
+        events.iter().any(|e| e.is_audit(&[("user", "subject-ok")])
+            && subject(e, &["CN=ci-runner-7", "OU=pipelines"])),
+        "the audit event names the certificate subject: {events:#?}"
     );
-    assert!(logs.lines().any(|l| l.contains("registry_rubber::access")
-        && l.contains("CN=intern")
-        && l.contains("status=403")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.is_request(&[("status", "403")]) && subject(e, &["CN=intern"])),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]
@@ -349,9 +356,10 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         200,
         "believed from a trusted proxy"
     );
-    assert!(captured_logs()
-        .lines()
-        .any(|l| l.contains("registry_rubber::audit") && l.contains("caller=203.0.113.9")));
+    assert!(app
+        .logs()
+        .iter()
+        .any(|e| e.is_audit(&[("user", "fwd"), ("caller", "203.0.113.9")])));
 }
 
 /// Behind a trusted proxy on loopback, with the proxy's own address
