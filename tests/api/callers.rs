@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::helpers::{captured_logs, decode, encode_form, spawn_app_with, Answer, TestApp};
 
-const CI: &str = "ci-token-6b1f0c2e9a7d4b3c";
+pub const CI: &str = "ci-token-6b1f0c2e9a7d4b3c";
 const CRON: &str = "cron-token-0e8d7c6b5a493827";
 
 fn sha256_hex(text: &str) -> String {
@@ -17,7 +17,7 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-fn write_callers(path: &Path, ci_actions: &str) {
+pub fn write_callers(path: &Path, ci_actions: &str) {
     std::fs::write(
         path,
         format!(

@@ -793,11 +793,22 @@ pub async fn decode(resp: reqwest::Response) -> Answer {
 pub struct Served {
     pub child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Every line the binary wrote so far, standard output and error.
+    output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
     pub fn start(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
-        use std::io::BufRead;
+        Served::start_logging(dir, "json", args)
+    }
+
+    /// As [`Served::start`], logging in `log_format` (`text` or `json`).
+    pub fn start_logging(
+        dir: &std::path::Path,
+        log_format: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> Served {
         let bin = env!("CARGO_BIN_EXE_registry-rubber");
         let url = format!("sqlite://{}", dir.join("users.sqlite").display());
         let status = std::process::Command::new(bin)
@@ -808,25 +819,37 @@ impl Served {
         assert!(status.success());
         let mut child = std::process::Command::new(bin)
             .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
+            .args(["--log-format", log_format])
             .args(args)
             .arg("serve")
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Served { child, lines }
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let readers = vec![
+            read_lines(stdout, None, Arc::clone(&output)),
+            read_lines(stderr, Some(tx), Arc::clone(&output)),
+        ];
+        Served {
+            child,
+            lines,
+            output,
+            readers,
+        }
+    }
+
+    /// Stops the binary with SIGTERM and returns whether it exited 0, and
+    /// every line it wrote, on either stream.
+    pub fn stop_and_read(&mut self) -> (bool, String) {
+        let stopped = self.stop();
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        (stopped, self.output.lock().unwrap().join("\n"))
     }
 
     /// The next log line containing `needle`; panics after 10 s without one.
@@ -863,6 +886,27 @@ impl Served {
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// Reads `stream` line by line on a thread of its own into `output`, and
+/// to `tx` when given.
+fn read_lines(
+    stream: impl std::io::Read + Send + 'static,
+    tx: Option<std::sync::mpsc::Sender<String>>,
+    output: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            output.lock().unwrap().push(line.clone());
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    })
 }
 
 impl Drop for Served {

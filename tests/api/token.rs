@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::helpers::{captured_logs, encode_form, spawn_app_with, TestApp, T0};
 
 /// A P-256 key and a self-signed certificate for it, as PEM files.
-fn key_and_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn key_and_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["token-signer".into()])
         .unwrap()
