@@ -754,6 +754,20 @@ impl Stack {
             .map(|row| row.get(0).expect("created_at is an integer"))
     }
 
+    /// Every user in the database file, with its stored hash.
+    pub fn stored_users_with_hashes(&self) -> BTreeMap<String, String> {
+        let conn = self.read_db();
+        let mut stmt = conn
+            .prepare("SELECT username, password FROM users")
+            .expect("prepare a SELECT on users");
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query users")
+            .collect::<Result<_, _>>()
+            .expect("read users");
+        rows
+    }
+
     /// Every user name in the database file.
     pub fn stored_users(&self) -> BTreeSet<String> {
         let conn = self.read_db();
