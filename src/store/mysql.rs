@@ -205,6 +205,10 @@ impl MysqlStore {
         self.inner.queue.split_count()
     }
 
+    pub fn taken_count(&self) -> u64 {
+        self.inner.queue.taken_count()
+    }
+
     pub fn queued(&self) -> usize {
         self.inner.queue.queued()
     }

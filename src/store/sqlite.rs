@@ -161,6 +161,10 @@ impl SqliteStore {
         self.inner.queue.split_count()
     }
 
+    pub fn taken_count(&self) -> u64 {
+        self.inner.queue.taken_count()
+    }
+
     pub fn queued(&self) -> usize {
         self.inner.queue.queued()
     }
