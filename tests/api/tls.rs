@@ -134,8 +134,24 @@ struct Reply {
     server_cert: Option<CertificateDer<'static>>,
 }
 
+/// An HTTPS connection, its handshake done, with the certificate the
+/// server showed; or why there is none.
+type Connected = Result<
+    (
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        Option<CertificateDer<'static>>,
+    ),
+    String,
+>;
+
 /// One HTTPS request with rustls, trusting `ca`, presenting `client` if given.
 async fn https(addr: SocketAddr, ca: &Issued, client: Option<&Issued>, request: &str) -> Reply {
+    request_on(connect(addr, ca, client).await, request).await
+}
+
+/// Opens a connection and completes the TLS handshake, trusting `ca`,
+/// presenting `client` if given.
+async fn connect(addr: SocketAddr, ca: &Issued, client: Option<&Issued>) -> Connected {
     registry_rubber::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der()).unwrap();
@@ -152,25 +168,37 @@ async fn https(addr: SocketAddr, ca: &Issued, client: Option<&Issued>, request: 
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    Ok((stream, server_cert))
+}
+
+/// Sends `request` on a connection `connect` opened and reads the answer.
+async fn request_on(connected: Connected, request: &str) -> Reply {
     let mut reply = Reply {
         status: None,
         body: String::new(),
         error: None,
         server_cert: None,
     };
-    let mut stream = match connector.connect(name, tcp).await {
-        Ok(s) => s,
+    let mut stream = match connected {
+        Ok((stream, server_cert)) => {
+            reply.server_cert = server_cert;
+            stream
+        }
         Err(e) => {
-            reply.error = Some(e.to_string());
+            reply.error = Some(e);
             return reply;
         }
     };
-    reply.server_cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned());
     let mut out = Vec::new();
     let sent = stream.write_all(request.as_bytes()).await;
     let read = stream.read_to_end(&mut out).await;
@@ -560,6 +588,8 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
     let before = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(before.server_cert, Some(pki.server.der()));
+    // Opened, its handshake done, before the reload; its request comes after.
+    let opened_before = connect(addr, &pki.ca, None).await;
 
     let rotated = issue(&pki.ca, &["127.0.0.1"], "rotated", None, false);
     pki.write("server.pem", &rotated.cert_pem);
@@ -569,6 +599,19 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let after = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(after.status, Some(200));
     assert_eq!(after.server_cert, Some(rotated.der()));
+    let on_old = request_on(opened_before, &get("/healthz")).await;
+    assert_eq!(
+        on_old.status,
+        Some(200),
+        "{:?} {}",
+        on_old.error,
+        on_old.body
+    );
+    assert_eq!(
+        on_old.server_cert,
+        Some(pki.server.der()),
+        "the connection kept the certificate of its handshake"
+    );
 
     // A broken file on the next SIGHUP is refused and the process keeps serving.
     pki.write("server.key", "not a key");
