@@ -117,19 +117,25 @@ async fn each_request_is_logged_with_method_path_status_duration_and_client() {
 #[tokio::test]
 async fn a_request_abandoned_by_its_client_is_still_logged() {
     use tokio::io::AsyncWriteExt;
-    // A slow hash keeps the request in flight while the client goes away.
-    let app = spawn_app_with(|s| {
-        s.hash_type = HashType::Bcrypt;
-        s.bcrypt_cost = 14;
-    })
-    .await;
+    // The request is in flight, its write taken by the writer and held
+    // behind a write lock of the test's own, when the client goes away.
+    let app = spawn_app().await;
+    let lock = app.db.hold_write_lock().await;
+    let taken = app.store.taken_count();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let port = stream.local_addr().unwrap().port();
     stream
         .write_all(b"GET /add?user=hung-up&passwd=p HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.store.taken_count() == taken {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the add never reached the writer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     drop(stream);
     let client = format!("127.0.0.1:{port}");
     let line = app
@@ -138,4 +144,5 @@ async fn a_request_abandoned_by_its_client_is_still_logged() {
         })
         .await;
     assert!(line.has(&[("status", "499"), ("path", "/add")]), "{line:?}");
+    lock.release().await;
 }
