@@ -809,8 +809,15 @@ impl Served {
         log_format: &str,
         args: &[&std::ffi::OsStr],
     ) -> Served {
-        let bin = env!("CARGO_BIN_EXE_registry-rubber");
         let url = format!("sqlite://{}", dir.join("users.sqlite").display());
+        Served::start_on(&url, log_format, args)
+    }
+
+    /// The binary on the database `url`, migrated first, logging in
+    /// `log_format`.
+    pub fn start_on(url: &str, log_format: &str, args: &[&std::ffi::OsStr]) -> Served {
+        let bin = env!("CARGO_BIN_EXE_registry-rubber");
+        let url = url.to_owned();
         let status = std::process::Command::new(bin)
             .args(["--database-url", &url, "migrate"])
             .output()
@@ -850,6 +857,34 @@ impl Served {
             reader.join().unwrap();
         }
         (stopped, self.output.lock().unwrap().join("\n"))
+    }
+
+    /// The address of each door, from the next `count` `listening` lines
+    /// (logged in `log_format`).
+    pub fn doors(
+        &self,
+        log_format: &str,
+        count: usize,
+    ) -> std::collections::HashMap<String, SocketAddr> {
+        (0..count)
+            .map(|_| {
+                let line = self.wait_for("listening");
+                let (door, address) = if log_format == "json" {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    (
+                        v["door"].as_str().unwrap().to_owned(),
+                        v["address"].as_str().unwrap().to_owned(),
+                    )
+                } else {
+                    let field = |name: &str| {
+                        let rest = line.split(&format!(" {name}=")).nth(1).unwrap();
+                        rest.split(' ').next().unwrap().trim_matches('"').to_owned()
+                    };
+                    (field("door"), field("address"))
+                };
+                (door, address.parse().unwrap())
+            })
+            .collect()
     }
 
     /// The next log line containing `needle`; panics after 10 s without one.

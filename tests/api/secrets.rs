@@ -3,9 +3,7 @@
 //! hash, no token and no database password appears on its standard output
 //! or error. The same for the command line's `add` and `hash` errors.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -46,29 +44,6 @@ const DB_PASSWORD: &str = "Dsn-Pass-dd6d";
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
-}
-
-/// The address of each door, from the binary's `listening` lines.
-fn doors(served: &Served, log_format: &str, count: usize) -> HashMap<String, SocketAddr> {
-    (0..count)
-        .map(|_| {
-            let line = served.wait_for("listening");
-            let (door, address) = if log_format == "json" {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                (
-                    v["door"].as_str().unwrap().to_owned(),
-                    v["address"].as_str().unwrap().to_owned(),
-                )
-            } else {
-                let field = |name: &str| {
-                    let rest = line.split(&format!(" {name}=")).nth(1).unwrap();
-                    rest.split(' ').next().unwrap().trim_matches('"').to_owned()
-                };
-                (field("door"), field("address"))
-            };
-            (door, address.parse().unwrap())
-        })
-        .collect()
 }
 
 /// Every secret the matrix sent, and every one the service made.
@@ -116,7 +91,7 @@ async fn matrix(log_format: &str) {
             cert.as_os_str(),
         ],
     );
-    let doors = doors(&served, log_format, 3);
+    let doors = served.doors(log_format, 3);
     let (api, auth, token) = (doors["api"], doors["auth_request"], doors["token"]);
     let client = reqwest::Client::new();
     let call = |request: reqwest::RequestBuilder| async move {
