@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::access::AccessCell;
 use crate::callers::{Callers, CallersCell, CallersError};
 use crate::clock::{Clock, SystemClock};
@@ -349,20 +351,19 @@ impl Application {
         } = self;
         let mut background = Vec::new();
         if let Some(interval) = sweep_interval {
-            background.push(tokio::spawn(crate::sweeper::run(
-                Arc::clone(&credentials),
-                interval,
-            )));
+            background.push(tokio::spawn(
+                crate::sweeper::run(Arc::clone(&credentials), interval).in_current_span(),
+            ));
         }
         if let Some((target, poll)) = htpasswd_file {
             tracing::info!(path = %target.path().display(), poll_interval_s = poll.as_secs(), "keeping the registry's htpasswd file");
-            background.push(tokio::spawn(htpasswd_file::run(
-                Arc::clone(&credentials),
-                target,
-                poll,
-            )));
+            background.push(tokio::spawn(
+                htpasswd_file::run(Arc::clone(&credentials), target, poll).in_current_span(),
+            ));
         }
-        background.push(tokio::spawn(reload_on_sighup(reloader, settings_source)));
+        background.push(tokio::spawn(
+            reload_on_sighup(reloader, settings_source).in_current_span(),
+        ));
         let open_files = raise_open_files_limit();
         let connections: usize = doors.iter().map(BoundDoor::max_connections).sum();
         if open_files.is_some_and(|l| (l as usize) < connections + 64) {

@@ -2,6 +2,10 @@
 //! Lines are written by a dedicated thread, so a request never waits on the
 //! terminal or the journal; when that thread falls behind, loggers wait
 //! rather than drop lines.
+//!
+//! Every task and thread the application starts runs in the span it was
+//! started from, so a program that runs several instances in one process
+//! (the tests) can tell each one's lines apart by wrapping it in a span.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -59,7 +59,9 @@ impl Lane {
                     .map_err(|e| LaneError::Failed(format!("hashing gate closed: {e}")))?
             }
         };
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let out = job();
             drop(permit);
             out

@@ -875,7 +875,7 @@ impl Shared {
 async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, CredentialError> {
-    tokio::spawn(work)
+    tokio::spawn(tracing::Instrument::in_current_span(work))
         .await
         .map_err(|e| CredentialError::Internal(format!("write task failed: {e}")))
 }

@@ -19,6 +19,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use tokio::sync::Semaphore;
 
@@ -290,18 +291,21 @@ pub async fn serve_doors(doors: Vec<BoundDoor>, shutdown: impl Future<Output = (
                 };
                 let (tls, router, watcher) =
                     (door.tls.clone(), door.router.clone(), graceful.watcher());
-                tokio::spawn(async move {
-                    match accepted {
-                        Accepted::Tcp(stream, peer) => {
-                            let _ = stream.set_nodelay(true);
-                            handle_connection(stream, peer, tls, router, watcher).await;
+                tokio::spawn(
+                    async move {
+                        match accepted {
+                            Accepted::Tcp(stream, peer) => {
+                                let _ = stream.set_nodelay(true);
+                                handle_connection(stream, peer, tls, router, watcher).await;
+                            }
+                            Accepted::Unix(stream, peer) => {
+                                serve(stream, Peer::Unix(peer), None, router, watcher).await;
+                            }
                         }
-                        Accepted::Unix(stream, peer) => {
-                            serve(stream, Peer::Unix(peer), None, router, watcher).await;
-                        }
+                        drop(slot);
                     }
-                    drop(slot);
-                });
+                    .in_current_span(),
+                );
             }
             Err(e) => {
                 // Out of file descriptors, usually: back off briefly.

@@ -421,7 +421,9 @@ pub async fn run(credentials: Arc<Credentials>, target: Target, poll_interval: D
                     .htpasswd_users
                     .store(users as u64, Ordering::Relaxed);
                 let keeper = Arc::clone(&keeper);
+                let span = tracing::Span::current();
                 let result = tokio::task::spawn_blocking(move || {
+                    let _entered = span.enter();
                     keeper
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

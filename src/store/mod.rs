@@ -469,6 +469,15 @@ impl Store {
         }
     }
 
+    /// Writes the writer has taken from the queue into a batch since
+    /// start, committed or still in its hands.
+    pub fn taken_count(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.taken_count(),
+            Store::Mysql(s) => s.taken_count(),
+        }
+    }
+
     /// Writes waiting for the writer.
     pub fn queued(&self) -> usize {
         match self {

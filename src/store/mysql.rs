@@ -25,6 +25,7 @@ use sqlx::mysql::{
 };
 use sqlx::{Connection, Executor, Row};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::migrations::{Migration, MYSQL};
 use super::policy::{
@@ -172,7 +173,9 @@ impl MysqlStore {
             conn: Some(conn),
             sql: Statements::new(&table),
         };
-        tokio::spawn(async move { policy::run_writer(writer, rx, &counts).await });
+        tokio::spawn(
+            async move { policy::run_writer(writer, rx, &counts).await }.in_current_span(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 table,
@@ -209,6 +212,10 @@ impl MysqlStore {
 
     pub fn split_count(&self) -> u64 {
         self.inner.queue.split_count()
+    }
+
+    pub fn taken_count(&self) -> u64 {
+        self.inner.queue.taken_count()
     }
 
     pub fn queued(&self) -> usize {

@@ -271,6 +271,8 @@ pub(super) struct WriterCounts {
     /// Batches that failed on one write and were run again one write at a
     /// time.
     pub splits: AtomicU64,
+    /// Writes taken from the queue.
+    pub taken: AtomicU64,
 }
 
 /// The single writer: takes the first queued write and everything queued
@@ -297,7 +299,10 @@ pub(super) async fn run_writer<B: Backend>(
             },
         };
         match first {
-            Some(Msg::Write(job)) => batch.push(job),
+            Some(Msg::Write(job)) => {
+                counts.taken.fetch_add(1, Ordering::Relaxed);
+                batch.push(job);
+            }
             Some(Msg::Close(done)) => {
                 closing = Some(done);
                 break;
@@ -306,7 +311,10 @@ pub(super) async fn run_writer<B: Backend>(
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Write(job)) => batch.push(job),
+                Ok(Msg::Write(job)) => {
+                    counts.taken.fetch_add(1, Ordering::Relaxed);
+                    batch.push(job);
+                }
                 Ok(Msg::Close(done)) => {
                     closing = Some(done);
                     break;

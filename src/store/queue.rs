@@ -105,6 +105,10 @@ impl WriteQueue {
         self.writer.splits.load(Ordering::Relaxed)
     }
 
+    pub fn taken_count(&self) -> u64 {
+        self.writer.taken.load(Ordering::Relaxed)
+    }
+
     /// Writes queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()

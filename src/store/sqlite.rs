@@ -80,9 +80,11 @@ impl SqliteStore {
         // own: the writer's waits on SQLite and the disk block that thread
         // only.
         let (ready_tx, ready_rx) = oneshot::channel();
+        let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
+                let _entered = span.enter();
                 let opened = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -156,6 +158,10 @@ impl SqliteStore {
 
     pub fn split_count(&self) -> u64 {
         self.inner.queue.split_count()
+    }
+
+    pub fn taken_count(&self) -> u64 {
+        self.inner.queue.taken_count()
     }
 
     pub fn queued(&self) -> usize {
@@ -344,7 +350,9 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             inner.file.check(&inner.path)?;
             let pooled = inner.readers.lock().ok().and_then(|mut v| v.pop());
             let conn = match pooled {

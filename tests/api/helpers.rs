@@ -6,6 +6,7 @@
 //! database of its own on that MySQL/MariaDB server, dropped afterwards;
 //! without it, an SQLite file of its own.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,37 +22,183 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use crate::mariadb::TestDatabase;
 
-/// Every log line the application writes during the test run.
+/// Every log line any application of this test binary wrote, as text: for
+/// checks that a secret reached no line at all, whoever wrote it. To look
+/// for a line one application wrote, use [`TestApp::logs`].
 pub fn captured_logs() -> String {
-    let buf = log_buffer().lock().unwrap();
+    let buf = capture().text.lock().unwrap();
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUFFER.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = CaptureWriter(Arc::clone(&buffer));
-        tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
+/// One event an application logged: its level, target, message and fields,
+/// each field as the text the log line shows (strings without quotes).
+#[derive(Clone, Debug)]
+pub struct LogEvent {
+    /// The [`TestApp::log_id`] of the application that logged it; None for
+    /// a line logged outside every application.
+    pub app: Option<u64>,
+    pub target: String,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl LogEvent {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// Every (name, value) is a field of the event with exactly that value.
+    pub fn has(&self, fields: &[(&str, &str)]) -> bool {
+        fields.iter().all(|(k, v)| self.field(k) == Some(*v))
+    }
+
+    /// The message or a field's value holds `text` (a message from the
+    /// database, say, whose wording the service does not choose).
+    pub fn mentions(&self, text: &str) -> bool {
+        self.message.contains(text) || self.fields.values().any(|v| v.contains(text))
+    }
+
+    /// An audit event with exactly these fields.
+    pub fn is_audit(&self, fields: &[(&str, &str)]) -> bool {
+        self.target == "registry_rubber::audit" && self.has(fields)
+    }
+
+    /// A request line with exactly these fields.
+    pub fn is_request(&self, fields: &[(&str, &str)]) -> bool {
+        self.target == "registry_rubber::access" && self.has(fields)
+    }
+}
+
+/// The name of the span each test application runs in; its `app_id` field
+/// says which application logged an event.
+const APP_SPAN: &str = "test_app";
+
+struct Capture {
+    text: Mutex<Vec<u8>>,
+    events: Mutex<Vec<LogEvent>>,
+}
+
+fn capture() -> &'static Arc<Capture> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    static CAPTURE: OnceLock<Arc<Capture>> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Arc::new(Capture {
+            text: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+        });
+        let writer = CaptureWriter(Arc::clone(&capture));
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("trace"))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            )
+            .with(EventLayer(Arc::clone(&capture)))
             .init();
-        buffer
+        capture
     })
 }
 
 #[derive(Clone)]
-struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+struct CaptureWriter(Arc<Capture>);
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.text.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Keeps each event with its fields and the application it belongs to:
+/// the `app_id` of the outermost [`APP_SPAN`] around it.
+struct EventLayer(Arc<Capture>);
+
+/// The `app_id` of an [`APP_SPAN`], kept in the span's extensions.
+struct AppId(u64);
+
+#[derive(Default)]
+struct FieldText(BTreeMap<String, String>);
+
+impl tracing::field::Visit for FieldText {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for EventLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != APP_SPAN {
+            return;
+        }
+        let mut fields = FieldText::default();
+        attrs.record(&mut fields);
+        let app_id = fields.0.get("app_id").and_then(|v| v.parse().ok());
+        if let (Some(app_id), Some(span)) = (app_id, ctx.span(id)) {
+            span.extensions_mut().insert(AppId(app_id));
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let app = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .from_root()
+                .find_map(|span| span.extensions().get::<AppId>().map(|a| a.0))
+        });
+        let mut fields = FieldText::default();
+        event.record(&mut fields);
+        let message = fields.0.remove("message").unwrap_or_default();
+        let metadata = event.metadata();
+        self.0.events.lock().unwrap().push(LogEvent {
+            app,
+            target: metadata.target().to_owned(),
+            message,
+            fields: fields.0,
+        });
+    }
+}
+
+/// The events the application `app_id` logged so far, in order.
+pub fn events_of(app_id: u64) -> Vec<LogEvent> {
+    capture()
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.app == Some(app_id))
+        .cloned()
+        .collect()
+}
+
+/// Runs `future` as the application `app_id`: what it logs, and what every
+/// task and thread it starts logs, is that application's.
+pub fn as_app<F: std::future::Future>(
+    app_id: u64,
+    future: F,
+) -> tracing::instrument::Instrumented<F> {
+    use tracing::Instrument;
+    future.instrument(tracing::info_span!("test_app", app_id))
+}
+
+/// A number no other application of this test binary has.
+pub fn new_app_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Names the MySQL/MariaDB server the suite runs against; unset: SQLite.
@@ -303,6 +450,8 @@ pub struct TestApp {
     pub auth: Option<SocketAddr>,
     /// The token door's address, when the settings open it.
     pub token: Option<SocketAddr>,
+    /// Names this application's lines among the captured events.
+    pub log_id: u64,
     /// What a SIGHUP would reload, and the settings the app started with.
     #[allow(dead_code)]
     pub reloader: Arc<registry_rubber::startup::Reloader>,
@@ -358,7 +507,8 @@ pub async fn spawn_second_app_with(
 
 pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp {
     let started_with = settings.clone();
-    log_buffer();
+    capture();
+    let log_id = new_app_id();
     // As `registry-rubber migrate` does before the first `serve`.
     if let TestDb::Sqlite { path, .. } = &*db {
         if !path.exists() {
@@ -368,17 +518,24 @@ pub async fn spawn_with_settings(settings: Settings, db: Arc<TestDb>) -> TestApp
         }
     }
     let clock = Arc::new(ManualClock::new(T0));
-    let app = Application::build_with_clock(&settings, clock.clone())
-        .await
-        .expect("application builds");
+    let app = as_app(
+        log_id,
+        Application::build_with_clock(&settings, clock.clone()),
+    )
+    .await
+    .expect("application builds");
     let addr = app.local_addr();
     let auth = app.door_addr(registry_rubber::config::Section::AuthRequest);
     let token = app.door_addr(registry_rubber::config::Section::Token);
     let reloader = app.reloader();
     let store = app.credentials().store().clone();
     let tls = app.tls();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    tokio::spawn(as_app(
+        log_id,
+        app.run_until_stopped(std::future::pending()),
+    ));
     TestApp {
+        log_id,
         addr,
         db,
         store,
@@ -434,6 +591,29 @@ impl Answer {
 }
 
 impl TestApp {
+    /// The events this application logged so far, in order; no other
+    /// application's.
+    pub fn logs(&self) -> Vec<LogEvent> {
+        events_of(self.log_id)
+    }
+
+    /// The first event of this application that `matches`, waiting up to
+    /// 20 s for it (lines written by background work come later).
+    pub async fn wait_for_log(&self, what: &str, matches: impl Fn(&LogEvent) -> bool) -> LogEvent {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(event) = self.logs().into_iter().find(&matches) {
+                return event;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log event: {what}; the application logged {:#?}",
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The address of a door the settings opened.
     #[allow(dead_code)]
     pub fn door(&self, section: registry_rubber::config::Section) -> Option<SocketAddr> {
@@ -613,13 +793,31 @@ pub async fn decode(resp: reqwest::Response) -> Answer {
 pub struct Served {
     pub child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Every line the binary wrote so far, standard output and error.
+    output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
     pub fn start(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
-        use std::io::BufRead;
-        let bin = env!("CARGO_BIN_EXE_registry-rubber");
+        Served::start_logging(dir, "json", args)
+    }
+
+    /// As [`Served::start`], logging in `log_format` (`text` or `json`).
+    pub fn start_logging(
+        dir: &std::path::Path,
+        log_format: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> Served {
         let url = format!("sqlite://{}", dir.join("users.sqlite").display());
+        Served::start_on(&url, log_format, args)
+    }
+
+    /// The binary on the database `url`, migrated first, logging in
+    /// `log_format`.
+    pub fn start_on(url: &str, log_format: &str, args: &[&std::ffi::OsStr]) -> Served {
+        let bin = env!("CARGO_BIN_EXE_registry-rubber");
+        let url = url.to_owned();
         let status = std::process::Command::new(bin)
             .args(["--database-url", &url, "migrate"])
             .output()
@@ -628,25 +826,65 @@ impl Served {
         assert!(status.success());
         let mut child = std::process::Command::new(bin)
             .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
+            .args(["--log-format", log_format])
             .args(args)
             .arg("serve")
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Served { child, lines }
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let readers = vec![
+            read_lines(stdout, None, Arc::clone(&output)),
+            read_lines(stderr, Some(tx), Arc::clone(&output)),
+        ];
+        Served {
+            child,
+            lines,
+            output,
+            readers,
+        }
+    }
+
+    /// Stops the binary with SIGTERM and returns whether it exited 0, and
+    /// every line it wrote, on either stream.
+    pub fn stop_and_read(&mut self) -> (bool, String) {
+        let stopped = self.stop();
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        (stopped, self.output.lock().unwrap().join("\n"))
+    }
+
+    /// The address of each door, from the next `count` `listening` lines
+    /// (logged in `log_format`).
+    pub fn doors(
+        &self,
+        log_format: &str,
+        count: usize,
+    ) -> std::collections::HashMap<String, SocketAddr> {
+        (0..count)
+            .map(|_| {
+                let line = self.wait_for("listening");
+                let (door, address) = if log_format == "json" {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    (
+                        v["door"].as_str().unwrap().to_owned(),
+                        v["address"].as_str().unwrap().to_owned(),
+                    )
+                } else {
+                    let field = |name: &str| {
+                        let rest = line.split(&format!(" {name}=")).nth(1).unwrap();
+                        rest.split(' ').next().unwrap().trim_matches('"').to_owned()
+                    };
+                    (field("door"), field("address"))
+                };
+                (door, address.parse().unwrap())
+            })
+            .collect()
     }
 
     /// The next log line containing `needle`; panics after 10 s without one.
@@ -683,6 +921,27 @@ impl Served {
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// Reads `stream` line by line on a thread of its own into `output`, and
+/// to `tx` when given.
+fn read_lines(
+    stream: impl std::io::Read + Send + 'static,
+    tx: Option<std::sync::mpsc::Sender<String>>,
+    output: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            output.lock().unwrap().push(line.clone());
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    })
 }
 
 impl Drop for Served {

@@ -68,13 +68,19 @@ async fn no_password_or_hash_reaches_the_logs() {
         .await
         .assert_error("add", 400);
 
-    let logs = captured_logs();
     // The capture works: the requests above are in it.
-    assert!(logs.contains("path=/add"), "request lines are captured");
+    let lines = app.logs();
+    assert!(lines.iter().any(|e| e.is_request(&[("path", "/add")])));
     assert!(
-        logs.contains("path=other"),
-        "another path is logged as other"
+        lines.iter().any(|e| e.is_request(&[("path", "other")])),
+        "a path that is no route is logged as other"
     );
+    assert!(bcrypt
+        .logs()
+        .iter()
+        .any(|e| e.is_request(&[("path", "/add"), ("status", "400")])));
+    // And no line of any application holds a secret.
+    let logs = captured_logs();
     for secret in secrets.iter().chain(&refused).chain([&long.as_str()]) {
         assert!(!logs.contains(secret), "a password reached the logs");
     }
@@ -86,68 +92,64 @@ async fn no_password_or_hash_reaches_the_logs() {
 
 #[tokio::test]
 async fn each_request_is_logged_with_method_route_status_duration_and_client() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
     // A path that is no route may hold anything a client put there: it is
     // logged as `other`, never as sent.
-    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let port = stream.local_addr().unwrap().port();
-    stream
-        .write_all(b"GET /add;passwd=log-line-check-5e1a?passwd=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 404"));
-    let logs = captured_logs();
+    app.get("/add;passwd=log-line-check-5e1a?passwd=x").await;
+    let line = app
+        .wait_for_log("the request line", |e| e.is_request(&[("path", "other")]))
+        .await;
     assert!(
-        !logs.contains("log-line-check-5e1a"),
+        !captured_logs().contains("log-line-check-5e1a"),
         "the path reached the log"
     );
-    let needle = format!("client=127.0.0.1:{port}");
-    let line = logs
-        .lines()
-        .find(|l| l.contains(&needle))
-        .expect("a request line for the request");
-    for field in ["method=GET", "path=other", "status=404", "duration_us="] {
-        assert!(line.contains(field), "{field} missing from {line}");
-    }
     assert!(
-        logs.contains("listening"),
-        "start-up line with the bound address"
+        line.has(&[("method", "GET"), ("status", "404"), ("door", "api")]),
+        "{line:?}"
+    );
+    let duration: u64 = line.field("duration_us").unwrap().parse().unwrap();
+    assert!(duration > 0, "{line:?}");
+    let client: std::net::SocketAddr = line.field("client").unwrap().parse().unwrap();
+    assert_eq!(client.ip().to_string(), "127.0.0.1", "{line:?}");
+    let listening = app
+        .wait_for_log("the start-up line", |e| e.message == "listening")
+        .await;
+    assert_eq!(
+        listening.field("address"),
+        Some(app.addr.to_string().as_str()),
+        "start-up line with the bound address: {listening:?}"
     );
 }
 
 #[tokio::test]
 async fn a_request_abandoned_by_its_client_is_still_logged() {
     use tokio::io::AsyncWriteExt;
-    // A slow hash keeps the request in flight while the client goes away.
-    let app = spawn_app_with(|s| {
-        s.hash_type = HashType::Bcrypt;
-        s.bcrypt_cost = 14;
-    })
-    .await;
+    // The request is in flight, its write taken by the writer and held
+    // behind a write lock of the test's own, when the client goes away.
+    let app = spawn_app().await;
+    let lock = app.db.hold_write_lock().await;
+    let taken = app.store.taken_count();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let port = stream.local_addr().unwrap().port();
     stream
         .write_all(b"GET /add?user=hung-up&passwd=p HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    drop(stream);
-    let needle = format!("client=127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let logs = captured_logs();
-        if let Some(line) = logs.lines().find(|l| l.contains(&needle)) {
-            assert!(line.contains("status=499"), "{line}");
-            assert!(line.contains("path=/add"), "{line}");
-            break;
-        }
+    while app.store.taken_count() == taken {
         assert!(
             std::time::Instant::now() < deadline,
-            "no line for the abandoned request"
+            "the add never reached the writer"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    drop(stream);
+    let client = format!("127.0.0.1:{port}");
+    let line = app
+        .wait_for_log("the abandoned request's line", |e| {
+            e.is_request(&[("client", &client)])
+        })
+        .await;
+    assert!(line.has(&[("status", "499"), ("path", "/add")]), "{line:?}");
+    lock.release().await;
 }

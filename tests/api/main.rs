@@ -16,6 +16,7 @@ mod htpasswd_file;
 mod lifetimes;
 mod logs;
 mod race;
+mod secrets;
 mod store_contract;
 mod tls;
 mod token;

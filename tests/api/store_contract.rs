@@ -241,20 +241,35 @@ async fn concurrent_writes_share_commits() {
 
 #[tokio::test]
 async fn a_batch_commits_every_job_in_order() {
-    let (_db, store) = fresh().await;
-    let (a, b, c) = tokio::join!(
+    let (db, store) = fresh().await;
+    // The three queue behind a held writer, so that they share one batch.
+    let (lock, first) = blocked_writer(&db, &store).await;
+    let commits = store.commit_count();
+    let release = async {
+        until_queued(&store, 3, |n| n == 3).await;
+        lock.release().await;
+    };
+    let (a, b, c, ()) = tokio::join!(
         store.write(add("a", "h1", 10)),
         store.write(add("a", "h2", 20)),
         store.write(WriteOp::Cleanup {
             cutoff: 15,
             limit: 10
         }),
+        release,
+    );
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        store.commit_count(),
+        commits + 2,
+        "the held write, then the three in one batch"
     );
     assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
     assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });
     // created_at was refreshed to 20 by the replacement, so the cleanup
-    // queued after it keeps the user.
-    assert_eq!(c.unwrap(), WriteOutcome::CleanedUp { removed: 0 });
+    // queued after it keeps the user; it removes the held write (created at 1).
+    assert_eq!(c.unwrap(), WriteOutcome::CleanedUp { removed: 1 });
+    assert!(store.get(&u("first")).await.unwrap().is_none());
     let row = store.get(&u("a")).await.unwrap().unwrap();
     assert_eq!((row.password_hash.as_str(), row.created_at), ("h2", 20));
 }
@@ -273,20 +288,38 @@ async fn until_queued(store: &Store, n: usize, done: impl Fn(usize) -> bool) {
     }
 }
 
+/// The writer holding the write `first`, blocked behind a write lock of the
+/// test's own: what is queued meanwhile waits, and the writer takes it all
+/// as one batch once the lock is released.
+async fn blocked_writer(
+    db: &TestDb,
+    store: &Store,
+) -> (
+    crate::helpers::WriteLock,
+    tokio::task::JoinHandle<Result<WriteOutcome, registry_rubber::store::StoreError>>,
+) {
+    let lock = db.hold_write_lock().await;
+    let taken = store.taken_count();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(add("first", "h", 1)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.taken_count() == taken {
+        assert!(Instant::now() < deadline, "the writer never took the write");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(store.taken_count(), taken + 1);
+    (lock, first)
+}
+
 #[tokio::test]
 async fn one_failing_write_does_not_fail_the_batch_it_shares() {
     let (db, store) = fresh().await;
     db.install_poison_trigger().await;
     // The writer blocks on the first write while the lock is held, and the
     // next five queue up behind it: they are committed as one batch.
-    let lock = db.hold_write_lock().await;
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.write(add("first", "h", 1)).await }
-    });
-    // Once polled, the task has queued its write; then the writer takes it.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    until_queued(&store, 0, |n| n == 0).await;
+    let (lock, first) = blocked_writer(&db, &store).await;
     let names = ["a", "b", "poison", "c", "d"];
     let writes: Vec<_> = names
         .into_iter()
@@ -296,7 +329,7 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
         })
         .collect();
     until_queued(&store, names.len(), |n| n == names.len()).await;
-    let splits = store.split_count();
+    let (splits, commits) = (store.split_count(), store.commit_count());
     lock.release().await;
     assert_eq!(
         first.await.unwrap().unwrap(),
@@ -311,6 +344,11 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
         splits + 1,
         "the five shared one batch, which was split once"
     );
+    assert_eq!(
+        store.commit_count(),
+        commits + 1 + 4,
+        "the first alone, then each of the four good writes of the split batch"
+    );
     assert_eq!(store.count().await.unwrap(), 5);
     assert!(store.get(&u("poison")).await.unwrap().is_none());
     // The writer is not left inside a transaction.
@@ -320,33 +358,56 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
 
 #[tokio::test]
 async fn close_commits_what_was_queued_and_refuses_what_follows() {
+    use registry_rubber::store::StoreError;
     let (db, store) = fresh().await;
-    let writes: Vec<_> = (0..50)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move { store.write(add(&format!("q{i}"), "h", 1)).await })
-        })
-        .collect();
-    tokio::task::yield_now().await;
-    store.close().await;
-    let mut acknowledged = 0i64;
-    for w in writes {
-        match w.await.unwrap() {
-            Ok(_) => acknowledged += 1,
-            Err(e) => assert!(
-                matches!(e, registry_rubber::store::StoreError::WriterGone),
-                "{e}"
-            ),
-        }
+    // Fifty writes queued while the writer is held, then the close, then ten
+    // more: the fifty are committed, the ten refused.
+    let (lock, first) = blocked_writer(&db, &store).await;
+    let spawn_writes = |prefix: &'static str| -> Vec<_> {
+        (0..if prefix == "q" { 50 } else { 10 })
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.write(add(&format!("{prefix}{i}"), "h", 1)).await })
+            })
+            .collect()
+    };
+    let queued = spawn_writes("q");
+    until_queued(&store, 50, |n| n == 50).await;
+    let close = tokio::spawn({
+        let store = store.clone();
+        async move { store.close().await }
+    });
+    until_queued(&store, 51, |n| n == 51).await;
+    let late = spawn_writes("late");
+    until_queued(&store, 61, |n| n == 61).await;
+    lock.release().await;
+    close.await.unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        WriteOutcome::Added { replaced: false }
+    );
+    for w in queued {
+        assert_eq!(
+            w.await.unwrap().unwrap(),
+            WriteOutcome::Added { replaced: false },
+            "a write queued before the close is committed"
+        );
+    }
+    for w in late {
+        let result = w.await.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::WriterGone)),
+            "a write queued after the close is refused: {result:?}"
+        );
     }
     assert_eq!(
         db.row_count().await,
-        acknowledged,
+        51,
         "every acknowledged write, and only those"
     );
     assert!(matches!(
         store.write(WriteOp::Ping).await,
-        Err(registry_rubber::store::StoreError::WriterGone)
+        Err(StoreError::WriterGone)
     ));
 }
 

@@ -10,7 +10,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{captured_logs, spawn_app_with, Served, TestApp};
+use crate::helpers::{spawn_app_with, Served, TestApp};
 use registry_rubber::access::parse_cidrs;
 
 /// A certificate and its key, as PEM and DER.
@@ -134,8 +134,24 @@ struct Reply {
     server_cert: Option<CertificateDer<'static>>,
 }
 
+/// An HTTPS connection, its handshake done, with the certificate the
+/// server showed; or why there is none.
+type Connected = Result<
+    (
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        Option<CertificateDer<'static>>,
+    ),
+    String,
+>;
+
 /// One HTTPS request with rustls, trusting `ca`, presenting `client` if given.
 async fn https(addr: SocketAddr, ca: &Issued, client: Option<&Issued>, request: &str) -> Reply {
+    request_on(connect(addr, ca, client).await, request).await
+}
+
+/// Opens a connection and completes the TLS handshake, trusting `ca`,
+/// presenting `client` if given.
+async fn connect(addr: SocketAddr, ca: &Issued, client: Option<&Issued>) -> Connected {
     registry_rubber::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der()).unwrap();
@@ -152,25 +168,37 @@ async fn https(addr: SocketAddr, ca: &Issued, client: Option<&Issued>, request: 
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    Ok((stream, server_cert))
+}
+
+/// Sends `request` on a connection `connect` opened and reads the answer.
+async fn request_on(connected: Connected, request: &str) -> Reply {
     let mut reply = Reply {
         status: None,
         body: String::new(),
         error: None,
         server_cert: None,
     };
-    let mut stream = match connector.connect(name, tcp).await {
-        Ok(s) => s,
+    let mut stream = match connected {
+        Ok((stream, server_cert)) => {
+            reply.server_cert = server_cert;
+            stream
+        }
         Err(e) => {
-            reply.error = Some(e.to_string());
+            reply.error = Some(e);
             return reply;
         }
     };
-    reply.server_cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned());
     let mut out = Vec::new();
     let sent = stream.write_all(request.as_bytes()).await;
     let read = stream.read_to_end(&mut out).await;
@@ -300,17 +328,24 @@ async fn allowed_subjects_decide_who_may_call_and_the_subject_is_audited() {
         "a refused client never gets a credential"
     );
     assert!(app.stored_hash("subject-no").await.is_none());
-    let logs = captured_logs();
+    let events = app.logs();
+    let subject = |e: &crate::helpers::LogEvent, parts: &[&str]| {
+        e.field("subject").is_some_and(|s| {
+            let rdns: Vec<&str> = s.split(',').map(str::trim).collect();
+            parts.iter().all(|p| rdns.contains(p))
+        })
+    };
     assert!(
-        logs.lines().any(|l| l.contains("registry_rubber::audit")
-            && l.contains("subject-ok")
-            && l.contains("CN=ci-runner-7")
-            && l.contains("OU=pipelines")),
-        "the audit event names the certificate subject"
+        events.iter().any(|e| e.is_audit(&[("user", "subject-ok")])
+            && subject(e, &["CN=ci-runner-7", "OU=pipelines"])),
+        "the audit event names the certificate subject: {events:#?}"
     );
-    assert!(logs.lines().any(|l| l.contains("registry_rubber::access")
-        && l.contains("CN=intern")
-        && l.contains("status=403")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.is_request(&[("status", "403")]) && subject(e, &["CN=intern"])),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]
@@ -403,9 +438,10 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         200,
         "believed from a trusted proxy"
     );
-    assert!(captured_logs()
-        .lines()
-        .any(|l| l.contains("registry_rubber::audit") && l.contains("caller=203.0.113.9")));
+    assert!(app
+        .logs()
+        .iter()
+        .any(|e| e.is_audit(&[("user", "fwd"), ("caller", "203.0.113.9")])));
 }
 
 /// Behind a trusted proxy on loopback, with the proxy's own address
@@ -606,6 +642,8 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let addr: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
     let before = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(before.server_cert, Some(pki.server.der()));
+    // Opened, its handshake done, before the reload; its request comes after.
+    let opened_before = connect(addr, &pki.ca, None).await;
 
     let rotated = issue(&pki.ca, &["127.0.0.1"], "rotated", None, false);
     pki.write("server.pem", &rotated.cert_pem);
@@ -615,6 +653,19 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     let after = https(addr, &pki.ca, None, &get("/healthz")).await;
     assert_eq!(after.status, Some(200));
     assert_eq!(after.server_cert, Some(rotated.der()));
+    let on_old = request_on(opened_before, &get("/healthz")).await;
+    assert_eq!(
+        on_old.status,
+        Some(200),
+        "{:?} {}",
+        on_old.error,
+        on_old.body
+    );
+    assert_eq!(
+        on_old.server_cert,
+        Some(pki.server.der()),
+        "the connection kept the certificate of its handshake"
+    );
 
     // A broken file on the next SIGHUP is refused and the process keeps serving.
     pki.write("server.key", "not a key");

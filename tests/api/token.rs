@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::helpers::{captured_logs, encode_form, spawn_app_with, TestApp, T0};
 
 /// A P-256 key and a self-signed certificate for it, as PEM files.
-fn key_and_cert(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn key_and_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let cert = rcgen::CertificateParams::new(vec!["token-signer".into()])
         .unwrap()
@@ -477,20 +477,20 @@ async fn refused_requests_get_the_registrys_error_shape() {
     assert!(!logs.contains("User-Pass-1"), "no password in the log");
     // Refusals are audited with the user, a pseudonym for a name no
     // credential has (it may be a password typed in the wrong field).
-    let refused: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("action=\"token\"") && l.contains("result=\"refused\""))
+    let refused: Vec<_> = app
+        .logs()
+        .into_iter()
+        .filter(|e| e.is_audit(&[("action", "token"), ("result", "refused")]))
         .collect();
     assert!(
         refused
             .iter()
-            .any(|l| l.contains("reason=\"wrong_password\"") && l.contains("user=\"user-1\"")),
+            .any(|e| e.has(&[("reason", "wrong_password"), ("user", "user-1")])),
         "{refused:#?}"
     );
     assert!(
-        refused
-            .iter()
-            .any(|l| l.contains("reason=\"unknown_user\"") && l.contains("user=\"unknown-")),
+        refused.iter().any(|e| e.has(&[("reason", "unknown_user")])
+            && e.field("user").is_some_and(|u| u.starts_with("unknown-"))),
         "{refused:#?}"
     );
     assert!(
@@ -625,15 +625,19 @@ async fn refresh_tokens_get_new_tokens_until_their_credential_is_removed_or_repl
     assert_unauthorized(&renewed(refresh.clone()).await);
     assert_unauthorized(&renewed("made-up-token".to_owned()).await);
     // Tokens are audited, never written out.
-    let logs = captured_logs();
+    let events = app.logs();
     for grant in ["password", "refresh_token"] {
         assert!(
-            logs.lines().any(|l| l.contains("action=\"token\"")
-                && l.contains("user=\"offline\"")
-                && l.contains(&format!("grant=\"{grant}\""))),
-            "an audit line per token, saying how it was asked for: {grant}"
+            events.iter().any(|e| e.is_audit(&[
+                ("action", "token"),
+                ("result", "ok"),
+                ("user", "offline"),
+                ("grant", grant)
+            ])),
+            "an audit line per token, saying how it was asked for: {grant}: {events:#?}"
         );
     }
+    let logs = captured_logs();
     assert!(!logs.contains(&refresh), "no refresh token in the log");
     assert!(
         crate::helpers::metric_value(app, "rubber_tokens_issued_total{kind=\"refresh\"}").await

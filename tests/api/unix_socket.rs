@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{captured_logs, spawn_app_with, Served};
+use crate::helpers::{spawn_app_with, Served};
 use registry_rubber::access::parse_cidrs;
 
 /// Sends a form POST over the socket; the status and the body.
@@ -53,13 +53,15 @@ async fn callers_on_the_socket_are_admitted_by_its_permissions_not_their_address
     assert!(app.db.stored_hash("unix-1").await.is_some());
     // The audit names the caller by the user of its process.
     let uid = unsafe { libc::getuid() };
+    let caller = format!("unix:uid={uid}");
     assert!(
-        captured_logs()
-            .lines()
-            .any(|l| l.contains("user=\"unix-1\"")
-                && l.contains("result=\"ok\"")
-                && l.contains(&format!("caller=unix:uid={uid}"))),
-        "an audit line naming the socket's caller"
+        app.logs().iter().any(|e| e.is_audit(&[
+            ("user", "unix-1"),
+            ("result", "ok"),
+            ("caller", &caller)
+        ])),
+        "an audit line naming the socket's caller: {:#?}",
+        app.logs()
     );
 }
 

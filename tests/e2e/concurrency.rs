@@ -1,10 +1,12 @@
 //! The web server's credential checks read the database while the service
 //! writes it as fast as it can (Apache with its own query; nginx through the
 //! service's auth_request door): a steady credential must never see a 500
-//! (nor a 401), and every add the API acknowledged must be in the database
-//! afterwards.
+//! (nor a 401). Each writer adds and removes its own names over and over,
+//! every add with a new password, and keeps a ledger of what was
+//! acknowledged in order: afterwards every name must be as its last
+//! acknowledged operation left it, an added one with the hash of that add's
+//! password (not an older add's), a removed one gone.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::oci;
+use crate::support::ledger::{Ledger, Outcome};
 use crate::support::{unique, Creds, Front, Stack, StackOptions};
 
 /// How long the API is hammered.
@@ -24,17 +27,10 @@ const READERS: usize = 2;
 /// Authenticated GETs of /v2/ per curl process (one kept-alive connection).
 const GETS_PER_BATCH: usize = 25;
 
-/// What a writer knows of one of its names after its last acknowledged call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expected {
-    Present,
-    Absent,
-}
-
 #[derive(Default)]
 struct WriterReport {
-    /// The state of each name after its last acknowledged call.
-    expected: BTreeMap<String, Expected>,
+    /// Every call, in order, with how it ended.
+    ledger: Ledger,
     acknowledged: usize,
     /// Calls that got no OKAY answer: status and body.
     failures: Vec<String>,
@@ -48,25 +44,27 @@ async fn hammer(stack: Arc<Stack>, writer: usize, until: Instant) -> WriterRepor
     let mut report = WriterReport::default();
     while Instant::now() < until {
         let name = &names[rng.gen_range(0..names.len())];
-        let (path, outcome) = if rng.gen_bool(0.6) {
-            ("/add", Expected::Present)
-        } else {
-            ("/remove", Expected::Absent)
-        };
-        let (status, answer) = match outcome {
-            Expected::Present => {
+        let password = rng
+            .gen_bool(0.6)
+            .then(|| format!("pw-{:016x}", rng.gen::<u64>()));
+        let (path, (status, answer)) = match &password {
+            Some(password) => (
+                "/add",
                 stack
-                    .api(path, &[("user", name), ("passwd", "hammered")])
-                    .await
-            }
-            Expected::Absent => stack.api(path, &[("user", name)]).await,
+                    .api("/add", &[("user", name), ("passwd", password)])
+                    .await,
+            ),
+            None => ("/remove", stack.api("/remove", &[("user", name)]).await),
         };
-        if status == 200 && answer["response"] == "OKAY" {
-            report.expected.insert(name.clone(), outcome);
+        let acknowledged = status == 200 && answer["response"] == "OKAY";
+        let outcome = Outcome::of(acknowledged);
+        match &password {
+            Some(password) => report.ledger.add(name, password, outcome),
+            None => report.ledger.remove(name, outcome),
+        }
+        if acknowledged {
             report.acknowledged += 1;
         } else {
-            // The name's state is no longer known.
-            report.expected.remove(name);
             report
                 .failures
                 .push(format!("{path} {name}: {status} {answer}"));
@@ -148,12 +146,12 @@ pub(crate) async fn reads_never_fail_while_the_api_is_hammered(front: Front) {
         })
         .collect();
 
-    let mut expected = BTreeMap::new();
+    let mut ledger = Ledger::default();
     let mut acknowledged = 0;
     let mut api_failures = Vec::new();
     for writer in writers {
         let report = writer.await.expect("a writer task panicked");
-        expected.extend(report.expected);
+        ledger.extend(report.ledger);
         acknowledged += report.acknowledged;
         api_failures.extend(report.failures);
     }
@@ -191,28 +189,30 @@ pub(crate) async fn reads_never_fail_while_the_api_is_hammered(front: Front) {
         "too few API calls to prove anything: {acknowledged}"
     );
 
-    let stored = stack.stored_users();
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|(name, state)| **state == Expected::Present && !stored.contains(*name))
-        .map(|(name, _)| name)
-        .collect();
+    let mut stored = stack.stored_users_with_hashes();
+    let steady_hash = stored
+        .remove(&steady)
+        .expect("the steady user is still there");
+    assert!(registry_rubber::htpasswd::verify(
+        &steady_password,
+        &steady_hash
+    ));
+    let audit = ledger.audit(&stored);
+    audit.assert_nothing_lost(&format!("after the hammering through {through}"));
     assert!(
-        missing.is_empty(),
-        "acknowledged adds missing from the database: {missing:?}"
+        audit.present > 0 && audit.absent > 0,
+        "names end added and removed: {} present, {} absent",
+        audit.present,
+        audit.absent
     );
-    let resurrected: Vec<&String> = expected
-        .iter()
-        .filter(|(name, state)| **state == Expected::Absent && stored.contains(*name))
-        .map(|(name, _)| name)
-        .collect();
-    assert!(
-        resurrected.is_empty(),
-        "acknowledged removes still in the database: {resurrected:?}"
-    );
-    assert!(stored.contains(&steady), "the steady user is still there");
     eprintln!(
-        "{acknowledged} API calls acknowledged; {} GETs and {} inspects through {through}, all 200",
-        reads.gets, reads.inspects
+        "{acknowledged} API calls acknowledged; {} names as their last acknowledged call left \
+         them ({} added, with that add's password; {} removed), 0 lost; {} GETs and {} inspects \
+         through {through}, all 200",
+        audit.checked(),
+        audit.present,
+        audit.absent,
+        reads.gets,
+        reads.inspects
     );
 }

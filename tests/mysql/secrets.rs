@@ -182,3 +182,82 @@ async fn the_documented_accounts_work_and_passwords_never_leak() {
         );
     }
 }
+
+/// The real binary at debug level, in text and in JSON, on MariaDB with its
+/// password in the URL: migrated, started, an add served, stopped; and
+/// refused at start with a wrong password. Its output holds neither
+/// database password, nor the user's password or hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_at_debug_level_prints_no_database_password() {
+    use crate::helpers::Served;
+    let server = MariaDb::start();
+    let db = database_on(&server).await;
+    let name = database_name(&db);
+    let port = server.port();
+    as_root(
+        &server,
+        &[
+            format!("CREATE USER 'rubber'@'127.0.0.1' IDENTIFIED BY '{SERVICE_PASSWORD}'"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON `{name}`.* TO 'rubber'@'127.0.0.1'"
+            ),
+        ],
+    )
+    .await;
+    let url = format!("mysql://rubber:{SERVICE_PASSWORD_ENCODED}@127.0.0.1:{port}/{name}");
+    let wrong = format!("mysql://rubber:{WRONG_PASSWORD}@127.0.0.1:{port}/{name}");
+    let debug = ["--log-level".as_ref(), "debug".as_ref()];
+    for log_format in ["text", "json"] {
+        let user = format!("binary-{log_format}");
+        let password = format!("Binary-Pass-{log_format}-7e21");
+        let mut served = Served::start_on(&url, log_format, &debug);
+        let api = served.doors(log_format, 1)["api"];
+        let answer = reqwest::Client::new()
+            .post(format!("http://{api}/add"))
+            .form(&[("user", user.as_str()), ("passwd", password.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let (stopped, output) = served.stop_and_read();
+        assert!(stopped, "{output}");
+        assert!(output.contains(&user), "the capture works: {output}");
+        assert!(
+            output.contains("sqlx::query"),
+            "the driver's statements are logged at debug level: {output}"
+        );
+        let hash = sqlx::query_scalar::<_, String>("SELECT password FROM users WHERE username = ?")
+            .bind(&user)
+            .fetch_one(pool(&db))
+            .await
+            .unwrap();
+
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_registry-rubber"))
+            .args(["--database-url", &wrong, "--listen", "127.0.0.1:0"])
+            .args(["--log-format", log_format, "--log-level", "debug", "serve"])
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(1));
+        let refused = format!(
+            "{}{}",
+            String::from_utf8_lossy(&refused.stdout),
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        assert!(refused.contains("Access denied"), "{refused}");
+
+        for text in [&output, &refused] {
+            for secret in [
+                "Svc-Dsn-Secret",
+                SERVICE_PASSWORD_ENCODED,
+                WRONG_PASSWORD,
+                &password,
+                &hash,
+            ] {
+                assert!(
+                    !text.contains(secret),
+                    "a secret reached the {log_format} output"
+                );
+            }
+        }
+    }
+}

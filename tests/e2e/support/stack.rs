@@ -210,6 +210,10 @@ pub struct Stack {
     /// Apache's API virtual host's port (Apache stacks only).
     api_port: Option<u16>,
     http: reqwest::Client,
+    /// Every secret the stack handled: the passwords it sent to the API
+    /// and the CLI, the ones the API answered with, the database
+    /// passwords. No log any process of the stack wrote may hold one.
+    secrets: std::sync::Mutex<BTreeSet<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -358,6 +362,7 @@ impl Stack {
         };
         let (registry, _) = registry.expect("the registry was started");
         let api_port = (options.front == Front::Apache).then_some(ports.api);
+        let options_mysql = options.mysql;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -386,6 +391,11 @@ impl Stack {
             http_port: ports.http,
             api_port,
             http,
+            secrets: std::sync::Mutex::new(if options_mysql {
+                BTreeSet::from([SERVICE_PASSWORD.to_owned(), APACHE_PASSWORD.to_owned()])
+            } else {
+                BTreeSet::new()
+            }),
             dir,
         }
     }
@@ -572,6 +582,11 @@ impl Stack {
     }
 
     async fn api_at(&self, base: &str, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+        for (key, value) in query {
+            if *key == "passwd" {
+                self.handled_secret(value);
+            }
+        }
         let url = format!("{base}{path}");
         let response = self
             .http
@@ -585,7 +600,84 @@ impl Stack {
             .json::<Value>()
             .await
             .unwrap_or_else(|e| panic!("GET {url}: the answer is not JSON: {e}"));
+        if let Some(passwd) = body["passwd"].as_str() {
+            self.handled_secret(passwd);
+        }
         (status, body)
+    }
+
+    /// Remembers `secret` (a password the test sent or was given) for the
+    /// scan of the logs when the stack stops. Secrets shorter than 8
+    /// characters are too likely to occur by chance to be looked for.
+    pub fn handled_secret(&self, secret: &str) {
+        let secret = secret.trim();
+        if secret.len() >= 8 {
+            self.secrets.lock().unwrap().insert(secret.to_owned());
+        }
+    }
+
+    /// Every log a process of the stack wrote: the files named `*.log`
+    /// below its directory (the service instances', the registry's, the
+    /// web server's error and access logs) and MariaDB's error log.
+    fn written_logs(&self) -> Vec<(String, String)> {
+        let mut logs = Vec::new();
+        let mut dirs = vec![self.dir().to_owned()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    dirs.push(path);
+                } else if kind.is_file() && path.extension().is_some_and(|e| e == "log") {
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default())
+                        .into_owned();
+                    logs.push((path.display().to_string(), text));
+                }
+            }
+        }
+        if let Some(server) = &self.mariadb {
+            logs.push(("MariaDB's error log".to_owned(), server.error_log()));
+        }
+        logs
+    }
+
+    /// Fails unless every log the stack wrote is free of every secret it
+    /// handled and of every stored hash (SQLite stacks).
+    fn assert_logs_hold_no_secret(&self) {
+        let mut secrets: Vec<String> = self.secrets.lock().unwrap().iter().cloned().collect();
+        if self.mariadb.is_none() && self.db.exists() {
+            let conn = self.read_db();
+            let mut stmt = conn
+                .prepare("SELECT password FROM users")
+                .expect("prepare a SELECT on users");
+            let hashes: Vec<String> = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .expect("query users")
+                .filter_map(Result::ok)
+                .collect();
+            secrets.extend(hashes);
+        }
+        let logs = self.written_logs();
+        assert!(
+            logs.iter().any(|(name, _)| name.ends_with("/service.log")),
+            "the service's log is among the logs scanned: {:?}",
+            logs.iter().map(|(name, _)| name).collect::<Vec<_>>()
+        );
+        for (name, text) in &logs {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a secret ({} chars, starting {:?}) is in {name}",
+                    secret.len(),
+                    &secret[..3]
+                );
+            }
+        }
     }
 
     /// Adds a user through the API and returns the answer; panics unless OKAY.
@@ -628,6 +720,7 @@ impl Stack {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the registry-rubber CLI");
+        self.handled_secret(stdin);
         child
             .stdin
             .take()
@@ -659,6 +752,20 @@ impl Stack {
         rows.next()
             .expect("read users")
             .map(|row| row.get(0).expect("created_at is an integer"))
+    }
+
+    /// Every user in the database file, with its stored hash.
+    pub fn stored_users_with_hashes(&self) -> BTreeMap<String, String> {
+        let conn = self.read_db();
+        let mut stmt = conn
+            .prepare("SELECT username, password FROM users")
+            .expect("prepare a SELECT on users");
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query users")
+            .collect::<Result<_, _>>()
+            .expect("read users");
+        rows
     }
 
     /// Every user name in the database file.
@@ -712,6 +819,8 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        } else {
+            self.assert_logs_hold_no_secret();
         }
     }
 }
@@ -1203,14 +1312,16 @@ type MysqlDatabase = (
     Dbd,
 );
 
+/// The MySQL stacks' database passwords: the service's and Apache's.
+const SERVICE_PASSWORD: &str = "e2e-service-pw-4c1d";
+const APACHE_PASSWORD: &str = "e2e-apache-pw-9b7e";
+
 /// A MariaDB server of the stack's own with the README's set-up: a database,
 /// the service's account (password in a file) with the grants it documents,
 /// the schema made by `registry-rubber migrate`, and Apache's read-only
 /// account on the users table (unused behind nginx, where the service's door
 /// reads the table).
 fn mysql_database(dir: &Path, front: Front) -> MysqlDatabase {
-    const SERVICE_PASSWORD: &str = "e2e-service-pw-4c1d";
-    const APACHE_PASSWORD: &str = "e2e-apache-pw-9b7e";
     assert!(
         front != Front::Apache || tools_has_apr_mysql_driver(),
         "the APR MySQL driver apr_dbd_mysql is missing (Debian package libaprutil1-dbd-mysql)"
