@@ -178,7 +178,8 @@ impl Target {
             // of them ensures, however coarse the file system's timestamps.
             let replaced = std::fs::metadata(&self.path)
                 .and_then(|m| m.modified())
-                .ok();
+                .ok()
+                .filter(|t| believable(*t, &self.path));
             advance_mtime(file.metadata()?.modified()?, last.max(replaced), |t| {
                 file.set_modified(t)?;
                 file.metadata()?.modified()
@@ -246,7 +247,33 @@ fn advance_mtime(
         }
         current = set(floor + step)?;
     }
+    if current <= floor {
+        // The file system keeps no later time (the floor is at its
+        // largest): the registry would never notice this file.
+        return Err(std::io::Error::other(
+            "the file system keeps no modification time later than the last file's; the registry would not read the new file",
+        ));
+    }
     Ok(current)
+}
+
+/// How far ahead of the clock a modification time found on disk may be and
+/// still be taken for one the registry saw (a coarse file system's rewrites
+/// run ahead by a second each, at most a few hours in the worst burst).
+const BELIEVABLE_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether a modification time found on `path` is one to stay later than:
+/// not one far in the future, set by hand or by a clock gone wrong, which
+/// would pin every later file at the file system's largest time.
+fn believable(t: SystemTime, path: &Path) -> bool {
+    let ok = t <= SystemTime::now() + BELIEVABLE_AHEAD;
+    if !ok {
+        tracing::warn!(
+            path = %path.display(),
+            "the htpasswd file's modification time is more than a day ahead of the clock; new files get the clock's time instead"
+        );
+    }
+    ok
 }
 
 /// Keeps the file at one path: what this process last wrote there, to
@@ -276,7 +303,8 @@ impl Keeper {
         // The registry may have read the file found here already.
         let last_mtime = std::fs::metadata(&target.path)
             .and_then(|m| m.modified())
-            .ok();
+            .ok()
+            .filter(|t| believable(*t, &target.path));
         Self {
             target,
             kept: None,
@@ -700,6 +728,39 @@ mod tests {
             advance_mtime(t, None, |_| unreachable!()).unwrap(),
             t,
             "nothing before: the file's own time"
+        );
+    }
+
+    #[test]
+    fn a_time_that_cannot_advance_fails_the_write() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // A file system pinned at its largest time keeps whatever is asked.
+        let err = advance_mtime(t, Some(t), |_| Ok(t)).unwrap_err();
+        assert!(
+            err.to_string().contains("no modification time later"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_time_far_ahead_of_the_clock_is_not_kept_ahead_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let target = Target::check(&settings(&path)).unwrap().unwrap();
+        let mut keeper = Keeper::new(target);
+        keeper.keep(b"a:x\n").unwrap();
+        // Someone sets the file a century ahead: the next file is not
+        // pushed past it, but gets the clock's time (which differs, so the
+        // registry reads it).
+        let far = SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        set_mtime(&path, far);
+        let fresh = Keeper::new(Target::check(&settings(&path)).unwrap().unwrap());
+        assert_eq!(fresh.last_mtime, None);
+        keeper.keep(b"b:x\n").unwrap();
+        let now = mtime(&path);
+        assert!(
+            now < far && now <= SystemTime::now() + Duration::from_secs(60),
+            "{now:?}"
         );
     }
 
