@@ -5,7 +5,7 @@
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -402,7 +402,7 @@ async fn serve<I>(
 /// socket, is refused. The socket gets its mode and group before the door
 /// accepts anything on it.
 fn bind_unix(unix: &UnixSocket) -> Result<UnixListener, String> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
     let path = &unix.path;
     if !path.is_absolute() {
         return Err("give an absolute path".into());
@@ -419,15 +419,50 @@ fn bind_unix(unix: &UnixSocket) -> Result<UnixListener, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.to_string()),
     }
-    let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
-    let file = SocketFile(path.clone());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix.mode))
-        .map_err(|e| format!("cannot set its mode: {e}"))?;
-    if let Some(gid) = unix.gid {
-        std::os::unix::fs::lchown(path, None, Some(gid))
-            .map_err(|e| format!("cannot give it group {gid}: {e}"))?;
+    // Another account that may write in the directory could take the
+    // socket's name whenever the service is not running, and hear callers'
+    // tokens and passwords.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir_mode = std::fs::metadata(dir)
+        .map_err(|e| format!("cannot read its directory {}: {e}", dir.display()))?
+        .permissions()
+        .mode();
+    if dir_mode & 0o002 != 0 {
+        return Err(format!(
+            "its directory {} is writable by every account (mode {:04o}), which could take the socket's name; use a directory of the service's own, such as /run/registry-rubber",
+            dir.display(),
+            dir_mode & 0o7777
+        ));
     }
+    // Bound in a directory only this process may enter, given its mode and
+    // group there, then renamed into place: nobody connects before the mode
+    // is set, and no path is followed while setting it.
+    let name = path
+        .file_name()
+        .ok_or_else(|| "give a path that names a file".to_owned())?;
+    let private = dir.join(format!(
+        ".{}.{}.bind",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| format!("cannot make {}: {e}", private.display()))?;
+    let staged = private.join(name);
+    let bound = (|| {
+        let listener = UnixListener::bind(&staged).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(unix.mode))
+            .map_err(|e| format!("cannot set its mode: {e}"))?;
+        if let Some(gid) = unix.gid {
+            std::os::unix::fs::lchown(&staged, None, Some(gid))
+                .map_err(|e| format!("cannot give it group {gid}: {e}"))?;
+        }
+        std::fs::rename(&staged, path).map_err(|e| format!("cannot put it in place: {e}"))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
     // Bound and set up: the file stays until the listener goes.
-    std::mem::forget(file);
-    Ok(listener)
+    bound
 }

@@ -119,7 +119,31 @@ fn the_socket_is_replaced_when_stale_refused_when_in_use_and_removed_at_the_end(
         .unwrap();
     assert!(!refused.status.success());
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "keep me");
-    // Stopped, the service takes its socket away.
+    // A directory every account may write in is refused: another could
+    // take the socket's name while the service is down.
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let refused = std::process::Command::new(bin)
+        .args(["--database-url", &url, "--listen", "", "--unix-socket"])
+        .arg(open_dir.path().join("api.sock"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("writable by every account"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(open_dir.path()).unwrap().count(),
+        0,
+        "nothing left in it"
+    );
+    // Stopped, the service takes its socket away, and left nothing else.
     assert!(first.stop(), "a clean stop");
     assert!(!socket.exists(), "the socket file is removed");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".bind"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
