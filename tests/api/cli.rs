@@ -1,46 +1,13 @@
 //! The command line, run as a user runs it: the real binary, its exit codes,
 //! its messages.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use registry_rubber::htpasswd;
 
+use crate::binary::{run, text, BIN};
 use crate::helpers::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_registry-rubber");
-
-/// Runs the binary with only the given RUBBER_* variables set.
-fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>, cwd: &Path) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUBBER_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    let mut child = cmd.spawn().expect("binary starts");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        // The binary may refuse its arguments and exit before it reads.
-        match input.write_all(text.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A working directory and a database of the test's own, on the backend the
 /// environment chose.

@@ -2,6 +2,8 @@
 //! database per test (SQLite, or MySQL/MariaDB when REGISTRY_RUBBER_TEST_MYSQL_URL
 //! names a server), driven over HTTP.
 
+#[path = "../support/binary.rs"]
+mod binary;
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 

@@ -4,34 +4,18 @@
 //! URL prints as written; `check-config` checks the account's rights.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+use crate::binary::{run, text};
 use crate::mariadb::MariaDb;
 use crate::secrets::as_root;
 use crate::{database_on, pool};
 
-const BIN: &str = env!("CARGO_BIN_EXE_registry-rubber");
 const PASSWORD: &str = "Cli-Svc-Secret-8e21";
 
-/// Runs the binary with only the given RUBBER_* variables set.
-fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUBBER_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// The binary, with nothing on its input.
+fn run_without_input(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    run(args, env, None, cwd)
 }
 
 /// Each command that opens the database, with what it needs to get there.
@@ -69,7 +53,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
     let listen = ("RUBBER_LISTEN", "127.0.0.1:0");
 
     // Without DELETE, which a migration needs: 2, naming the right.
-    let out = run(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
+    let out = run_without_input(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -81,7 +65,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
     as_root(&server, std::slice::from_ref(&grant_delete)).await;
 
     // migrate applies the migrations and says so; again, says there were none.
-    let out = run(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
+    let out = run_without_input(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
@@ -90,7 +74,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
         )) && said.contains("; schema version 7"),
         "the URL prints as written, and what was applied: {said}"
     );
-    let out = run(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
+    let out = run_without_input(&["migrate"], &[("RUBBER_DATABASE_URL", &url)], dir.path());
     assert!(
         text(&out.stdout).contains("was up to date: schema version 7, nothing applied"),
         "{}",
@@ -106,7 +90,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
         )],
     )
     .await;
-    let out = run(
+    let out = run_without_input(
         &["check-config"],
         &[("RUBBER_DATABASE_URL", &url)],
         dir.path(),
@@ -120,7 +104,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
         "{err}"
     );
     as_root(&server, &[grant_delete]).await;
-    let out = run(
+    let out = run_without_input(
         &["check-config"],
         &[("RUBBER_DATABASE_URL", &url)],
         dir.path(),
@@ -141,7 +125,7 @@ async fn refusals_exit_2_with_the_fix_the_same_for_every_command() {
     let misspelt = format!("mysql://rubber_svc:{PASSWORD}@127.0.0.1:{port}/{name}_typo");
     for (url, expected) in [(&wrong, "refused the account"), (&misspelt, "is misspelt")] {
         for args in COMMANDS {
-            let out = run(args, &[("RUBBER_DATABASE_URL", url), listen], dir.path());
+            let out = run_without_input(args, &[("RUBBER_DATABASE_URL", url), listen], dir.path());
             let err = text(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
             assert!(
@@ -197,7 +181,7 @@ async fn a_password_file_others_can_read_is_refused() {
     ];
     chmod(0o644);
     for args in COMMANDS {
-        let out = run(args, &env, dir.path());
+        let out = run_without_input(args, &env, dir.path());
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
@@ -206,6 +190,6 @@ async fn a_password_file_others_can_read_is_refused() {
         );
     }
     chmod(0o400);
-    let out = run(&["migrate"], &env, dir.path());
+    let out = run_without_input(&["migrate"], &env, dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

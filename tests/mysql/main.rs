@@ -4,6 +4,8 @@
 //! adoption of the original's table, the store's semantics, passwords that
 //! never leak, and an outage the service lives through.
 
+#[path = "../support/binary.rs"]
+mod binary;
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 
