@@ -49,13 +49,7 @@ stop_apache() {
 cleanup() { stop_service; stop_apache; }
 trap cleanup EXIT
 
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
+source scripts/free-port.sh
 
 # The users table, readable and writable by Apache's group as the WAL needs.
 rm -rf "$BENCH_DIR/state" "$BENCH_DIR/httpd"

@@ -19,6 +19,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source scripts/free-port.sh
 COSTS=${COSTS:-4 8 10}
 REQUESTS=${REQUESTS:-40}
 BENCH_DIR=$(mkdir -p "${BENCH_DIR:-target/bench}/registry-bcrypt" && cd "${BENCH_DIR:-target/bench}/registry-bcrypt" && pwd)
@@ -37,14 +38,7 @@ stop_registry() {
 }
 trap stop_registry EXIT
 
-port=
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 40000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    port=$candidate
-    break
-  fi
-done
+port=$(free_port) || port=
 [ -n "$port" ] || { echo "bench: no free port" >&2; exit 1; }
 
 rm -rf "$BENCH_DIR/storage"

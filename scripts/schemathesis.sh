@@ -10,6 +10,7 @@
 # Environment: EXAMPLES (50 per operation), SEED (random unless set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/free-port.sh
 
 bin=$(realpath "${1:-target/debug/registry-rubber}")
 [ -x "$bin" ] || { echo "schemathesis.sh: no binary at $bin; build it first" >&2; exit 1; }
@@ -33,14 +34,7 @@ trap finish EXIT
 # sha1: the cheapest hash, so that the run tests the API rather than hashing.
 export RUBBER_DATABASE_URL="sqlite://$work/users.sqlite" RUBBER_LOG_LEVEL=warn RUBBER_HASH_TYPE=sha1
 "$bin" migrate >/dev/null
-port=
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 40000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    port=$candidate
-    break
-  fi
-done
+port=$(free_port) || port=
 [ -n "$port" ] || { echo "schemathesis.sh: no free port" >&2; exit 1; }
 RUBBER_LISTEN="127.0.0.1:$port" "$bin" serve >"$work/service.log" 2>&1 &
 pid=$!

@@ -6,6 +6,7 @@
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/free-port.sh
 
 packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv)
 missing=()
@@ -58,14 +59,7 @@ stop_mariadb() {
   rm -rf "$mdb"
 }
 trap stop_mariadb EXIT
-port=
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 40000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    port=$candidate
-    break
-  fi
-done
+port=$(free_port) || port=
 [ -n "$port" ] || { echo "test.sh: no free port for MariaDB" >&2; exit 1; }
 echo "== MariaDB on 127.0.0.1:$port"
 mariadb-install-db --no-defaults --datadir="$mdb/data" --user=root \
