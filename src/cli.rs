@@ -4,7 +4,7 @@
 //! Exit codes: 0 success; 1 the operation failed (database unavailable, I/O);
 //! 2 bad usage, configuration or input.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,6 +74,20 @@ pub enum Command {
     Migrate,
     /// Check the configuration as serve would before it binds a port, and print every key's value as TOML
     CheckConfig,
+    /// Print a completion script for SHELL on standard output (bash: source it, or install it as
+    /// /usr/share/bash-completion/completions/registry-rubber)
+    Completions {
+        /// The shell the script is for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page (roff) on standard output: registry-rubber(1), or COMMAND's
+    /// registry-rubber-COMMAND(1)
+    Man {
+        /// The subcommand whose page to print [default: the page of registry-rubber itself]
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 /// Whether the subcommand `name` uses the key at `path`; `serve` and
@@ -98,6 +112,7 @@ fn uses(name: &str, path: &str) -> bool {
         }
         "cleanup" => database || logs || ["cleanup_threshold", "min_older_than"].contains(&path),
         "hash" => ["hash_type", "bcrypt_cost"].contains(&path),
+        "completions" | "man" => false,
         _ => true,
     }
 }
@@ -145,7 +160,66 @@ pub fn command() -> clap::Command {
             sub
         });
     }
-    command
+    // `man` takes the name of any other subcommand.
+    let pages: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    command.mut_subcommand("man", |sub| {
+        sub.mut_arg("command", |arg| {
+            arg.value_parser(clap::builder::PossibleValuesParser::new(pages))
+        })
+    })
+}
+
+const BIN_NAME: &str = "registry-rubber";
+
+/// clap_complete's bash script (4.6) names the state of a subcommand two
+/// ways when the program's name has a hyphen: the loop that reads the words
+/// sets `registry__rubber__subcmd__add`, the arms that complete test
+/// `registry__subcmd__rubber__subcmd__add`, so nothing after a subcommand
+/// would complete (clap-rs/clap#6421). The arms are given the loop's
+/// spelling; once clap_complete spells them alike this changes nothing.
+fn bash_subcommand_states_fixed(script: &[u8]) -> Vec<u8> {
+    let loop_name = BIN_NAME.replace('-', "__");
+    let arm_name = BIN_NAME.replace('-', "__subcmd__");
+    String::from_utf8_lossy(script)
+        .replace(
+            &format!("{arm_name}__subcmd__"),
+            &format!("{loop_name}__subcmd__"),
+        )
+        .into_bytes()
+}
+
+/// What `completions` and `man` print: generated from [`command`], so every
+/// subcommand and every key's flag is in them. They read no configuration.
+fn generated(command: &Command) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut self::command(), BIN_NAME, &mut out);
+            if *shell == clap_complete::Shell::Bash {
+                out = bash_subcommand_states_fixed(&out);
+            }
+        }
+        Command::Man { command: page } => {
+            let mut cli = self::command();
+            cli.build();
+            let cmd = match page {
+                Some(name) => cli
+                    .find_subcommand(name)
+                    .expect("the parser admits subcommand names only")
+                    .clone(),
+                None => cli,
+            };
+            clap_mangen::Man::new(cmd)
+                .manual("registry-rubber manual")
+                .render(&mut out)
+                .expect("rendering into memory cannot fail");
+        }
+        _ => return None,
+    }
+    Some(out)
 }
 
 /// Parses the process's arguments; on bad usage prints why and exits 2.
@@ -211,6 +285,17 @@ fn by_cause(setup: bool, message: impl std::fmt::Display) -> Failure {
 }
 
 pub async fn run(cli: Cli, flags: FlagValues) -> ExitCode {
+    if let Some(text) = generated(&cli.command) {
+        return match std::io::stdout().lock().write_all(&text) {
+            // A reader that stopped early (`| head`) took what it wanted.
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("registry-rubber: cannot write to standard output: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     let settings = match Settings::load(cli.config_file().as_deref(), &flags) {
         Ok(s) => s,
         Err(e) => {
@@ -343,6 +428,9 @@ async fn dispatch(
                 " (it was not present)"
             };
             println!("removed user {user}{how}");
+        }
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("run prints these before it reads the configuration")
         }
         Command::Cleanup { older_than } => {
             let older_than = older_than.unwrap_or(settings.cleanup_threshold);

@@ -50,6 +50,8 @@ fn help_is_there_for_every_subcommand() {
         "hash",
         "migrate",
         "check-config",
+        "completions",
+        "man",
     ] {
         let out = run(&[sub, "--help"], &[], None, dir.path());
         assert!(out.status.success(), "{sub} --help");
@@ -883,4 +885,232 @@ fn sighup_during_start_up_does_not_stop_the_service() {
     );
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// Every subcommand a user may type, as the README lists them.
+const SUBCOMMANDS: [&str; 9] = [
+    "serve",
+    "add",
+    "remove",
+    "cleanup",
+    "hash",
+    "migrate",
+    "check-config",
+    "completions",
+    "man",
+];
+
+/// What bash offers after typing `words` (the last one being completed),
+/// with the script `completions bash` printed sourced as bash-completion
+/// would source it.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let driver = r#"
+source "$1"; shift
+spec=$(complete -p registry-rubber) || { echo "no completion registered" >&2; exit 3; }
+f=${spec#*-F }; f=${f%% *}
+COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+"$f" registry-rubber "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", driver, "bash"])
+        .arg(script)
+        .arg("registry-rubber")
+        .args(words)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "bash could not complete {words:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completion_completes_subcommands_their_flags_and_key_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["completions", "bash"], &[], None, dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = dir.path().join("registry-rubber.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+
+    let top = bash_completes(&script, &[""]);
+    for sub in SUBCOMMANDS {
+        assert!(top.iter().any(|w| w == sub), "{sub} is offered: {top:?}");
+    }
+    assert_eq!(bash_completes(&script, &["check-c"]), ["check-config"]);
+    // A key's flag, at the top and after a subcommand that uses it; a
+    // subcommand's own flag.
+    assert!(
+        bash_completes(&script, &["--database-u"]).contains(&"--database-url".to_owned()),
+        "top-level key flag"
+    );
+    assert_eq!(
+        bash_completes(&script, &["hash", "--hash-t"]),
+        ["--hash-type"]
+    );
+    assert_eq!(
+        bash_completes(&script, &["cleanup", "--older"]),
+        ["--older-than"]
+    );
+    assert!(
+        bash_completes(&script, &["add", "--t"]).contains(&"--ttl".to_owned()),
+        "add's own --ttl"
+    );
+    let shells = bash_completes(&script, &["completions", ""]);
+    for shell in ["bash", "zsh", "fish"] {
+        assert!(shells.iter().any(|w| w == shell), "{shell}: {shells:?}");
+    }
+}
+
+#[test]
+fn zsh_and_fish_completions_name_every_subcommand_and_key_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, first_line, registers, flag) in [
+        (
+            "zsh",
+            "#compdef registry-rubber",
+            "compdef _registry-rubber registry-rubber",
+            "'--database-url=[",
+        ),
+        (
+            "fish",
+            "# Print an optspec",
+            "complete -c registry-rubber ",
+            "-l database-url",
+        ),
+    ] {
+        let out = run(&["completions", shell], &[], None, dir.path());
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.starts_with(first_line), "{shell}: {script:.200}");
+        assert!(script.contains(registers), "{shell}: {registers}");
+        assert!(script.contains(flag), "{shell} completes {flag}");
+        for sub in SUBCOMMANDS {
+            let named = match shell {
+                "zsh" => format!("'{sub}:"),
+                _ => format!("-a \"{sub}\""),
+            };
+            assert!(script.contains(&named), "{shell} names {sub} ({named})");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_shell_is_refused_with_exit_2_naming_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["completions", "tcsh"], &[], None, dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no script: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("invalid value 'tcsh'") && err.contains("bash, elvish, fish, powershell, zsh"),
+        "{err}"
+    );
+    let out = run(&["man", "nosuch"], &[], None, dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid value 'nosuch'"));
+}
+
+#[test]
+fn completions_and_man_read_no_configuration() {
+    // What a package build runs: no configuration file, whatever the
+    // environment says.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = [
+        ("RUBBER_LOG_LEVEL", "inof"),
+        ("RUBBER_CONFIG", "/nonexistent/registry-rubber.toml"),
+    ];
+    for args in [vec!["completions", "bash"], vec!["man"]] {
+        let out = run(&args, &bad, None, dir.path());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// `man` output rendered by groff, as man(1) renders it; fails on any
+/// warning groff gives about the page.
+fn groff_renders(page: &[u8]) -> String {
+    let mut child = Command::new("groff")
+        // One long line per paragraph, no hyphenation, no justification.
+        .args(["-man", "-Tutf8", "-ww", "-rLL=2000n", "-rHY=0", "-dAD=l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("groff runs (Debian package groff-base)");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(page).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "groff: {}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "groff warns: {}", text(&out.stderr));
+    // Bold and underline are drawn with backspaces in -Tutf8.
+    let mut rendered = String::new();
+    for c in text(&out.stdout).chars() {
+        if c == '\u{8}' {
+            rendered.pop();
+        } else {
+            rendered.push(c);
+        }
+    }
+    rendered
+}
+
+#[test]
+fn man_prints_roff_pages_of_the_program_and_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["man"], &[], None, dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with(".TH registry-rubber 1 ")),
+        "{page:.300}"
+    );
+    assert!(page.contains("\n.SH NAME\n"), "{page:.300}");
+    let rendered = groff_renders(&out.stdout);
+    for expected in [
+        "NAME",
+        "registry-rubber - Short-lived Docker registry credentials",
+        "SYNOPSIS",
+        "--database-url <URL>",
+        "[env: RUBBER_DATABASE_URL]",
+        "--token-default-scopes",
+        "Exit codes",
+    ] {
+        assert!(rendered.contains(expected), "{expected}:\n{rendered}");
+    }
+    // The main page names a page for each subcommand; each exists.
+    for sub in SUBCOMMANDS {
+        assert!(
+            rendered.contains(&format!("registry-rubber-{sub}(1)")),
+            "registry-rubber-{sub}(1) in:\n{rendered}"
+        );
+        let out = run(&["man", sub], &[], None, dir.path());
+        assert!(out.status.success(), "man {sub}: {}", text(&out.stderr));
+        let page = text(&out.stdout);
+        assert!(
+            page.contains(&format!(".TH registry-rubber-{sub} 1 ")),
+            "{page:.300}"
+        );
+        let rendered = groff_renders(&out.stdout);
+        assert!(
+            rendered.contains(&format!("registry-rubber {sub}")),
+            "the synopsis of {sub}:\n{rendered}"
+        );
+    }
+    let add = groff_renders(&run(&["man", "add"], &[], None, dir.path()).stdout);
+    assert!(
+        add.contains("--ttl <SECONDS>") && add.contains("--hash-type"),
+        "{add}"
+    );
+    assert!(
+        !add.contains("--listen"),
+        "add's page lists only its keys: {add}"
+    );
 }
