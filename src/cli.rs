@@ -203,8 +203,10 @@ fn generated(command: &Command) -> Option<Vec<u8>> {
             }
         }
         Command::Man { command: page } => {
+            // `help` has no page of its own: the main page lists the others.
             let mut cli = self::command();
             cli.build();
+            cli = cli.mut_subcommand("help", |help| help.hide(true));
             let cmd = match page {
                 Some(name) => cli
                     .find_subcommand(name)

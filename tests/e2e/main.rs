@@ -30,6 +30,7 @@ mod mariadb;
 mod mysql;
 mod nginx;
 mod oci;
+mod package;
 mod recipes;
 mod sample;
 mod slow_clients;

@@ -825,6 +825,57 @@ impl Drop for Stack {
     }
 }
 
+/// docker-registry, and Apache from the sample in front of it and of a
+/// service this module did not start (the Debian package's, run by its
+/// unit's lines), reading that service's SQLite database `db` as the
+/// sample's user: for tests of an installed service. Fields drop in order:
+/// Apache first.
+pub struct FrontFor {
+    apache: Apache,
+    registry: ChildGuard,
+    pub pki: Pki,
+    /// `127.0.0.1:PORT` of Apache's HTTPS registry server.
+    pub registry_host: String,
+    /// Apache's API virtual host's port, in front of `service`.
+    pub api_port: u16,
+}
+
+impl FrontFor {
+    /// Apache's error log and the registry's, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- Apache error log ---\n{}\n--- {} ---\n{}",
+            self.apache.error_log(),
+            self.registry.name(),
+            tail(&self.registry.log(), 40)
+        )
+    }
+}
+
+/// Starts a [`FrontFor`] with every file under `dir`.
+pub fn apache_in_front_of(dir: &Path, db: &Path, service: SocketAddr) -> FrontFor {
+    tools();
+    set_mode(dir, 0o711);
+    let pki = Pki::create(&dir.join("pki"));
+    let (registry, registry_port) = start_registry(dir);
+    let (apache, ports) = start_apache(
+        dir,
+        &pki,
+        db,
+        None,
+        registry_port,
+        service,
+        &StackOptions::default(),
+    );
+    FrontFor {
+        apache,
+        registry,
+        pki,
+        registry_host: format!("127.0.0.1:{}", ports.https),
+        api_port: ports.api,
+    }
+}
+
 /// The registry-rubber binary this package built, with no RUBBER_* variable
 /// inherited from the environment running the tests.
 pub fn rubber_command() -> Command {
