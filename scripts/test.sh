@@ -3,13 +3,14 @@
 # and again on a throwaway MariaDB, the MySQL backend's own tests (each with
 # MariaDB servers of its own), and the end-to-end tests against real Apache
 # httpd and nginx, docker-registry and skopeo, the Debian package (built
-# from the release binary) installed with dpkg among them.
+# from the release binary) installed with dpkg and the container image pushed
+# and pulled among them.
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free-port.sh
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv groff-base dpkg-dev)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv groff-base dpkg-dev umoci)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,12 +37,15 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-# The release binary, built once: the Debian package is made from it, and
-# the end-to-end tests install that package (tests/e2e/package.rs).
+# The release binary, built once: the Debian package and the container
+# image are made from it, and the end-to-end tests install that package
+# (tests/e2e/package.rs) and push, pull and run that image (tests/e2e/image.rs).
 echo "== cargo build --release"
 cargo build --release --locked
 echo "== Debian package"
 scripts/deb.sh
+echo "== container image"
+scripts/image.sh
 echo "== cargo test"
 cargo test --all-targets
 

@@ -8,7 +8,11 @@
 //! tokens the service's token door signs; guarded by credentials the real
 //! registry-rubber binary mints, exercised with skopeo and curl. And the
 //! faults the binary lives through without losing an acknowledged write:
-//! kills of the service, a killed MariaDB, a full disk.
+//! kills of the service, a killed MariaDB, a full disk. And what ships: the
+//! Debian package scripts/deb.sh builds, installed with dpkg, and the
+//! container image scripts/image.sh builds, pushed, pulled and run (both
+//! fail, never skip, when the package or the image was not built; the image
+//! test needs umoci).
 //!
 //! Run with `cargo test --test e2e` as root on a Debian host with the
 //! packages apache2, apache2-utils, libaprutil1-dbd-sqlite3, nginx,
@@ -25,6 +29,7 @@ mod credentials;
 mod faults;
 mod hash_types;
 mod htpasswd;
+mod image;
 #[path = "../support/mariadb.rs"]
 mod mariadb;
 mod mysql;
