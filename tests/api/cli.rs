@@ -39,20 +39,23 @@ impl Env {
     }
 }
 
+/// Every subcommand a user may type, as the README lists them.
+const SUBCOMMANDS: [&str; 9] = [
+    "serve",
+    "add",
+    "remove",
+    "cleanup",
+    "hash",
+    "migrate",
+    "check-config",
+    "completions",
+    "man",
+];
+
 #[test]
 fn help_is_there_for_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [
-        "serve",
-        "add",
-        "remove",
-        "cleanup",
-        "hash",
-        "migrate",
-        "check-config",
-        "completions",
-        "man",
-    ] {
+    for sub in SUBCOMMANDS {
         let out = run(&[sub, "--help"], &[], None, dir.path());
         assert!(out.status.success(), "{sub} --help");
         assert!(text(&out.stdout).contains("Usage"), "{sub}");
@@ -122,15 +125,7 @@ fn each_subcommands_help_lists_the_keys_it_uses_and_no_other() {
         listed.retain(|f| f != "config");
         assert_eq!(listed.len(), all, "{sub}: {listed:?}");
     }
-    for sub in [
-        "serve",
-        "add",
-        "remove",
-        "cleanup",
-        "hash",
-        "migrate",
-        "check-config",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(help(sub).contains("Exit codes: 0 success; 1 "), "{sub}");
     }
 }
@@ -886,19 +881,6 @@ fn sighup_during_start_up_does_not_stop_the_service() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
-
-/// Every subcommand a user may type, as the README lists them.
-const SUBCOMMANDS: [&str; 9] = [
-    "serve",
-    "add",
-    "remove",
-    "cleanup",
-    "hash",
-    "migrate",
-    "check-config",
-    "completions",
-    "man",
-];
 
 /// What bash offers after typing `words` (the last one being completed),
 /// with the script `completions bash` printed sourced as bash-completion

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::clients::{skopeo, Creds, Run};
-use crate::support::process::{accepts, free_port, poll, ChildGuard};
+use crate::support::process::{free_port, spawn_listening};
 use crate::support::tools::find_in_path;
 use crate::support::{unique, Stack};
 
@@ -196,7 +196,7 @@ async fn the_image_is_pushed_through_apache_pulled_back_and_runs_as_configured()
     let port = free_port();
     let mut argv = entrypoint.clone();
     argv.extend(strings(&config["Cmd"]));
-    let mut service = ChildGuard::spawn(
+    let mut service = spawn_listening(
         "registry-rubber (image)",
         &mut in_image(
             &rootfs,
@@ -205,18 +205,8 @@ async fn the_image_is_pushed_through_apache_pulled_back_and_runs_as_configured()
             &[("RUBBER_LISTEN", format!("127.0.0.1:{port}"))],
         ),
         &stack.dir().join("image-service.log"),
-    );
-    let up = poll(START_TIMEOUT, || {
-        if service.exited().is_some() {
-            return Some(false);
-        }
-        accepts(port).then_some(true)
-    });
-    assert_eq!(
-        up,
-        Some(true),
-        "the image's service did not listen:\n{}",
-        service.log()
+        port,
+        START_TIMEOUT,
     );
     let minted = unique("img-inner");
     let minted_password = unique("inner-secret-");

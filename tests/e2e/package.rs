@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::oci::write_image;
 use crate::support::accounts::{apache_account, group_id, user_id, DATABASE_GROUP};
 use crate::support::clients::{run_curl, skopeo, Run};
-use crate::support::process::{accepts, free_port, poll, ChildGuard};
+use crate::support::process::{free_port, poll, spawn_listening};
 use crate::support::stack::apache_in_front_of;
 use crate::support::tools::tools;
 use crate::support::unique;
@@ -44,6 +44,8 @@ const MARKER: &str = "/run/registry-rubber-package-test";
 /// host take turns.
 const LOCK: &str = "/run/lock/registry-rubber-package-test.lock";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long dpkg may wait for another process's dpkg run to end.
+const DPKG_LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// The .deb to install: $REGISTRY_RUBBER_DEB, or the one scripts/deb.sh
 /// writes for this version and this host's architecture.
@@ -72,13 +74,31 @@ fn output_of(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// dpkg with `args`, never asking anything.
+/// dpkg with `args`, never asking anything; run again while another
+/// process (apt on this shared host) holds dpkg's lock, for up to
+/// [`DPKG_LOCK_WAIT`].
 fn dpkg(args: &[&str]) -> Output {
-    Command::new("dpkg")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run dpkg {args:?}: {e}"))
+    let run = || {
+        Command::new("dpkg")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run dpkg {args:?}: {e}"))
+    };
+    let locked = |out: &Output| {
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lock was locked")
+    };
+    let mut out = run();
+    if locked(&out) {
+        if let Some(done) = poll(DPKG_LOCK_WAIT, || {
+            std::thread::sleep(Duration::from_millis(500));
+            let again = run();
+            (!locked(&again)).then_some(again)
+        }) {
+            out = done;
+        }
+    }
+    out
 }
 
 fn expect_dpkg(args: &[&str]) -> String {
@@ -408,22 +428,12 @@ async fn the_package_installs_serves_through_apache_and_purges() {
         (uid, gid, 0o660),
         "ExecStartPre (migrate) created {DATABASE}"
     );
-    let mut service = ChildGuard::spawn(
+    let mut service = spawn_listening(
         "registry-rubber (packaged)",
         &mut unit.command(&unit.exec_start, &extra),
         &dir.path().join("service.log"),
-    );
-    let up = poll(START_TIMEOUT, || {
-        if service.exited().is_some() {
-            return Some(false);
-        }
-        accepts(port).then_some(true)
-    });
-    assert_eq!(
-        up,
-        Some(true),
-        "the packaged service did not listen on {port}:\n{}",
-        service.log()
+        port,
+        START_TIMEOUT,
     );
 
     // Apache in front, reading the package's database as its own user.

@@ -143,6 +143,32 @@ impl ChildGuard {
     }
 }
 
+/// Spawns `command` as [`ChildGuard::spawn`] does and waits up to `timeout`
+/// for it to accept connections on 127.0.0.1:`port`; panics with its log if
+/// it exits first or never does.
+pub fn spawn_listening(
+    name: &str,
+    command: &mut Command,
+    log: &Path,
+    port: u16,
+    timeout: Duration,
+) -> ChildGuard {
+    let mut child = ChildGuard::spawn(name, command, log);
+    let up = poll(timeout, || {
+        if child.exited().is_some() {
+            return Some(false);
+        }
+        accepts(port).then_some(true)
+    });
+    assert_eq!(
+        up,
+        Some(true),
+        "{name} did not listen on 127.0.0.1:{port}:\n{}",
+        child.log()
+    );
+    child
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.stop();
