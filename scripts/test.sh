@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit tests, the API suite on SQLite
-# and again on a throwaway MariaDB, the MySQL backend's own tests (each with
-# MariaDB servers of its own), and the end-to-end tests against real Apache
-# httpd and nginx, docker-registry and skopeo.
+# Runs every test: formatting, lints, unit tests, a one-minute WAL soak, the
+# API suite on SQLite and again on a throwaway MariaDB, the MySQL backend's
+# own tests (each with MariaDB servers of its own), and the end-to-end tests
+# against real Apache httpd and nginx, docker-registry and skopeo.
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,12 @@ cargo test --all-targets
 
 echo "== schemathesis: the admin API against docs/openapi.json"
 scripts/schemathesis.sh target/debug/registry-rubber
+
+# One minute of adds flat out on the test build: fails when the SQLite WAL
+# passes wal_limit or is not emptied once the adds stop. Latency is printed
+# only: this machine runs other work too.
+echo "== WAL soak (bench/soak.sh, one minute)"
+BUILD=debug DURATION=60 INTERVAL=20 bench/soak.sh
 
 # A throwaway MariaDB for the second run of the API suite: its own data
 # directory in a temporary directory, root without a password on 127.0.0.1,

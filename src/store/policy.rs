@@ -6,6 +6,7 @@
 //! queue ([`run_writer`]) is the same for both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -248,6 +249,16 @@ pub(super) trait Backend {
     /// Runs `ops` in order in one transaction and commits it; the outcomes
     /// come in the same order. On failure nothing of the batch is committed.
     async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed>;
+    /// Upkeep between batches, once every job of the last one is answered:
+    /// nothing is written meanwhile, and the writes queued since wait.
+    fn after_batch(&mut self) {}
+    /// How long the queue stays empty before [`Backend::idle`] runs; None:
+    /// never.
+    fn idle_after(&self) -> Option<Duration> {
+        None
+    }
+    /// Upkeep once writes have paused for [`Backend::idle_after`].
+    fn idle(&mut self) {}
     /// Closes the write connection.
     async fn close(self);
 }
@@ -266,7 +277,7 @@ pub(super) struct WriterCounts {
 
 /// The single writer: takes the first queued write and everything queued
 /// behind it up to [`MAX_BATCH`], commits them together, answers each once
-/// the commit is durable, and repeats. Returns when asked to close (after
+/// the commit is durable, lets the backend do its upkeep, and repeats. Returns when asked to close (after
 /// committing what was queued ahead of the request) or when every sender is
 /// gone; writes that race with the close are answered `WriterGone`.
 pub(super) async fn run_writer<B: Backend>(
@@ -277,7 +288,17 @@ pub(super) async fn run_writer<B: Backend>(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() {
-        match rx.recv().await {
+        let first = match backend.idle_after() {
+            None => rx.recv().await,
+            Some(pause) => match tokio::time::timeout(pause, rx.recv()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    backend.idle();
+                    continue;
+                }
+            },
+        };
+        match first {
             Some(Msg::Write(job)) => {
                 counts.taken.fetch_add(1, Ordering::Relaxed);
                 batch.push(job);
@@ -301,7 +322,9 @@ pub(super) async fn run_writer<B: Backend>(
                 Err(_) => break,
             }
         }
-        if let Some(err) = commit_batch(&mut backend, &mut batch, counts).await {
+        let unreachable = commit_batch(&mut backend, &mut batch, counts).await;
+        backend.after_batch();
+        if let Some(err) = unreachable {
             while let Ok(msg) = rx.try_recv() {
                 match msg {
                     Msg::Write(job) => {
