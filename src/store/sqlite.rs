@@ -707,6 +707,7 @@ impl Writer {
                 frame_bytes: page_size + WAL_FRAME_HEADER,
                 frames,
                 wal_path: wal_path.into(),
+                out_of_space: false,
             },
         })
     }
@@ -822,6 +823,8 @@ struct WalUpkeep {
     /// Written by [`record_wal_frames`] after every commit.
     frames: Box<AtomicU32>,
     wal_path: PathBuf,
+    /// The last write failed for want of space (SQLITE_FULL).
+    out_of_space: bool,
 }
 
 impl WalUpkeep {
@@ -829,6 +832,41 @@ impl WalUpkeep {
     fn in_use(&self) -> u64 {
         u64::from(self.frames.load(Ordering::Relaxed)) * self.frame_bytes
     }
+
+    /// WAL content past which the writer checkpoints: the limit's share,
+    /// or a quarter of the space left beside the WAL when that is less, so
+    /// that on a nearly full disk the WAL starts over in the space it has
+    /// rather than growing into what is left.
+    fn checkpoint_threshold(&self) -> u64 {
+        let share = self.limit.checkpoint_bytes();
+        if self.in_use() == 0 {
+            return share;
+        }
+        match available_bytes(&self.wal_path) {
+            Some(free) => share.min(free / 4),
+            None => share,
+        }
+    }
+}
+
+/// Bytes an unprivileged writer may still take on the filesystem holding
+/// `path`'s directory; None when it cannot be told.
+fn available_bytes(path: &Path) -> Option<u64> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `dir` is a NUL-terminated path and `stat` is writable memory
+    // of the size statvfs fills; it is read only when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(dir.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// SQLite's WAL hook: after every commit, the number of frames the WAL
@@ -888,6 +926,11 @@ impl Backend for Writer {
             });
         }
         let result = self.transaction(ops).await;
+        if let Err(e) = &result {
+            // The WAL may be what filled the disk: the next upkeep
+            // checkpoints so that the WAL starts over in the space it has.
+            self.wal.out_of_space |= e.sqlite_error_code() == Some(ErrorCode::DiskFull);
+        }
         // A failed statement or commit is rolled back when the transaction is
         // dropped, but that rollback's own failure is silent; left open, the
         // transaction would make every later BEGIN fail.
@@ -906,18 +949,25 @@ impl Backend for Writer {
         })
     }
 
-    /// Checkpoints once the WAL holds WalLimit::checkpoint_bytes, waiting
-    /// for readers once it holds WalLimit::restart_bytes.
+    /// Checkpoints once the WAL holds WalLimit::checkpoint_bytes (or a
+    /// quarter of the space left on its filesystem, when that is less),
+    /// waiting for readers once it holds WalLimit::restart_bytes or after a
+    /// write failed for want of space.
     fn after_batch(&mut self) {
         let in_use = self.wal.in_use();
-        if in_use < self.wal.limit.checkpoint_bytes() || self.file.check(&self.path).is_err() {
+        let out_of_space = std::mem::take(&mut self.wal.out_of_space);
+        if !out_of_space && in_use < self.wal.checkpoint_threshold()
+            || self.file.check(&self.path).is_err()
+        {
             return;
         }
-        self.checkpoint(if in_use >= self.wal.limit.restart_bytes() {
-            Checkpoint::Restart
-        } else {
-            Checkpoint::Passive
-        });
+        self.checkpoint(
+            if out_of_space || in_use >= self.wal.limit.restart_bytes() {
+                Checkpoint::Restart
+            } else {
+                Checkpoint::Passive
+            },
+        );
     }
 
     fn idle_after(&self) -> Option<Duration> {
