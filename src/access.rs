@@ -84,9 +84,14 @@ impl AccessPolicy {
                 .ok_or(UnreadableForward)?;
             hops.extend(text.split(',').map(str::trim));
         }
+        // Every entry is read, those left of the caller included: a list
+        // that is not all addresses is refused whole.
+        let hops = hops
+            .into_iter()
+            .map(|hop| hop.parse::<IpAddr>().map_err(|_| UnreadableForward))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut client = peer;
-        for hop in hops.iter().rev() {
-            let ip: IpAddr = hop.parse().map_err(|_| UnreadableForward)?;
+        for ip in hops.into_iter().rev() {
             client = ip;
             if !contains(&self.trusted_proxies, ip) {
                 break;
@@ -263,6 +268,9 @@ mod tests {
             &["198.51.100.7, unknown"],
             &["198.51.100.7,,10.0.0.3"],
             &["\u{e9}, 198.51.100.7"],
+            // Left of the caller, too: the list is not all addresses.
+            &["garbage, 198.51.100.7"],
+            &["unknown", "198.51.100.7"],
         ] {
             assert_eq!(
                 p.client_ip(ip("10.0.0.2"), lines(bad)),
