@@ -2,12 +2,13 @@
 # Runs every test: formatting, lints, unit tests, the API suite on SQLite
 # and again on a throwaway MariaDB, the MySQL backend's own tests (each with
 # MariaDB servers of its own), and the end-to-end tests against real Apache
-# httpd and nginx, docker-registry and skopeo.
+# httpd and nginx, docker-registry and skopeo, and a short run of each fuzz
+# target (scripts/fuzz.sh).
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +37,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== fuzz targets"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+scripts/fuzz.sh
 
 # A throwaway MariaDB for the second run of the API suite: its own data
 # directory in a temporary directory, root without a password on 127.0.0.1,
