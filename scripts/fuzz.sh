@@ -30,7 +30,8 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
 for target in "${targets[@]}"; do
   mkdir -p "$work/$target"
-  if ! cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
+  # TMPDIR: the files a target writes (the config target's) go with the rest.
+  if ! TMPDIR="$work" cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     >"$work/$target.log" 2>&1; then
     cat "$work/$target.log" >&2
