@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit tests, a one-minute WAL soak, the
-# API suite on SQLite and again on a throwaway MariaDB, the MySQL backend's
-# own tests (each with MariaDB servers of its own), and the end-to-end tests
-# against real Apache httpd and nginx, docker-registry and skopeo.
+# Runs every test: formatting, lints, unit tests, a short run of each fuzz
+# target (scripts/fuzz.sh), a one-minute WAL soak, the API suite on SQLite
+# and again on a throwaway MariaDB, the MySQL backend's own tests (each with
+# MariaDB servers of its own), and the end-to-end tests against real Apache
+# httpd and nginx, docker-registry and skopeo.
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free-port.sh
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +38,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== fuzz targets"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+scripts/fuzz.sh
 
 echo "== schemathesis: the admin API against docs/openapi.json"
 scripts/schemathesis.sh target/debug/registry-rubber
