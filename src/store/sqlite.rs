@@ -1001,10 +1001,7 @@ impl Writer {
             conn: &tx,
             sql: &self.sql,
         };
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(policy::apply(&mut rows, op).await?);
-        }
+        let outcomes = policy::apply_all(&mut rows, ops).await?;
         tx.commit()?;
         Ok(outcomes)
     }
