@@ -11,9 +11,17 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 
-cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate
-BIN=target/release/registry-rubber
-RAW=target/release/examples/sqlite_commit_rate
+# BUILD=debug measures the test build instead (sizes, not speed).
+if [ "${BUILD:-release}" = debug ]; then
+  cargo build --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups
+  OUT=target/debug
+else
+  cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups
+  OUT=target/release
+fi
+BIN=$OUT/registry-rubber
+RAW=$OUT/examples/sqlite_commit_rate
+LOOKUPS=$OUT/examples/sqlite_lookups
 
 SERVICE_PID=
 stop_service() {

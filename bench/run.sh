@@ -47,15 +47,16 @@ start_users() {
 echo "== registry-rubber benchmark: $RUNS runs x ${DURATION}s, $CONNECTIONS connections, $THREADS wrk threads"
 echo "   machine: $(nproc) cores; database directory: $BENCH_DIR ($(df -h "$BENCH_DIR" | awk 'NR==2 {print $1}'))"
 
-raw=(); adds=(); add_p50=(); add_p99=(); add_errors=(); errs=(); err_p50=(); err_p99=()
+raw=(); adds=(); add_p50=(); add_p99=(); add_max=(); add_errors=(); errs=(); err_p50=(); err_p99=(); err_max=()
 start_users sha1
 for run in $(seq "$RUNS"); do
   raw+=("$("$RAW" "$BENCH_DIR" 2 | awk '{print $2}')")
   r=$(run_wrk add.lua "$DURATION" "http://$ADDR")
-  adds+=("$(rate "$r")"); add_p50+=("$(field p50_ms "$r")"); add_p99+=("$(field p99_ms "$r")"); add_errors+=("$(field errors "$r")")
+  adds+=("$(rate "$r")"); add_p50+=("$(field p50_ms "$r")"); add_p99+=("$(field p99_ms "$r")"); add_max+=("$(field max_ms "$r")")
+  add_errors+=("$(field errors "$r")")
   r=$(run_wrk error.lua "$DURATION" "http://$ADDR")
-  errs+=("$(rate "$r")"); err_p50+=("$(field p50_ms "$r")"); err_p99+=("$(field p99_ms "$r")")
-  echo "   run $run: raw ${raw[-1]} commits/s; adds ${adds[-1]}/s p50 ${add_p50[-1]} ms p99 ${add_p99[-1]} ms (${add_errors[-1]} errors); error answers ${errs[-1]}/s"
+  errs+=("$(rate "$r")"); err_p50+=("$(field p50_ms "$r")"); err_p99+=("$(field p99_ms "$r")"); err_max+=("$(field max_ms "$r")")
+  echo "   run $run: raw ${raw[-1]} commits/s; adds ${adds[-1]}/s p50 ${add_p50[-1]} ms p99 ${add_p99[-1]} ms max ${add_max[-1]} ms (${add_errors[-1]} errors); error answers ${errs[-1]}/s p99 ${err_p99[-1]} ms max ${err_max[-1]} ms"
 done
 stored=$(sqlite3 "$BENCH_DIR/users.sqlite" 'SELECT count(*) FROM users' 2>/dev/null || echo "?")
 stop_service
@@ -66,8 +67,11 @@ echo "== medians (hash_type sha1, the original's format)"
 printf '%-44s %10s\n' "raw SQLite durable commits/s (1 row each)" "$RAW_M"
 printf '%-44s %10s   (%.1fx raw)\n' "durable adds/s" "$ADD_M" "$(awk -v a="$ADD_M" -v r="$RAW_M" 'BEGIN {print a/r}')"
 printf '%-44s %10s ms / %s ms\n' "add latency p50 / p99" "$(m "${add_p50[@]}")" "$(m "${add_p99[@]}")"
+printf '%-44s %10s ms   (per run: %s)\n' "add latency p99, worst run" "$(printf '%s\n' "${add_p99[@]}" | sort -g | tail -1)" "${add_p99[*]}"
+printf '%-44s %10s ms   (per run: %s)\n' "longest add, worst run" "$(printf '%s\n' "${add_max[@]}" | sort -g | tail -1)" "${add_max[*]}"
 printf '%-44s %10s   (%.1fx raw)\n' "error answers/s" "$ERR_M" "$(awk -v a="$ERR_M" -v r="$RAW_M" 'BEGIN {print a/r}')"
 printf '%-44s %10s ms / %s ms\n' "error latency p50 / p99" "$(m "${err_p50[@]}")" "$(m "${err_p99[@]}")"
+printf '%-44s %10s ms   (per run: %s)\n' "longest error answer, worst run" "$(printf '%s\n' "${err_max[@]}" | sort -g | tail -1)" "${err_max[*]}"
 printf '%-44s %10s\n' "non-2xx or failed adds (all runs)" "$(printf '%s\n' "${add_errors[@]}" | awk '{s+=$1} END {print s}')"
 printf '%-44s %10s\n' "users in the table afterwards" "$stored"
 
@@ -91,7 +95,7 @@ for run in $(seq "$RUNS"); do
   sweep_secs+=("$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a - 1}')")
   stop_service
   swept+=("$( { grep '"action":"sweep"' "$BENCH_DIR/service.log" || true; } | { grep -o '"removed":[0-9]*' || true; } | cut -d: -f2 | awk '{s+=$1} END {print s+0}')")
-  echo "   run $run: max add latency ${calm_max[-1]} ms with nothing to sweep, ${sweep_max[-1]} ms while sweeping (${swept[-1]} swept in ${sweep_secs[-1]} s)"
+  echo "   run $run: add p99 ${calm_p99[-1]} ms, max ${calm_max[-1]} ms with nothing to sweep; p99 ${sweep_p99[-1]} ms, max ${sweep_max[-1]} ms while sweeping (${swept[-1]} swept in ${sweep_secs[-1]} s)"
 done
 printf '%-44s %10s ms   (p99 %s ms)\n' "longest add, nothing to sweep (median)" "$(m "${calm_max[@]}")" "$(m "${calm_p99[@]}")"
 printf '%-44s %10s ms   (p99 %s ms)\n' "longest add, sweeping (median)" "$(m "${sweep_max[@]}")" "$(m "${sweep_p99[@]}")"
@@ -103,6 +107,6 @@ for h in $HASH_TYPES; do
   start_users "$h"
   r=$(run_wrk add.lua "$DURATION" "http://$ADDR")
   stop_service
-  printf '%-8s %8s adds/s   p50 %8s ms   p99 %8s ms   (%.2fx raw)\n' "$h" "$(rate "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" \
+  printf '%-8s %8s adds/s   p50 %8s ms   p99 %8s ms   max %8s ms   (%.2fx raw)\n' "$h" "$(rate "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" "$(field max_ms "$r")" \
     "$(awk -v a="$(rate "$r")" -v r="$RAW_M" 'BEGIN {print a/r}')"
 done

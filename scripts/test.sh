@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit tests, the API suite on SQLite
+# Runs every test: formatting, lints, unit tests, a short run of each fuzz
+# target (scripts/fuzz.sh), a one-minute WAL soak, the API suite on SQLite
 # and again on a throwaway MariaDB, the MySQL backend's own tests (each with
 # MariaDB servers of its own), and the end-to-end tests against real Apache
-# httpd and nginx, docker-registry and skopeo, the Debian package (built
-# from the release binary) installed with dpkg and the container image pushed
-# and pulled among them.
+# httpd and nginx, docker-registry and skopeo; among them the Debian package
+# (built from the release binary) installed with dpkg, and the container
+# image pushed and pulled.
 # On a fresh Debian 12 machine, as root, it first installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free-port.sh
 
-packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv groff-base dpkg-dev umoci)
+packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv g++ groff-base dpkg-dev umoci)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,9 +49,18 @@ echo "== container image"
 scripts/image.sh
 echo "== cargo test"
 cargo test --all-targets
+echo "== fuzz targets"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+scripts/fuzz.sh
 
 echo "== schemathesis: the admin API against docs/openapi.json"
 scripts/schemathesis.sh target/debug/registry-rubber
+
+# One minute of adds flat out on the test build: fails when the SQLite WAL
+# passes wal_limit or is not emptied once the adds stop. Latency is printed
+# only: this machine runs other work too.
+echo "== WAL soak (bench/soak.sh, one minute)"
+BUILD=debug DURATION=60 INTERVAL=20 bench/soak.sh
 
 # A throwaway MariaDB for the second run of the API suite: its own data
 # directory in a temporary directory, root without a password on 127.0.0.1,

@@ -13,6 +13,8 @@ pub mod config;
 pub mod credentials;
 pub mod domain;
 pub mod doors;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod htpasswd;
 pub mod metrics;

@@ -10,6 +10,9 @@ use crate::htpasswd::MIN_BCRYPT_COST;
 /// Highest bcrypt cost accepted, as Apache's `htpasswd -B -C`: each step
 /// doubles the time of every add and of every registry request Apache checks.
 pub const MAX_CONFIGURED_BCRYPT_COST: u32 = 17;
+/// Smallest and largest `wal_limit`, in megabytes.
+pub const MIN_WAL_LIMIT: u64 = 2;
+pub const MAX_WAL_LIMIT: u64 = 65_536;
 /// Most verifications the verifier's cache holds.
 pub const MAX_VERIFY_CACHE_ENTRIES: usize = 1_000_000;
 
@@ -174,7 +177,7 @@ macro_rules! listener_keys {
     };
 }
 
-const CORE: [Key; 15] = [
+const CORE: [Key; 16] = [
     key!(Section::Core, "database_url", "RUBBER_DATABASE_URL", "sqlite:registry-rubber.sqlite", "URL",
         "sqlite:///absolute/path.sqlite, sqlite:relative/path.sqlite, or mysql://user@host:3306/database (mariadb:// too); a password prints as ***",
         database = values::DatabaseUrl::parse),
@@ -217,6 +220,9 @@ const CORE: [Key; 15] = [
     key!(Section::Core, "sweep_interval", "RUBBER_SWEEP_INTERVAL", "60", "SECONDS",
         "seconds between sweeps of expired users; 0 turns the sweeper off",
         sweep_interval = |v| values::seconds(v, 0)),
+    key!(Section::Core, "wal_limit", "RUBBER_WAL_LIMIT", "64", "MB",
+        "most megabytes the SQLite write-ahead log (the -wal file) grows to under load; it is cut back to a quarter of this once checkpointed, and emptied when writes pause for a second",
+        wal_limit = |v| values::in_range(v, MIN_WAL_LIMIT, MAX_WAL_LIMIT)),
     key!(Section::Core, "log_format", "RUBBER_LOG_FORMAT", "text", "FORMAT",
         "text or json (one object per line)",
         log_format = |v: &str| v.parse()),

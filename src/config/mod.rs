@@ -72,6 +72,8 @@ pub struct Settings {
     pub ttl: TtlPolicy,
     /// Seconds between sweeps of expired users; 0: no sweeper.
     pub sweep_interval: u64,
+    /// Megabytes the SQLite write-ahead log may grow to.
+    pub wal_limit: u64,
     pub log_format: LogFormat,
     pub log_level: String,
     /// The admin JSON API.
@@ -264,6 +266,7 @@ impl Settings {
                 max_lifetime: 0,
             },
             sweep_interval: 0,
+            wal_limit: 0,
             log_format: LogFormat::Text,
             log_level: String::new(),
             api: ApiSettings {

@@ -26,13 +26,13 @@
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-use super::{random_salt, reject_nul, HashError, CRYPT_ALPHABET};
+use super::{reject_nul, HashError, CRYPT_ALPHABET};
 
 /// Prefix identifying this format.
 pub const PREFIX: &str = "$apr1$";
 
 /// Number of salt characters generated, also the most that are used.
-const SALT_LEN: usize = 8;
+pub(crate) const SALT_LEN: usize = 8;
 
 /// Number of strengthening rounds, fixed by the format.
 const ROUNDS: usize = 1000;
@@ -46,8 +46,13 @@ const ENCODING_GROUPS: [[usize; 3]; 5] =
 /// Fails only for passwords containing a NUL byte or if the random number
 /// generator is unavailable.
 pub fn hash(password: &str) -> Result<String, HashError> {
+    super::hash(super::HashType::Md5, password, 0)
+}
+
+/// As [`hash`], with the salt given (characters of the `crypt(3)` alphabet,
+/// at most [`SALT_LEN`]).
+pub(crate) fn hash_with_salt(password: &str, salt: &str) -> Result<String, HashError> {
     reject_nul(password)?;
-    let salt = random_salt::<SALT_LEN>()?;
     let checksum = checksum(password.as_bytes(), salt.as_bytes());
     Ok(format!("{PREFIX}{salt}${checksum}"))
 }

@@ -16,9 +16,7 @@
 
 use ::bcrypt::{BcryptError, Version};
 
-use super::{
-    random_bytes, reject_nul, HashError, CRYPT_ALPHABET, MAX_BCRYPT_COST, MIN_BCRYPT_COST,
-};
+use super::{reject_nul, HashError, CRYPT_ALPHABET, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 
 /// Prefix written by [`hash`].
 pub const PREFIX: &str = "$2y$";
@@ -39,6 +37,15 @@ const HASH_LEN: usize = 60;
 /// cost outside [`MIN_BCRYPT_COST`]`..=`[`MAX_BCRYPT_COST`], and if the
 /// random number generator is unavailable.
 pub fn hash(password: &str, cost: u32) -> Result<String, HashError> {
+    super::hash(super::HashType::Bcrypt, password, cost)
+}
+
+/// As [`hash`], with the salt given.
+pub(crate) fn hash_with_salt(
+    password: &str,
+    cost: u32,
+    salt: [u8; 16],
+) -> Result<String, HashError> {
     reject_nul(password)?;
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(HashError::PasswordTooLong {
@@ -48,11 +55,6 @@ pub fn hash(password: &str, cost: u32) -> Result<String, HashError> {
     if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
         return Err(HashError::InvalidBcryptCost { cost });
     }
-    hash_with_salt(password, cost, random_bytes()?)
-}
-
-/// Hashes a password already checked by [`hash`] with an explicit salt.
-fn hash_with_salt(password: &str, cost: u32, salt: [u8; 16]) -> Result<String, HashError> {
     // The bcrypt crate appends the terminating NUL that bcrypt keys include
     // and cuts the key at 72 bytes, which only drops that NUL for a password
     // of exactly 72 bytes: the same key crypt_blowfish derives.

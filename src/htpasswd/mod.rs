@@ -157,12 +157,30 @@ pub enum HashError {
 /// only used for [`HashType::Bcrypt`] and must lie within
 /// [`MIN_BCRYPT_COST`]`..=`[`MAX_BCRYPT_COST`].
 pub fn hash(kind: HashType, password: &str, bcrypt_cost: u32) -> Result<String, HashError> {
+    hash_with_salt(kind, password, bcrypt_cost, random_bytes()?)
+}
+
+/// As [`hash`], with the salt drawn by the caller: the 16 bytes themselves
+/// for bcrypt, their low six bits as [`CRYPT_ALPHABET`] characters for the
+/// other salted formats (as many as the format takes).
+pub(crate) fn hash_with_salt(
+    kind: HashType,
+    password: &str,
+    bcrypt_cost: u32,
+    salt: [u8; 16],
+) -> Result<String, HashError> {
+    // The alphabet has exactly 64 symbols, so the low six bits of a uniformly
+    // random byte select each symbol with equal probability.
+    let chars: String = salt
+        .iter()
+        .map(|&byte| char::from(CRYPT_ALPHABET[usize::from(byte & 0x3f)]))
+        .collect();
     match kind {
         HashType::Sha1 => sha1::hash(password),
-        HashType::Md5 => apr1::hash(password),
-        HashType::Bcrypt => self::bcrypt::hash(password, bcrypt_cost),
-        HashType::Sha256 => shacrypt::hash(shacrypt::Variant::Sha256, password),
-        HashType::Sha512 => shacrypt::hash(shacrypt::Variant::Sha512, password),
+        HashType::Md5 => apr1::hash_with_salt(password, &chars[..apr1::SALT_LEN]),
+        HashType::Bcrypt => self::bcrypt::hash_with_salt(password, bcrypt_cost, salt),
+        HashType::Sha256 => shacrypt::hash_with_salt(shacrypt::Variant::Sha256, password, &chars),
+        HashType::Sha512 => shacrypt::hash_with_salt(shacrypt::Variant::Sha512, password, &chars),
     }
 }
 
@@ -244,16 +262,6 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], HashError> {
         HashError::Internal(format!("random number generator unavailable: {err}"))
     })?;
     Ok(bytes)
-}
-
-/// Draws a salt of `N` characters uniformly from [`CRYPT_ALPHABET`].
-pub(crate) fn random_salt<const N: usize>() -> Result<String, HashError> {
-    // The alphabet has exactly 64 symbols, so the low six bits of a uniformly
-    // random byte select each symbol with equal probability.
-    Ok(random_bytes::<N>()?
-        .iter()
-        .map(|&byte| char::from(CRYPT_ALPHABET[usize::from(byte & 0x3f)]))
-        .collect())
 }
 
 #[cfg(test)]

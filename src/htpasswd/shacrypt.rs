@@ -21,7 +21,7 @@
 use sha_crypt::{sha256_crypt_b64, sha512_crypt_b64, Sha256Params, Sha512Params};
 use subtle::ConstantTimeEq;
 
-use super::{random_salt, reject_nul, HashError};
+use super::{reject_nul, HashError};
 
 /// Which SHA-crypt variant to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,8 +56,21 @@ const ROUNDS_PREFIX: &[u8] = b"rounds=";
 /// Fails only for passwords containing a NUL byte or if the random number
 /// generator is unavailable.
 pub fn hash(variant: Variant, password: &str) -> Result<String, HashError> {
+    let kind = match variant {
+        Variant::Sha256 => super::HashType::Sha256,
+        Variant::Sha512 => super::HashType::Sha512,
+    };
+    super::hash(kind, password, 0)
+}
+
+/// As [`hash`], with the salt given (characters of the `crypt(3)` alphabet,
+/// at most [`SALT_LEN`]).
+pub(crate) fn hash_with_salt(
+    variant: Variant,
+    password: &str,
+    salt: &str,
+) -> Result<String, HashError> {
     reject_nul(password)?;
-    let salt = random_salt::<SALT_LEN>()?;
     let checksum = checksum(
         variant,
         password.as_bytes(),

@@ -20,7 +20,7 @@ use crate::domain::Username;
 
 pub use mysql::{MysqlStore, ACQUIRE_TIMEOUT, CONNECT_TIMEOUT, READ_TIMEOUT, WRITE_DEADLINE};
 pub use policy::MAX_REFRESH_TOKENS;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, WalLimit};
 
 /// Users removed per transaction by the sweeper and by cleanup: small
 /// enough that a write queued behind one waits only a few milliseconds, and
@@ -342,7 +342,9 @@ impl Store {
                     Create::DefaultOnly => Create::Never,
                     other => other,
                 };
-                let store = SqliteStore::open(path.clone(), settings.table.clone(), create).await?;
+                let wal = WalLimit::megabytes(settings.wal_limit);
+                let store =
+                    SqliteStore::open(path.clone(), settings.table.clone(), create, wal).await?;
                 Ok(Store::Sqlite(store))
             }
             DatabaseUrl::Mysql(url) => {

@@ -46,6 +46,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a read may take, waiting for a connection included.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most rows one multi-row statement of the writer carries: a power of two
+/// (see policy::power_of_two_chunks), so that each connection prepares few
+/// statements.
+const MAX_ROWS_PER_STATEMENT: usize = 32;
 /// Longest a batch of writes may take, connecting and retries included.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest a caller waits for its write: one batch ahead of it, its own, and
@@ -626,6 +630,13 @@ async fn apply_migrations(
 /// The statements the writer runs, with the table name filled in once.
 struct Statements {
     insert: String,
+    /// `insert` of 2, 4, 8 ... MAX_ROWS_PER_STATEMENT rows: index k holds
+    /// 2^(k+1).
+    insert_rows: Vec<String>,
+    /// `delete_refresh` of as many users.
+    delete_refresh_rows: Vec<String>,
+    /// The names among as many that are taken, their rows locked.
+    lock_rows: Vec<String>,
     update: String,
     upsert: String,
     remove: String,
@@ -642,10 +653,36 @@ struct Statements {
 
 impl Statements {
     fn new(table: &TableName) -> Self {
+        let sizes = || (1..=MAX_ROWS_PER_STATEMENT.ilog2()).map(|k| 1usize << k);
+        let placeholders = |n: usize, one: &str| vec![one; n].join(", ");
         Self {
             insert: format!(
                 "INSERT INTO `{table}` (username, password, created_at, expires_at, scopes) VALUES (?, ?, ?, ?, ?)"
             ),
+            insert_rows: sizes()
+                .map(|n| {
+                    format!(
+                        "INSERT INTO `{table}` (username, password, created_at, expires_at, scopes) VALUES {}",
+                        placeholders(n, "(?, ?, ?, ?, ?)")
+                    )
+                })
+                .collect(),
+            lock_rows: sizes()
+                .map(|n| {
+                    format!(
+                        "SELECT username FROM `{table}` WHERE username IN ({}) FOR UPDATE",
+                        placeholders(n, "?")
+                    )
+                })
+                .collect(),
+            delete_refresh_rows: sizes()
+                .map(|n| {
+                    format!(
+                        "DELETE FROM `{table}_refresh` WHERE username IN ({})",
+                        placeholders(n, "?")
+                    )
+                })
+                .collect(),
             // The connection reports rows matched, not rows changed
             // (sqlx sets CLIENT_FOUND_ROWS), so 1 means the user exists.
             update: format!(
@@ -913,10 +950,7 @@ async fn apply_in_transaction(
     };
     let mut tx = conn.begin().await.map_err(before)?;
     let mut rows = Rows { conn: &mut tx, sql };
-    let mut outcomes = Vec::with_capacity(ops.len());
-    for op in ops {
-        outcomes.push(policy::apply(&mut rows, op).await.map_err(before)?);
-    }
+    let outcomes = policy::apply_all(&mut rows, ops).await.map_err(before)?;
     tx.commit().await.map_err(|error| TxError {
         error,
         at_commit: true,
@@ -948,6 +982,99 @@ impl RowOps for Rows<'_> {
             Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// One INSERT per chunk of rows: a round trip for many adds. A name
+    /// already taken fails the whole statement (and only it, the server
+    /// rolls back no more); that chunk is then inserted row by row, so that
+    /// each add gets its own answer.
+    async fn insert_new_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
+        let mut inserted = Vec::with_capacity(rows.len());
+        for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
+            if chunk.len() > 1 {
+                let mut insert =
+                    sqlx::query(&self.sql.insert_rows[chunk.len().ilog2() as usize - 1]);
+                for row in chunk {
+                    insert = insert
+                        .bind(row.user.as_str())
+                        .bind(row.hash)
+                        .bind(row.created_at)
+                        .bind(row.expires_at)
+                        .bind(row.scopes);
+                }
+                match insert.execute(&mut *self.conn).await {
+                    Ok(_) => {
+                        inserted.resize(inserted.len() + chunk.len(), true);
+                        continue;
+                    }
+                    Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            for row in chunk {
+                inserted.push(self.insert_new(*row).await?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// The users of a chunk that exist are locked and found with one
+    /// SELECT and replaced one by one (a replacement is rare: names are
+    /// new); the others are inserted as [`RowOps::insert_new_all`] does,
+    /// and one that another instance inserted meanwhile is then replaced.
+    async fn upsert_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
+        let mut replaced = Vec::with_capacity(rows.len());
+        for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
+            if chunk.len() == 1 {
+                replaced.push(self.upsert(chunk[0]).await?);
+                continue;
+            }
+            let mut lock = sqlx::query(&self.sql.lock_rows[chunk.len().ilog2() as usize - 1]);
+            for row in chunk {
+                lock = lock.bind(row.user.as_str());
+            }
+            let taken = lock
+                .fetch_all(&mut *self.conn)
+                .await?
+                .iter()
+                .map(|r| text(r, 0))
+                .collect::<Result<std::collections::HashSet<String>, _>>()?;
+            let mut flags = vec![false; chunk.len()];
+            let mut new = Vec::new();
+            for (i, row) in chunk.iter().enumerate() {
+                if taken.contains(row.user.as_str()) {
+                    flags[i] = self.upsert(*row).await?;
+                } else {
+                    new.push(i);
+                }
+            }
+            let rows_new: Vec<NewRow<'_>> = new.iter().map(|&i| chunk[i]).collect();
+            let inserted = self.insert_new_all(&rows_new).await?;
+            for (&i, inserted) in new.iter().zip(inserted) {
+                if !inserted {
+                    // Inserted by another instance since the SELECT.
+                    flags[i] = self.upsert(chunk[i]).await?;
+                }
+            }
+            replaced.extend(flags);
+        }
+        Ok(replaced)
+    }
+
+    async fn delete_refresh_all(&mut self, users: &[&Username]) -> Result<(), Self::Error> {
+        for chunk in policy::power_of_two_chunks(users, MAX_ROWS_PER_STATEMENT) {
+            if chunk.len() == 1 {
+                self.delete_refresh(chunk[0]).await?;
+                continue;
+            }
+            let mut delete =
+                sqlx::query(&self.sql.delete_refresh_rows[chunk.len().ilog2() as usize - 1]);
+            for user in chunk {
+                delete = delete.bind(user.as_str());
+            }
+            delete.execute(&mut *self.conn).await?;
+        }
+        Ok(())
     }
 
     /// UPDATE first: it locks an existing row exclusively at once, so

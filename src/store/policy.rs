@@ -6,6 +6,7 @@
 //! queue ([`run_writer`]) is the same for both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -87,10 +88,138 @@ pub(super) trait RowOps {
     async fn insert_refresh(&mut self, token: NewRefresh<'_>) -> Result<(), Self::Error>;
     /// Deletes the user's refresh tokens.
     async fn delete_refresh(&mut self, user: &Username) -> Result<(), Self::Error>;
+    /// [`RowOps::insert_new`] for each row of `rows`, whose names are
+    /// distinct, in order: whether each was inserted. A backend that pays
+    /// a round trip per statement does it in fewer.
+    async fn insert_new_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
+        let mut inserted = Vec::with_capacity(rows.len());
+        for row in rows {
+            inserted.push(self.insert_new(*row).await?);
+        }
+        Ok(inserted)
+    }
+    /// [`RowOps::upsert`] for each row of `rows`, whose names are distinct,
+    /// in order: whether each replaced a user.
+    async fn upsert_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
+        let mut replaced = Vec::with_capacity(rows.len());
+        for row in rows {
+            replaced.push(self.upsert(*row).await?);
+        }
+        Ok(replaced)
+    }
+    /// [`RowOps::delete_refresh`] for each of `users`.
+    async fn delete_refresh_all(&mut self, users: &[&Username]) -> Result<(), Self::Error> {
+        for user in users {
+            self.delete_refresh(user).await?;
+        }
+        Ok(())
+    }
     /// Deletes the user's oldest refresh tokens beyond the newest `keep`.
     async fn trim_refresh(&mut self, user: &Username, keep: u32) -> Result<(), Self::Error>;
     /// Deletes at most `limit` refresh tokens whose user is gone.
     async fn delete_orphan_refresh(&mut self, limit: u32) -> Result<(), Self::Error>;
+}
+
+/// Most adds handed to the backend together by [`apply_all`].
+const MAX_ADD_RUN: usize = 64;
+
+/// Carries out `ops` in order inside the backend's open transaction, each
+/// with the outcome it would have alone. Consecutive adds of distinct names
+/// that all replace, or all do not, go to the backend together
+/// ([`RowOps::upsert_all`], [`RowOps::insert_new_all`]).
+pub(super) async fn apply_all<R: RowOps>(
+    rows: &mut R,
+    ops: &[&WriteOp],
+) -> Result<Vec<WriteOutcome>, R::Error> {
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut rest = ops;
+    while let Some(&op) = rest.first() {
+        let (replace, run) = adds_ahead(rest);
+        if run.len() < 2 {
+            outcomes.push(apply(rows, op).await?);
+            rest = &rest[1..];
+            continue;
+        }
+        let written: Vec<(bool, WriteOutcome)> = if replace {
+            let replaced = rows.upsert_all(&run).await?;
+            replaced
+                .into_iter()
+                .map(|replaced| (true, WriteOutcome::Added { replaced }))
+                .collect()
+        } else {
+            let inserted = rows.insert_new_all(&run).await?;
+            inserted
+                .into_iter()
+                .map(|new| {
+                    let outcome = if new {
+                        WriteOutcome::Added { replaced: false }
+                    } else {
+                        WriteOutcome::Conflict
+                    };
+                    (new, outcome)
+                })
+                .collect()
+        };
+        // As for one add: a new credential starts with no refresh tokens.
+        let fresh: Vec<&Username> = run
+            .iter()
+            .zip(&written)
+            .filter_map(|(row, &(new, _))| new.then_some(row.user))
+            .collect();
+        rows.delete_refresh_all(&fresh).await?;
+        outcomes.extend(written.into_iter().map(|(_, outcome)| outcome));
+        rest = &rest[run.len()..];
+    }
+    Ok(outcomes)
+}
+
+/// The rows of the adds at the head of `ops` that replace as the first
+/// does, and whether they replace; up to the first other write, the first
+/// name seen twice, or [`MAX_ADD_RUN`].
+fn adds_ahead<'a>(ops: &[&'a WriteOp]) -> (bool, Vec<NewRow<'a>>) {
+    let mut run: Vec<NewRow<'a>> = Vec::new();
+    let mut run_replaces = None;
+    for &op in ops.iter().take(MAX_ADD_RUN) {
+        let WriteOp::Add {
+            user,
+            hash,
+            now,
+            expires_at,
+            scopes,
+            replace,
+        } = op
+        else {
+            break;
+        };
+        if *run_replaces.get_or_insert(*replace) != *replace
+            || run.iter().any(|row| row.user == user)
+        {
+            break;
+        }
+        run.push(NewRow {
+            user,
+            hash,
+            created_at: *now,
+            expires_at: *expires_at,
+            scopes: scopes.as_deref(),
+        });
+    }
+    (run_replaces.unwrap_or(false), run)
+}
+
+/// Splits `items` into slices whose lengths are powers of two, at most
+/// `max` (itself one), largest first: a backend that prepares a statement
+/// per number of rows then prepares few.
+pub(super) fn power_of_two_chunks<T>(mut items: &[T], max: usize) -> Vec<&[T]> {
+    debug_assert!(max.is_power_of_two());
+    let mut chunks = Vec::new();
+    while !items.is_empty() {
+        let len = max.min(1 << items.len().ilog2());
+        let (chunk, rest) = items.split_at(len);
+        chunks.push(chunk);
+        items = rest;
+    }
+    chunks
 }
 
 /// Carries out one write inside the backend's open transaction.
@@ -248,6 +377,16 @@ pub(super) trait Backend {
     /// Runs `ops` in order in one transaction and commits it; the outcomes
     /// come in the same order. On failure nothing of the batch is committed.
     async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed>;
+    /// Upkeep between batches, once every job of the last one is answered:
+    /// nothing is written meanwhile, and the writes queued since wait.
+    fn after_batch(&mut self) {}
+    /// How long the queue stays empty before [`Backend::idle`] runs; None:
+    /// never.
+    fn idle_after(&self) -> Option<Duration> {
+        None
+    }
+    /// Upkeep once writes have paused for [`Backend::idle_after`].
+    fn idle(&mut self) {}
     /// Closes the write connection.
     async fn close(self);
 }
@@ -266,7 +405,7 @@ pub(super) struct WriterCounts {
 
 /// The single writer: takes the first queued write and everything queued
 /// behind it up to [`MAX_BATCH`], commits them together, answers each once
-/// the commit is durable, and repeats. Returns when asked to close (after
+/// the commit is durable, lets the backend do its upkeep, and repeats. Returns when asked to close (after
 /// committing what was queued ahead of the request) or when every sender is
 /// gone; writes that race with the close are answered `WriterGone`.
 pub(super) async fn run_writer<B: Backend>(
@@ -277,7 +416,17 @@ pub(super) async fn run_writer<B: Backend>(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() {
-        match rx.recv().await {
+        let first = match backend.idle_after() {
+            None => rx.recv().await,
+            Some(pause) => match tokio::time::timeout(pause, rx.recv()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    backend.idle();
+                    continue;
+                }
+            },
+        };
+        match first {
             Some(Msg::Write(job)) => {
                 counts.taken.fetch_add(1, Ordering::Relaxed);
                 batch.push(job);
@@ -301,7 +450,9 @@ pub(super) async fn run_writer<B: Backend>(
                 Err(_) => break,
             }
         }
-        if let Some(err) = commit_batch(&mut backend, &mut batch, counts).await {
+        let unreachable = commit_batch(&mut backend, &mut batch, counts).await;
+        backend.after_batch();
+        if let Some(err) = unreachable {
             while let Ok(msg) = rx.try_recv() {
                 match msg {
                     Msg::Write(job) => {
@@ -381,6 +532,64 @@ async fn commit_batch<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let items: Vec<usize> = (0..45).collect();
+        let lens: Vec<usize> = power_of_two_chunks(&items, 32)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(lens, [32, 8, 4, 1]);
+        let joined: Vec<usize> = power_of_two_chunks(&items, 32).concat();
+        assert_eq!(joined, items, "every item once, in order");
+        assert!(power_of_two_chunks::<usize>(&[], 32).is_empty());
+        assert_eq!(power_of_two_chunks(&items[..3], 1).len(), 3);
+    }
+
+    #[test]
+    fn a_run_of_adds_ends_at_another_write_another_kind_of_add_or_a_name_seen_again() {
+        let user = |s: &str| Username::parse(s).unwrap();
+        let add = |name: &str, replace: bool| WriteOp::Add {
+            user: user(name),
+            hash: "h".into(),
+            now: 1,
+            expires_at: Some(2),
+            scopes: None,
+            replace,
+        };
+        let names = |ops: &[WriteOp]| -> (bool, Vec<String>) {
+            let refs: Vec<&WriteOp> = ops.iter().collect();
+            let (replace, rows) = adds_ahead(&refs);
+            let names = rows.iter().map(|r| r.user.as_str().to_owned()).collect();
+            (replace, names)
+        };
+        let run = |replace: bool, names: &[&str]| {
+            (
+                replace,
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            names(&[add("a", false), add("b", false), add("a", false)]),
+            run(false, &["a", "b"])
+        );
+        assert_eq!(
+            names(&[add("a", true), add("b", true), add("c", false)]),
+            run(true, &["a", "b"])
+        );
+        assert_eq!(
+            names(&[add("a", false), add("b", true)]),
+            run(false, &["a"])
+        );
+        assert_eq!(
+            names(&[add("a", true), WriteOp::Ping, add("c", true)]),
+            run(true, &["a"])
+        );
+        assert!(names(&[WriteOp::Ping, add("a", false)]).1.is_empty());
+        let many: Vec<WriteOp> = (0..100).map(|i| add(&format!("u{i}"), true)).collect();
+        assert_eq!(names(&many).1.len(), MAX_ADD_RUN);
+    }
 
     #[test]
     fn live_until_the_expiry_second() {

@@ -1,13 +1,14 @@
 //! SQLite backend: WAL mode with synchronous=FULL, one writer thread that
-//! drains the write queue into group commits, and a small pool of reader
-//! connections used from the blocking thread pool.
+//! drains the write queue into group commits and keeps the WAL within its
+//! bound, and a small pool of reader connections used from the blocking
+//! thread pool.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -29,8 +30,12 @@ use crate::domain::Username;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a health check waits for the writer to take the write lock.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the checkpointer copies committed WAL pages into the database.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a RESTART or TRUNCATE checkpoint waits for readers still on
+/// the WAL (and for a write lock held by another process) before it settles
+/// for copying what it can. Writes queue meanwhile.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+/// How long writes pause before the writer empties the WAL.
+const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// Idle reader connections kept open. A credential check reads in place on
 /// an async worker; other reads go to the blocking pool.
 const MAX_IDLE_READERS: usize = 8;
@@ -57,12 +62,16 @@ struct Inner {
     queue: WriteQueue,
     /// The query of `get`, the credential check's read.
     get_sql: String,
-    checkpointer: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
-    pub async fn open(path: PathBuf, table: TableName, create: Create) -> Result<Self, StoreError> {
+    pub async fn open(
+        path: PathBuf,
+        table: TableName,
+        create: Create,
+        wal: WalLimit,
+    ) -> Result<Self, StoreError> {
         let (queue, rx, counts) = WriteQueue::new();
         let writer_path = path.clone();
         let writer_table = table.clone();
@@ -77,11 +86,14 @@ impl SqliteStore {
             .spawn(move || {
                 let _entered = span.enter();
                 let opened = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
                     .build()
                     .map_err(|e| {
                         StoreError::Database(format!("cannot start the writer's runtime: {e}"))
                     })
-                    .and_then(|rt| Ok((rt, open_writer(&writer_path, &writer_table, create)?)));
+                    .and_then(|rt| {
+                        Ok((rt, open_writer(&writer_path, &writer_table, create, wal)?))
+                    });
                 let (runtime, (conn, applied)) = match opened {
                     Ok(ready) => ready,
                     Err(e) => {
@@ -96,27 +108,18 @@ impl SqliteStore {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((file, applied)));
-                let writer = Writer {
-                    conn,
-                    sql: Statements::new(&writer_table),
-                    path: writer_path,
-                    file,
+                let writer = match Writer::new(conn, &writer_table, writer_path, file, wal) {
+                    Ok(writer) => writer,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                 };
+                let _ = ready_tx.send(Ok((file, applied)));
                 runtime.block_on(policy::run_writer(writer, rx, &counts));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let (file, applied) = ready_rx.await.map_err(|_| StoreError::WriterGone)??;
-        let stop = Arc::new(AtomicBool::new(false));
-        let checkpointer = {
-            let (path, stop) = (path.clone(), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("sqlite-checkpoint".into())
-                .spawn(move || run_checkpointer(&path, &stop))
-                .map_err(|e| {
-                    StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
-                })?
-        };
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -125,7 +128,6 @@ impl SqliteStore {
                 table,
                 applied,
                 queue,
-                checkpointer: Mutex::new(Some((stop, checkpointer))),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -144,16 +146,6 @@ impl SqliteStore {
     /// so that SQLite folds the WAL into the database file and removes the
     /// -wal and -shm files. Writes after this answer `WriterGone`.
     pub async fn close(&self) {
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take());
-        if let Some((stop, handle)) = checkpointer {
-            stop.store(true, Ordering::Relaxed);
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
         self.inner.queue.close().await;
         if let Ok(mut idle) = self.inner.readers.lock() {
             idle.clear();
@@ -385,6 +377,7 @@ fn open_writer(
     path: &Path,
     table: &TableName,
     create: Create,
+    wal: WalLimit,
 ) -> Result<(Connection, Vec<Migration>), StoreError> {
     if !path.exists() {
         match create {
@@ -404,10 +397,14 @@ fn open_writer(
             path.display()
         )));
     }
-    // Every commit reaches the disk before a write is acknowledged. WAL
-    // checkpoints run on their own thread (see run_checkpointer), not inside
-    // a commit that requests are waiting for.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")?;
+    // Every commit reaches the disk before a write is acknowledged. The
+    // writer checkpoints between batches (see WalUpkeep), not inside a commit
+    // that requests are waiting for; a WAL file that grew past
+    // journal_size_limit is cut back to it when the WAL restarts.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}",
+        wal.kept_bytes()
+    ))?;
     let applied = migrate(&mut conn, table)?;
     Ok((conn, applied))
 }
@@ -426,25 +423,6 @@ fn warn_unless_group_accessible(path: &Path) {
             mode = format!("{mode:o}"),
             "database file is not readable and writable by its group: a reader such as Apache in that group cannot use it in WAL mode (chmod 0660 and a group-writable directory fix it)"
         );
-    }
-}
-
-/// Copies committed WAL pages into the database file every
-/// CHECKPOINT_INTERVAL with PASSIVE checkpoints, which never wait for or
-/// block the writer or readers, so that commits never pay for one.
-fn run_checkpointer(path: &Path, stop: &AtomicBool) {
-    let conn = match open_reader(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no checkpoint thread: the WAL grows until the service stops");
-            return;
-        }
-    };
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(CHECKPOINT_INTERVAL);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "checkpoint skipped");
-        }
     }
 }
 
@@ -687,10 +665,223 @@ impl Statements {
 /// The writer's connection. It runs on a thread of its own, where blocking
 /// on SQLite (and on the disk) holds up nothing else.
 struct Writer {
+    /// Declared before `wal`, whose frame count its WAL hook writes to: a
+    /// field is dropped in the order declared.
     conn: Connection,
     sql: Statements,
     path: PathBuf,
     file: FileId,
+    wal: WalUpkeep,
+}
+
+impl Writer {
+    fn new(
+        conn: Connection,
+        table: &TableName,
+        path: PathBuf,
+        file: FileId,
+        limit: WalLimit,
+    ) -> Result<Self, StoreError> {
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let frames = Box::new(AtomicU32::new(0));
+        // SAFETY: the hook only reads its argument as the AtomicU32 boxed
+        // here, whose address is stable and which the Writer drops after the
+        // connection (see the order of its fields), so the connection never
+        // calls the hook with a dangling pointer.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(
+                conn.handle(),
+                Some(record_wal_frames),
+                std::ptr::from_ref::<AtomicU32>(&frames).cast_mut().cast(),
+            );
+        }
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        Ok(Self {
+            conn,
+            sql: Statements::new(table),
+            path,
+            file,
+            wal: WalUpkeep {
+                limit,
+                frame_bytes: page_size + WAL_FRAME_HEADER,
+                frames,
+                wal_path: wal_path.into(),
+                out_of_space: false,
+            },
+        })
+    }
+
+    /// Runs a checkpoint on the writer's connection, between transactions:
+    /// no frame is added to the WAL while it runs, so a PASSIVE one copies
+    /// every frame no reader still needs, and the next transaction then
+    /// starts the WAL over from its beginning.
+    fn checkpoint(&mut self, mode: Checkpoint) {
+        let started = Instant::now();
+        let waits = mode != Checkpoint::Passive;
+        let sql = match mode {
+            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            Checkpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
+            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        if waits {
+            let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
+        }
+        let result = self.conn.query_row(sql, [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        if waits {
+            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        }
+        match result {
+            Ok((blocked, frames, copied)) => {
+                if waits && blocked == 0 {
+                    // Started over (and, for TRUNCATE, emptied): no frame
+                    // in use until the next commit says otherwise.
+                    self.wal.frames.store(0, Ordering::Relaxed);
+                }
+                tracing::debug!(
+                    mode = ?mode,
+                    frames,
+                    copied,
+                    blocked = blocked != 0,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "checkpoint"
+                );
+            }
+            Err(e) => tracing::warn!(mode = ?mode, error = %e, "checkpoint failed"),
+        }
+    }
+}
+
+/// Bytes of a WAL frame besides its page.
+const WAL_FRAME_HEADER: u64 = 24;
+
+/// The most the SQLite WAL may hold, and the sizes the writer derives
+/// from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalLimit {
+    bytes: u64,
+}
+
+impl WalLimit {
+    /// `megabytes` MiB.
+    pub fn megabytes(megabytes: u64) -> Self {
+        Self {
+            bytes: megabytes.saturating_mul(1 << 20),
+        }
+    }
+
+    /// WAL content past which the writer checkpoints between batches. Small
+    /// enough that one checkpoint copies few pages (a pause of a few
+    /// milliseconds for the writes queued meanwhile).
+    fn checkpoint_bytes(self) -> u64 {
+        self.bytes / 16
+    }
+
+    /// WAL content past which the writer's checkpoint waits (up to
+    /// CHECKPOINT_WAIT) for readers still on the WAL, which keep a PASSIVE
+    /// one from copying everything and the WAL from starting over.
+    fn restart_bytes(self) -> u64 {
+        self.bytes / 2
+    }
+
+    /// The size a WAL file that grew beyond it is cut back to when the WAL
+    /// starts over (SQLite's journal_size_limit).
+    fn kept_bytes(self) -> u64 {
+        self.bytes / 4
+    }
+}
+
+impl Default for WalLimit {
+    fn default() -> Self {
+        Self::megabytes(64)
+    }
+}
+
+/// The kinds of checkpoint the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoint {
+    /// Copies what no reader needs; waits for nothing.
+    Passive,
+    /// Also waits for readers, so that the WAL starts over.
+    Restart,
+    /// As Restart, and empties the WAL file.
+    Truncate,
+}
+
+/// What the writer knows of the WAL: its bound, and the frames it holds as
+/// SQLite reports them after each commit.
+struct WalUpkeep {
+    limit: WalLimit,
+    /// Bytes of one frame: a page and its header.
+    frame_bytes: u64,
+    /// Written by [`record_wal_frames`] after every commit.
+    frames: Box<AtomicU32>,
+    wal_path: PathBuf,
+    /// The last write failed for want of space (SQLITE_FULL).
+    out_of_space: bool,
+}
+
+impl WalUpkeep {
+    /// Bytes of the WAL in use: up to its last frame.
+    fn in_use(&self) -> u64 {
+        u64::from(self.frames.load(Ordering::Relaxed)) * self.frame_bytes
+    }
+
+    /// WAL content past which the writer checkpoints: the limit's share,
+    /// or a quarter of the space left beside the WAL when that is less, so
+    /// that on a nearly full disk the WAL starts over in the space it has
+    /// rather than growing into what is left.
+    fn checkpoint_threshold(&self) -> u64 {
+        let share = self.limit.checkpoint_bytes();
+        if self.in_use() == 0 {
+            return share;
+        }
+        match available_bytes(&self.wal_path) {
+            Some(free) => share.min(free / 4),
+            None => share,
+        }
+    }
+}
+
+/// Bytes an unprivileged writer may still take on the filesystem holding
+/// `path`'s directory; None when it cannot be told.
+fn available_bytes(path: &Path) -> Option<u64> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `dir` is a NUL-terminated path and `stat` is writable memory
+    // of the size statvfs fills; it is read only when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(dir.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// SQLite's WAL hook: after every commit, the number of frames the WAL
+/// holds. `count` is the writer's AtomicU32.
+unsafe extern "C" fn record_wal_frames(
+    count: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _schema: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: registered in Writer::new with the writer's AtomicU32, which
+    // outlives the connection.
+    let count = unsafe { &*count.cast::<AtomicU32>() };
+    count.store(u32::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
 }
 
 /// A file's identity: device and inode.
@@ -735,6 +926,11 @@ impl Backend for Writer {
             });
         }
         let result = self.transaction(ops).await;
+        if let Err(e) = &result {
+            // The WAL may be what filled the disk: the next upkeep
+            // checkpoints so that the WAL starts over in the space it has.
+            self.wal.out_of_space |= e.sqlite_error_code() == Some(ErrorCode::DiskFull);
+        }
         // A failed statement or commit is rolled back when the transaction is
         // dropped, but that rollback's own failure is silent; left open, the
         // transaction would make every later BEGIN fail.
@@ -751,6 +947,39 @@ impl Backend for Writer {
             },
             error: StoreError::from(e),
         })
+    }
+
+    /// Checkpoints once the WAL holds WalLimit::checkpoint_bytes (or a
+    /// quarter of the space left on its filesystem, when that is less),
+    /// waiting for readers once it holds WalLimit::restart_bytes or after a
+    /// write failed for want of space.
+    fn after_batch(&mut self) {
+        let in_use = self.wal.in_use();
+        let out_of_space = std::mem::take(&mut self.wal.out_of_space);
+        if !out_of_space && in_use < self.wal.checkpoint_threshold()
+            || self.file.check(&self.path).is_err()
+        {
+            return;
+        }
+        self.checkpoint(
+            if out_of_space || in_use >= self.wal.limit.restart_bytes() {
+                Checkpoint::Restart
+            } else {
+                Checkpoint::Passive
+            },
+        );
+    }
+
+    fn idle_after(&self) -> Option<Duration> {
+        Some(IDLE_CHECKPOINT_AFTER)
+    }
+
+    /// Empties the WAL file once writes pause.
+    fn idle(&mut self) {
+        let len = std::fs::metadata(&self.wal.wal_path).map_or(0, |m| m.len());
+        if len > 0 && self.file.check(&self.path).is_ok() {
+            self.checkpoint(Checkpoint::Truncate);
+        }
     }
 
     async fn close(self) {
@@ -772,10 +1001,7 @@ impl Writer {
             conn: &tx,
             sql: &self.sql,
         };
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(policy::apply(&mut rows, op).await?);
-        }
+        let outcomes = policy::apply_all(&mut rows, ops).await?;
         tx.commit()?;
         Ok(outcomes)
     }
@@ -951,9 +1177,14 @@ mod tests {
 
     async fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("db.sqlite"), table(), Create::IfMissing)
-            .await
-            .unwrap();
+        let store = SqliteStore::open(
+            dir.path().join("db.sqlite"),
+            table(),
+            Create::IfMissing,
+            WalLimit::default(),
+        )
+        .await
+        .unwrap();
         (dir, store)
     }
 
@@ -961,15 +1192,20 @@ mod tests {
     async fn a_missing_file_is_refused_unless_creation_is_asked_for() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let err = SqliteStore::open(path.clone(), table(), Create::Never)
+        let err = SqliteStore::open(path.clone(), table(), Create::Never, WalLimit::default())
             .await
             .err()
             .unwrap();
         assert!(matches!(err, StoreError::Missing(_)), "{err}");
         assert!(!path.exists());
-        SqliteStore::open(path.clone(), table(), Create::IfMissing)
-            .await
-            .unwrap();
+        SqliteStore::open(
+            path.clone(),
+            table(),
+            Create::IfMissing,
+            WalLimit::default(),
+        )
+        .await
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
     }
@@ -991,9 +1227,14 @@ mod tests {
         assert!(store.ping().await.is_err(), "unhealthy");
         // A new file at the path is another file: still refused.
         drop(
-            SqliteStore::open(path.clone(), table(), Create::IfMissing)
-                .await
-                .unwrap(),
+            SqliteStore::open(
+                path.clone(),
+                table(),
+                Create::IfMissing,
+                WalLimit::default(),
+            )
+            .await
+            .unwrap(),
         );
         assert!(store.get(&u("kept")).await.is_err());
     }
@@ -1002,9 +1243,14 @@ mod tests {
     async fn wal_and_full_sync_are_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let store = SqliteStore::open(path.clone(), table(), Create::IfMissing)
-            .await
-            .unwrap();
+        let store = SqliteStore::open(
+            path.clone(),
+            table(),
+            Create::IfMissing,
+            WalLimit::default(),
+        )
+        .await
+        .unwrap();
         store
             .write(WriteOp::Remove {
                 user: Username::parse("x").unwrap(),
@@ -1017,7 +1263,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         // synchronous is per connection: read the writer's own setting.
-        let (writer, _) = open_writer(&path, &table(), Create::Never).unwrap();
+        let (writer, _) = open_writer(&path, &table(), Create::Never, WalLimit::default()).unwrap();
         let sync: i64 = writer
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
@@ -1038,7 +1284,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(path.clone(), table(), Create::Never)
+        let store = SqliteStore::open(path.clone(), table(), Create::Never, WalLimit::default())
             .await
             .unwrap();
         let row = store
@@ -1145,6 +1391,101 @@ mod tests {
             store.write(WriteOp::Ping).await,
             Err(StoreError::WriterGone)
         ));
+    }
+
+    /// Adds flat out from 32 tasks while one thread samples the WAL file's
+    /// size and another reads as Apache does (its own connection, a 1 s
+    /// busy timeout): the WAL stays within its bound, no read is refused,
+    /// and the WAL file is emptied once the adds stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_within_its_bound_and_empties_when_writes_pause() {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let limit = WalLimit::megabytes(2);
+        let store = SqliteStore::open(path.clone(), table(), Create::IfMissing, limit)
+            .await
+            .unwrap();
+        let wal = dir.path().join("db.sqlite-wal");
+        let stop = Arc::new(AtomicBool::new(false));
+        let largest = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (stop, largest, wal) = (Arc::clone(&stop), Arc::clone(&largest), wal.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    largest.fetch_max(len, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let reader = {
+            let (stop, path) = (Arc::clone(&stop), path.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                conn.busy_timeout(Duration::from_secs(1)).unwrap();
+                let (mut reads, mut refused) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let found = conn.query_row(
+                        "SELECT password FROM users WHERE username = ?1",
+                        [format!("w{}-{}", reads % 32, reads % 300)],
+                        |r| r.get::<_, String>(0),
+                    );
+                    match found {
+                        Ok(_) | Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                        Err(e) => refused.push(e.to_string()),
+                    }
+                    reads += 1;
+                }
+                (reads, refused)
+            })
+        };
+        // 9,600 adds in batches of up to 32: unchecked, their WAL frames
+        // would come to tens of megabytes.
+        let writers: Vec<_> = (0..32)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..300 {
+                        let hash = format!("{{SHA}}{w:04}{i:024}");
+                        store
+                            .write(add(&format!("w{w}-{i}"), &hash, 1))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(store.count().await.unwrap(), 9_600);
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        let (reads, refused) = reader.join().unwrap();
+        let largest = largest.load(Ordering::Relaxed);
+        assert!(largest > 0, "the adds went through the WAL");
+        assert!(
+            largest <= limit.bytes,
+            "the WAL file reached {largest} bytes, beyond its bound of {}",
+            limit.bytes
+        );
+        assert!(
+            reads > 0 && refused.is_empty(),
+            "{refused:?} of {reads} reads"
+        );
+        // Writes have paused: the writer empties the WAL file.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        while len() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(len(), 0, "the WAL file once writes paused");
+        assert_eq!(
+            store.count().await.unwrap(),
+            9_600,
+            "all of it in the database"
+        );
     }
 
     #[test]

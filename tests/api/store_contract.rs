@@ -356,6 +356,144 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
     store.ping().await.unwrap();
 }
 
+/// An add that never replaces, living 100 s from `now`.
+fn add_new(user: &str, hash: &str, now: i64) -> WriteOp {
+    WriteOp::Add {
+        user: u(user),
+        hash: hash.into(),
+        now,
+        expires_at: Some(now + 100),
+        scopes: None,
+        replace: false,
+    }
+}
+
+#[tokio::test]
+async fn adds_sharing_a_batch_get_the_answers_they_would_get_alone() {
+    adds_sharing_a_batch(false).await;
+}
+
+#[tokio::test]
+async fn replacing_adds_sharing_a_batch_get_the_answers_they_would_get_alone() {
+    adds_sharing_a_batch(true).await;
+}
+
+/// Forty-five adds that all `replace` or all do not queue behind a held
+/// writer and commit in one transaction: new names, a name taken, a name
+/// freed by a deletion that left its refresh token behind, and one name
+/// twice. Each gets the answer it would get alone.
+async fn adds_sharing_a_batch(replace: bool) {
+    let (db, store) = fresh().await;
+    let write = |name: &str, hash: &str, now: i64| {
+        let mut op = add_new(name, hash, now);
+        if let WriteOp::Add { replace: r, .. } = &mut op {
+            *r = replace;
+        }
+        op
+    };
+    store.write(add_new("taken", "old", 1)).await.unwrap();
+    store.write(add_new("reused", "old", 1)).await.unwrap();
+    for (n, user) in [(7, "reused"), (8, "taken")] {
+        store
+            .write(WriteOp::IssueRefresh {
+                digest: format!("{n:064x}"),
+                user: u(user),
+                service: "registry".into(),
+                issued_at: 1,
+                credential: "c".repeat(64),
+            })
+            .await
+            .unwrap();
+    }
+    db.execute("DELETE FROM users WHERE username = 'reused'")
+        .await;
+    let (lock, first) = blocked_writer(&db, &store).await;
+    let mut names: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    names.extend(["taken", "reused", "twice", "twice", "n40"].map(String::from));
+    let writes: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (store, name, op) = (
+                store.clone(),
+                name.clone(),
+                write(name, &format!("h{i}"), 5),
+            );
+            tokio::spawn(async move { (name, format!("h{i}"), store.write(op).await) })
+        })
+        .collect();
+    until_queued(&store, names.len(), |n| n == names.len()).await;
+    let (splits, commits) = (store.split_count(), store.commit_count());
+    lock.release().await;
+    first.await.unwrap().unwrap();
+    let (added, kept) = (
+        WriteOutcome::Added { replaced: false },
+        WriteOutcome::Conflict,
+    );
+    let mut twice = Vec::new();
+    for w in writes {
+        let (name, hash, result) = w.await.unwrap();
+        let outcome = result.unwrap();
+        match name.as_str() {
+            "taken" if replace => {
+                assert_eq!(outcome, WriteOutcome::Added { replaced: true }, "{name}");
+            }
+            "taken" => assert_eq!(outcome, kept, "{name}"),
+            "twice" => twice.push((outcome, hash)),
+            _ => {
+                assert_eq!(outcome, added, "{name}");
+                let row = store.get(&u(&name)).await.unwrap().unwrap();
+                assert_eq!((row.password_hash, row.created_at), (hash, 5), "{name}");
+            }
+        }
+    }
+    assert_eq!(
+        (store.commit_count(), store.split_count()),
+        (commits + 2, splits),
+        "the first, then the forty-five in one transaction"
+    );
+    // The second add of one name: a replacement, or refused.
+    twice.sort_by_key(|(outcome, _)| *outcome != added);
+    let second = if replace {
+        WriteOutcome::Added { replaced: true }
+    } else {
+        kept
+    };
+    assert_eq!(
+        (twice[0].0, twice[1].0),
+        (added, second),
+        "the two adds of one name"
+    );
+    let last = if replace { &twice[1].1 } else { &twice[0].1 };
+    assert_eq!(
+        &store.get(&u("twice")).await.unwrap().unwrap().password_hash,
+        last
+    );
+    let taken = store.get(&u("taken")).await.unwrap().unwrap();
+    assert_eq!(
+        taken.password_hash == "old",
+        !replace,
+        "a taken name is replaced only when asked: {}",
+        taken.password_hash
+    );
+    // A credential written anew starts with no refresh token; one kept
+    // keeps its own.
+    assert!(store
+        .refresh(&format!("{:064x}", 7))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .refresh(&format!("{:064x}", 8))
+            .await
+            .unwrap()
+            .is_none(),
+        replace
+    );
+    assert_eq!(store.count().await.unwrap(), 1 + 1 + 41 + 1 + 1);
+}
+
 #[tokio::test]
 async fn close_commits_what_was_queued_and_refuses_what_follows() {
     use registry_rubber::store::StoreError;

@@ -15,7 +15,7 @@ use crate::doors::form::{self, media_type, BodyError, FormError};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The parameters this API reads. Others (the original's `realm`) are ignored.
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "user",
     "scope",
     "passwd",
