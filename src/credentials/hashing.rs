@@ -4,8 +4,9 @@
 //! line) are separate lanes, so that a flood of guesses on a checking door
 //! can fill its own queue but never refuse or delay an add behind it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -20,20 +21,45 @@ pub enum LaneError {
     Failed(String),
 }
 
-/// One lane: `permits` hashings at once, at most `max_waiting` waiting.
+/// Longest a job may expect to wait for a core before it is refused: a
+/// queue of slow hashings (bcrypt at a high cost) is bounded by the time its
+/// last job would wait, not only by its length.
+pub const MAX_EXPECTED_WAIT: Duration = Duration::from_secs(10);
+
+/// One lane: `permits` hashings at once, at most `max_waiting` waiting, and
+/// none whose expected wait passes `max_wait`.
 pub struct Lane {
     permits: Arc<Semaphore>,
+    cores: u64,
     waiting: AtomicUsize,
     max_waiting: usize,
+    max_wait: Duration,
+    /// A moving average of how long a job of this lane runs, in
+    /// microseconds (0 until one has run).
+    job_micros: Arc<AtomicU64>,
 }
 
 impl Lane {
     pub fn new(permits: usize, max_waiting: usize) -> Self {
+        Self::with_max_wait(permits, max_waiting, MAX_EXPECTED_WAIT)
+    }
+
+    pub fn with_max_wait(permits: usize, max_waiting: usize, max_wait: Duration) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(permits)),
+            cores: permits.max(1) as u64,
             waiting: AtomicUsize::new(0),
             max_waiting,
+            max_wait,
+            job_micros: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How long a job that would be the `position`-th waiting can expect to
+    /// wait: the jobs ahead of it, and its own place, shared by the cores.
+    fn expected_wait(&self, position: usize) -> Duration {
+        let per_job = self.job_micros.load(Ordering::Relaxed);
+        Duration::from_micros(per_job.saturating_mul(position as u64 + 1) / self.cores)
     }
 
     /// Runs `job` on the blocking pool once the lane admits it, in arrival
@@ -50,7 +76,7 @@ impl Lane {
             Err(_) => {
                 let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
                 let _leave = Leave(&self.waiting);
-                if waiting >= self.max_waiting {
+                if waiting >= self.max_waiting || self.expected_wait(waiting) > self.max_wait {
                     return Err(LaneError::Full);
                 }
                 Arc::clone(&self.permits)
@@ -60,15 +86,32 @@ impl Lane {
             }
         };
         let span = tracing::Span::current();
+        let job_micros = Arc::clone(&self.job_micros);
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
+            let started = Instant::now();
             let out = job();
             drop(permit);
+            record(&job_micros, started.elapsed());
             out
         })
         .await
         .map_err(|e| LaneError::Failed(format!("hashing task failed: {e}")))
     }
+}
+
+/// Folds one job's duration into the lane's moving average (an eighth of
+/// the new one), so that a change of hash type or cost shows within a few
+/// jobs.
+fn record(average: &AtomicU64, took: Duration) {
+    let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let _ = average.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 {
+            took
+        } else {
+            old - old / 8 + took / 8
+        })
+    });
 }
 
 /// Leaves the count of waiting jobs when dropped.
@@ -121,6 +164,56 @@ mod tests {
         assert_eq!(running.await.unwrap(), Ok(()));
         assert_eq!(waiting.await.unwrap(), Ok(()));
         assert_eq!(checks.run(|| 1).await, Ok(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_of_slow_jobs_is_bounded_by_its_expected_wait() {
+        // Jobs of 200 ms on one core, at most 300 ms of expected wait: the
+        // first waiter (200 ms, the running job's) is admitted, the second
+        // (400 ms) refused, though the queue has room for a hundred.
+        let lane = Arc::new(Lane::with_max_wait(1, 100, Duration::from_millis(300)));
+        lane.run(|| std::thread::sleep(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let running = tokio::spawn({
+            let (lane, job) = (Arc::clone(&lane), held(&rx));
+            async move { lane.run(job).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting = tokio::spawn({
+            let (lane, job) = (Arc::clone(&lane), held(&rx));
+            async move { lane.run(job).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = tokio::time::timeout(Duration::from_secs(5), lane.run(|| ())).await;
+        assert_eq!(refused, Ok(Err(LaneError::Full)), "refused at once");
+        tx.send(()).unwrap();
+        tx.send(()).unwrap();
+        assert_eq!(running.await.unwrap(), Ok(()));
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        // Fast jobs bring the average down: a queue is admitted again.
+        for _ in 0..40 {
+            lane.run(|| ()).await.unwrap();
+        }
+        assert!(lane.expected_wait(1) < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_average_follows_the_jobs() {
+        let average = AtomicU64::new(0);
+        record(&average, Duration::from_millis(80));
+        assert_eq!(
+            average.load(Ordering::Relaxed),
+            80_000,
+            "the first job sets it"
+        );
+        for _ in 0..100 {
+            record(&average, Duration::from_millis(8));
+        }
+        let settled = average.load(Ordering::Relaxed);
+        assert!((8_000..8_100).contains(&settled), "{settled}");
     }
 
     #[tokio::test]
