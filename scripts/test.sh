@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free-port.sh
+# Each step is announced with the time spent so far.
+step() { printf '== %s (%dm%02ds)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 packages=(apache2 apache2-utils libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql nginx gettext-base mariadb-server docker-registry skopeo openssl curl sqlite3 wrk adduser iproute2 python3-venv g++ groff-base dpkg-dev umoci)
 missing=()
@@ -21,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: missing Debian packages: ${missing[*]}; run as root or install them" >&2
     exit 1
   fi
-  echo "== installing ${missing[*]}"
+  step "installing ${missing[*]}"
   apt-get update -qq
   # Services from these packages must not start on their own: the tests start
   # private instances.
@@ -34,32 +36,32 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 # The release binary, built once: the Debian package and the container
 # image are made from it, and the end-to-end tests install that package
 # (tests/e2e/package.rs) and push, pull and run that image (tests/e2e/image.rs).
-echo "== cargo build --release"
+step "cargo build --release"
 cargo build --release --locked
-echo "== Debian package"
+step "Debian package"
 scripts/deb.sh
-echo "== container image"
+step "container image"
 scripts/image.sh
-echo "== cargo test"
+step "cargo test"
 cargo test --all-targets
-echo "== fuzz targets"
+step "fuzz targets"
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 scripts/fuzz.sh
 
-echo "== schemathesis: the admin API against docs/openapi.json"
+step "schemathesis: the admin API against docs/openapi.json"
 scripts/schemathesis.sh target/debug/registry-rubber
 
 # One minute of adds flat out on the test build: fails when the SQLite WAL
 # passes wal_limit or is not emptied once the adds stop. Latency is printed
 # only: this machine runs other work too.
-echo "== WAL soak (bench/soak.sh, one minute)"
+step "WAL soak (bench/soak.sh, one minute)"
 BUILD=debug DURATION=60 INTERVAL=20 bench/soak.sh
 
 # A throwaway MariaDB for the second run of the API suite: its own data
@@ -82,7 +84,7 @@ stop_mariadb() {
 trap stop_mariadb EXIT
 port=$(free_port) || port=
 [ -n "$port" ] || { echo "test.sh: no free port for MariaDB" >&2; exit 1; }
-echo "== MariaDB on 127.0.0.1:$port"
+step "MariaDB on 127.0.0.1:$port"
 mariadb-install-db --no-defaults --datadir="$mdb/data" --user=root \
   --auth-root-authentication-method=normal --skip-test-db >"$mdb/install.log" 2>&1 ||
   { cat "$mdb/install.log" >&2; exit 1; }
@@ -100,5 +102,6 @@ for i in $(seq 1 600); do
   sleep 0.05
 done
 
-echo "== cargo test --test api (MariaDB)"
+step "cargo test --test api (MariaDB)"
 REGISTRY_RUBBER_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port" cargo test --test api
+step "every test passed"
