@@ -3,7 +3,8 @@
 # the version, without a container engine and without a base image: umoci
 # (Debian package umoci) makes an empty image and packs one layer holding the
 # release binary, exactly the shared libraries it links (as ldd lists them),
-# /etc/passwd and /etc/group naming its user, /tmp, and the data directory.
+# /etc/passwd and /etc/group naming its user, /etc/hosts naming localhost,
+# /tmp, and the data directory.
 # Push it with skopeo: skopeo copy oci:target/image/oci:VERSION docker://HOST/registry-rubber:VERSION
 # Builds the release binary if it is missing or stale (scripts/test.sh has
 # built it already).
@@ -52,6 +53,8 @@ root:x:0:
 registry-rubber:x:$uid:
 GROUP
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
+# localhost without a resolver, for runtimes that add no /etc/hosts of their own.
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 chmod 0644 "$root"/etc/*
 install -d -m 1777 "$root/tmp"
 # The volume: the user's, and its group's (an Apache sharing the volume runs

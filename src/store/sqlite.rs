@@ -695,7 +695,13 @@ impl Writer {
                 std::ptr::from_ref::<AtomicU32>(&frames).cast_mut().cast(),
             );
         }
-        let mut wal_path = path.clone().into_os_string();
+        // Beside the file SQLite opened: the path's target when the path is
+        // a symbolic link.
+        let mut wal_path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| path.clone(), PathBuf::from)
+            .into_os_string();
         wal_path.push("-wal");
         Ok(Self {
             conn,
@@ -708,6 +714,7 @@ impl Writer {
                 frames,
                 wal_path: wal_path.into(),
                 out_of_space: false,
+                held_back: None,
             },
         })
     }
@@ -743,6 +750,9 @@ impl Writer {
                     // Started over (and, for TRUNCATE, emptied): no frame
                     // in use until the next commit says otherwise.
                     self.wal.frames.store(0, Ordering::Relaxed);
+                    self.wal.held_back = None;
+                } else if waits {
+                    self.wal.hold_back(frames, copied);
                 }
                 tracing::debug!(
                     mode = ?mode,
@@ -825,12 +835,48 @@ struct WalUpkeep {
     wal_path: PathBuf,
     /// The last write failed for want of space (SQLITE_FULL).
     out_of_space: bool,
+    /// Set while a reader kept the last RESTART or TRUNCATE from starting
+    /// the WAL over: until when the writer runs PASSIVE ones only, and the
+    /// pause it will take after the next one blocked.
+    held_back: Option<(Instant, Duration)>,
 }
+
+/// The first pause of waiting checkpoints after one was blocked by a
+/// reader; it doubles with each blocked one, up to RESTART_BACKOFF_MAX.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 impl WalUpkeep {
     /// Bytes of the WAL in use: up to its last frame.
     fn in_use(&self) -> u64 {
         u64::from(self.frames.load(Ordering::Relaxed)) * self.frame_bytes
+    }
+
+    /// Whether checkpoints that wait for readers are paused: the last one
+    /// was blocked by a reader a moment ago.
+    fn waiting_paused(&self) -> bool {
+        self.held_back
+            .is_some_and(|(until, _)| Instant::now() < until)
+    }
+
+    /// A waiting checkpoint was blocked by a reader (a long read
+    /// transaction: a backup, a sqlite3 shell): rather than wait
+    /// CHECKPOINT_WAIT after every batch while it lasts, the writer runs
+    /// PASSIVE checkpoints only for a pause that doubles each time.
+    fn hold_back(&mut self, frames: i64, copied: i64) {
+        let pause = match self.held_back {
+            None => RESTART_BACKOFF,
+            Some((_, last)) => (last * 2).min(RESTART_BACKOFF_MAX),
+        };
+        self.held_back = Some((Instant::now() + pause, pause));
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        tracing::warn!(
+            wal_bytes,
+            frames,
+            copied,
+            retry_in_s = pause.as_secs(),
+            "a read transaction keeps the WAL from starting over; it grows until that reader ends"
+        );
     }
 
     /// WAL content past which the writer checkpoints: the limit's share,
@@ -952,7 +998,8 @@ impl Backend for Writer {
     /// Checkpoints once the WAL holds WalLimit::checkpoint_bytes (or a
     /// quarter of the space left on its filesystem, when that is less),
     /// waiting for readers once it holds WalLimit::restart_bytes or after a
-    /// write failed for want of space.
+    /// write failed for want of space, unless a reader blocked the last
+    /// waiting one a moment ago (see WalUpkeep::hold_back).
     fn after_batch(&mut self) {
         let in_use = self.wal.in_use();
         let out_of_space = std::mem::take(&mut self.wal.out_of_space);
@@ -961,13 +1008,12 @@ impl Backend for Writer {
         {
             return;
         }
-        self.checkpoint(
-            if out_of_space || in_use >= self.wal.limit.restart_bytes() {
-                Checkpoint::Restart
-            } else {
-                Checkpoint::Passive
-            },
-        );
+        let wait = out_of_space || in_use >= self.wal.limit.restart_bytes();
+        self.checkpoint(if wait && !self.wal.waiting_paused() {
+            Checkpoint::Restart
+        } else {
+            Checkpoint::Passive
+        });
     }
 
     fn idle_after(&self) -> Option<Duration> {
@@ -977,7 +1023,7 @@ impl Backend for Writer {
     /// Empties the WAL file once writes pause.
     fn idle(&mut self) {
         let len = std::fs::metadata(&self.wal.wal_path).map_or(0, |m| m.len());
-        if len > 0 && self.file.check(&self.path).is_ok() {
+        if len > 0 && !self.wal.waiting_paused() && self.file.check(&self.path).is_ok() {
             self.checkpoint(Checkpoint::Truncate);
         }
     }
@@ -1486,6 +1532,29 @@ mod tests {
             9_600,
             "all of it in the database"
         );
+    }
+
+    #[test]
+    fn a_blocked_restart_pauses_waiting_checkpoints_for_longer_each_time() {
+        let mut wal = WalUpkeep {
+            limit: WalLimit::default(),
+            frame_bytes: 4096 + WAL_FRAME_HEADER,
+            frames: Box::new(AtomicU32::new(0)),
+            wal_path: PathBuf::from("/nonexistent/db.sqlite-wal"),
+            out_of_space: false,
+            held_back: None,
+        };
+        assert!(!wal.waiting_paused());
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            wal.hold_back(10, 0);
+            assert!(wal.waiting_paused(), "paused right after a blocked one");
+            pauses.push(wal.held_back.unwrap().1.as_secs());
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30, 30]);
+        // Once the pause is over, a waiting checkpoint may run again.
+        wal.held_back = Some((Instant::now(), RESTART_BACKOFF_MAX));
+        assert!(!wal.waiting_paused());
     }
 
     #[test]

@@ -27,7 +27,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +41,7 @@ use crate::mariadb::MariaDb;
 use crate::support::ledger::{Audit, Ledger, Outcome};
 use crate::support::process::{poll, signal, ChildGuard};
 use crate::support::stack::{sqlite_database, start_lone_service, tail};
+use crate::support::tmpfs::Tmpfs;
 
 /// Concurrent clients of a storm.
 const CLIENTS: usize = 64;
@@ -704,47 +704,6 @@ const FULL_DISK_503S: usize = 100;
 /// Acknowledged operations far beyond what HEADROOM holds (about 200 adds
 /// fill it).
 const MORE_THAN_FITS: usize = 5000;
-
-/// A tmpfs of its own mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Self {
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
-            .arg("registry-rubber-faults")
-            .arg(&dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs on {} failed (the test runs as root and needs CAP_SYS_ADMIN): {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Still busy: detach it now, the kernel frees it when unused.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 /// Fills the file system of `path` with a file there, then gives back
 /// `headroom` bytes of it. Returns the file's size.

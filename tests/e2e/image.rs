@@ -177,6 +177,15 @@ async fn the_image_is_pushed_through_apache_pulled_back_and_runs_as_configured()
         IMAGE_USER,
         "{VOLUME} is the image user's"
     );
+    // localhost resolves without a runtime's own /etc/hosts (a MySQL
+    // database_url on localhost, under a runtime that adds none).
+    let hosts = std::fs::read_to_string(rootfs.join("etc/hosts")).unwrap_or_default();
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["127.0.0.1", "localhost"]),
+        "the image's /etc/hosts names localhost: {hosts:?}"
+    );
     let entrypoint: Vec<&str> = strings(&config["Entrypoint"]);
     let version = in_image(&rootfs, config, &[entrypoint[0], "--version"], &[])
         .output()

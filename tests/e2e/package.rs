@@ -22,6 +22,7 @@ use crate::support::accounts::{apache_account, group_id, user_id, DATABASE_GROUP
 use crate::support::clients::{run_curl, skopeo, Run};
 use crate::support::process::{free_port, poll, spawn_listening};
 use crate::support::stack::apache_in_front_of;
+use crate::support::tmpfs::Tmpfs;
 use crate::support::tools::tools;
 use crate::support::unique;
 
@@ -541,6 +542,17 @@ async fn the_package_installs_serves_through_apache_and_purges() {
         "the password is in the service's log"
     );
 
+    // The data directory's mode is the administrator's once made: a
+    // reinstall (as an upgrade) keeps a narrower one.
+    fs::set_permissions(STATE_DIR, fs::Permissions::from_mode(0o2750)).expect("chmod");
+    expect_dpkg(&["-i", &deb.to_string_lossy()]);
+    assert_eq!(
+        owner_group_mode(STATE_DIR).2,
+        0o2750,
+        "{STATE_DIR}'s mode after a reinstall"
+    );
+    fs::set_permissions(STATE_DIR, fs::Permissions::from_mode(0o2770)).expect("chmod");
+
     // Remove: the program goes, the configuration and the data stay.
     expect_dpkg(&["-r", PACKAGE]);
     assert_eq!(
@@ -568,9 +580,22 @@ async fn the_package_installs_serves_through_apache_and_purges() {
         "the user minted before dpkg -r is still in {DATABASE}"
     );
 
-    // Purge: the configuration and the data go; the account stays.
+    // Purge: the configuration and the data go, never what another
+    // filesystem mounted inside the data directory holds; the account stays.
+    let mounted = Tmpfs::mount(Path::new(STATE_DIR).join("mounted"), "1m");
+    let theirs = mounted.path().join("theirs");
+    fs::write(&theirs, "kept").expect("write on the mounted filesystem");
     expect_dpkg(&["-P", PACKAGE]);
     assert_eq!(package_status(), None, "after dpkg -P");
+    assert_eq!(
+        fs::read_to_string(&theirs).ok().as_deref(),
+        Some("kept"),
+        "a file on a filesystem mounted inside {STATE_DIR} after dpkg -P"
+    );
+    drop(mounted);
+    fs::remove_dir(Path::new(STATE_DIR).join("mounted")).expect("remove the mount point");
+    fs::remove_dir(STATE_DIR)
+        .unwrap_or_else(|e| panic!("{STATE_DIR} holds nothing but the mount point: {e}"));
     for gone in [STATE_DIR, CONFIG, CONFIG_DIR] {
         assert!(!Path::new(gone).exists(), "{gone} after dpkg -P");
     }

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod process;
 pub mod registry_sample;
 pub mod stack;
+pub mod tmpfs;
 pub mod tools;
 
 pub use clients::Creds;
