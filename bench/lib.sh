@@ -69,16 +69,20 @@ start_service() {
 # distribution is kept as $BENCH_DIR/plots/SCENARIO.N.dat, N counting the
 # runs of that scenario, for plot_latencies.
 run_wrk() {
-  local script=$1 seconds=$2 url=$3 dist=
+  local script=$1 seconds=$2 url=$3
   shift 3
-  if [ -n "${SCENARIO:-}" ]; then
-    mkdir -p "$BENCH_DIR/plots"
-    local n=1
-    while [ -e "$BENCH_DIR/plots/$SCENARIO.$n.dat" ]; do n=$((n + 1)); done
-    dist=$BENCH_DIR/plots/$SCENARIO.$n.dat
-  fi
-  LATENCY_FILE=$dist wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 10s -s "bench/$script" "$@" "$url" |
+  LATENCY_FILE=$(latency_file) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 10s -s "bench/$script" "$@" "$url" |
     grep '^RESULT'
+}
+
+# latency_file: where the next run of SCENARIO keeps its distribution
+# (nothing without SCENARIO).
+latency_file() {
+  [ -n "${SCENARIO:-}" ] || return 0
+  mkdir -p "$BENCH_DIR/plots"
+  local n=1
+  while [ -e "$BENCH_DIR/plots/$SCENARIO.$n.dat" ]; do n=$((n + 1)); done
+  echo "$BENCH_DIR/plots/$SCENARIO.$n.dat"
 }
 
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
