@@ -135,10 +135,13 @@ plot_latencies() {
     files=$(find "$BENCH_DIR/plots" -name "$s.*.dat" | sort -V)
     plot=
     for f in $files; do
+      # A run that completed no request has nothing to draw.
+      awk '$1 == "max" && $2 > 0 {found = 1} END {exit !found}' "$f" || continue
       title="run $(basename "$f" .dat | sed 's/.*\.//'), max $(awk '$1 == "max" {print $2}' "$f") ms"
       plot="$plot${plot:+, }'$f' using (1/(1-\$1/100)):2 with linespoints pointsize 0.5 title '$title'"
     done
-    gnuplot <<GNUPLOT
+    [ -n "$plot" ] || continue
+    gnuplot <<GNUPLOT || { echo "bench: gnuplot failed for $s" >&2; continue; }
 set terminal png size 900,540 font ",11"
 set output '$BENCH_DIR/plots/$s.png'
 set title "$s: latency by percentile (wrk, $CONNECTIONS connections)"
