@@ -17,16 +17,19 @@ fi
 
 # BUILD=debug measures the test build instead (sizes, not speed).
 if [ "${BUILD:-release}" = debug ]; then
-  cargo build --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate
+  cargo build --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate \
+    --example fsync_probe
   OUT=target/debug
 else
-  cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate
+  cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate \
+    --example fsync_probe
   OUT=target/release
 fi
 BIN=$OUT/registry-rubber
 RAW=$OUT/examples/sqlite_commit_rate
 LOOKUPS=$OUT/examples/sqlite_lookups
 MYSQL_RAW=$OUT/examples/mysql_commit_rate
+FSYNC_PROBE=$OUT/examples/fsync_probe
 
 SERVICE_PID=
 stop_service() {
