@@ -67,8 +67,9 @@ docker-registry serve "$BENCH_DIR/config.yml" >"$BENCH_DIR/registry.log" 2>&1 &
 REGISTRY_PID=$!
 deadline=$((SECONDS + 10))
 until curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; do
-  [ $SECONDS -lt $deadline ] && kill -0 "$REGISTRY_PID" 2>/dev/null ||
-    { echo "bench: docker-registry did not start" >&2; cat "$BENCH_DIR/registry.log" >&2; exit 1; }
+  if [ $SECONDS -ge $deadline ] || ! kill -0 "$REGISTRY_PID" 2>/dev/null; then
+    echo "bench: docker-registry did not start" >&2; cat "$BENCH_DIR/registry.log" >&2; exit 1
+  fi
   sleep 0.05
 done
 
