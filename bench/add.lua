@@ -1,4 +1,5 @@
 -- Durable adds with unique epoch-style names: each connection numbers its own.
+local result = dofile("bench/result.lua")
 local counter = 0
 local thread_id = 0
 local threads = {}
@@ -22,7 +23,5 @@ end
 function done(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout
-  io.write(string.format("RESULT requests=%d seconds=%.3f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f errors=%d\n",
-    summary.requests, summary.duration / 1e6,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000, errors))
+  result.report(summary, latency, errors)
 end

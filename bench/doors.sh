@@ -131,45 +131,57 @@ done
 echo "== auth_request door against Apache mod_authn_dbd: $RUNS runs x ${DURATION}s, $CONNECTIONS connections, $THREADS wrk threads, service log level $LOG_LEVEL"
 echo "   machine: $(nproc) cores; the same SQLite users table for both"
 
-# bench_one NAME URL AUTHORIZATION: median checks/s, p50, p99 and the worst max of RUNS runs.
+md_start "The checking doors against Apache mod_authn_dbd"
+md "Service log level: $LOG_LEVEL; $RUNS runs of ${DURATION}s per row; the same SQLite users table for the door and Apache." ""
+md_runs_header
+
+# bench_one SCENARIO NAME URL AUTHORIZATION: median checks/s, p50, p99 and
+# the worst max of RUNS runs; every run's p99 and max.
 bench_one() {
-  local name=$1 url=$2 authorization=$3 rates=() p50=() p99=() max=() errors=0 non2xx=0 r
-  for _ in $(seq "$RUNS"); do
-    r=$(run_wrk check.lua "$DURATION" "$url" -H "Authorization: $authorization")
+  local scenario=$1 name=$2 url=$3 authorization=$4 rates=() p50=() p99=() max=() errors=0 non2xx=0 r run
+  for run in $(seq "$RUNS"); do
+    r=$(SCENARIO=$scenario run_wrk check.lua "$DURATION" "$url" -H "Authorization: $authorization")
+    md_run "$name" "$run" "$r"
     rates+=("$(rate "$r")"); p50+=("$(field p50_ms "$r")"); p99+=("$(field p99_ms "$r")"); max+=("$(field max_ms "$r")")
     errors=$((errors + $(field errors "$r"))); non2xx=$((non2xx + $(field non2xx "$r")))
   done
   RESULT_RATE=$(m "${rates[@]}")
-  printf '%-34s %9s/s   p50 %8s ms   p99 %8s ms   max %8s ms   (runs: %s; transport errors %s, non-2xx %s)\n' \
-    "$name" "$RESULT_RATE" "$(m "${p50[@]}")" "$(m "${p99[@]}")" "$(printf '%s\n' "${max[@]}" | sort -g | tail -1)" \
-    "$(IFS=/; echo "${rates[*]}")" "$errors" "$non2xx"
+  RESULT_P99=$(m "${p99[@]}")
+  printf '%-34s %9s/s   p50 %8s ms   p99 %8s ms   max %8s ms   (runs: %s; p99 %s; max %s; transport errors %s, non-2xx %s)\n' \
+    "$name" "$RESULT_RATE" "$(m "${p50[@]}")" "$RESULT_P99" "$(worst "${max[@]}")" \
+    "$(IFS=/; echo "${rates[*]}")" "$(IFS=/; echo "${p99[*]}")" "$(IFS=/; echo "${max[*]}")" "$errors" "$non2xx"
 }
 
-bench_one "door 404 (cheapest answer)" "http://$AUTH_ADDR/nothing" "$(basic x y)"
+bench_one door-404 "door 404 (cheapest answer)" "http://$AUTH_ADDR/nothing" "$(basic x y)"
 CHEAPEST=$RESULT_RATE
 FIRST_TYPE=${HASH_TYPES%% *}
-bench_one "door refused ($FIRST_TYPE user)" "http://$AUTH_ADDR/auth" "$(basic "bench-$FIRST_TYPE" wrong)"
-declare -A DOOR APACHE_RATE
+bench_one door-refused "door refused ($FIRST_TYPE user)" "http://$AUTH_ADDR/auth" "$(basic "bench-$FIRST_TYPE" wrong)"
+declare -A DOOR APACHE_RATE DOOR_P99 APACHE_P99
 for h in $HASH_TYPES; do
-  bench_one "door $h (cached)" "http://$AUTH_ADDR/auth" "$(basic "bench-$h" "$PASSWORD")"
-  DOOR[$h]=$RESULT_RATE
-  bench_one "Apache $h" "http://127.0.0.1:$APACHE_PORT/ok" "$(basic "bench-$h" "$PASSWORD")"
-  APACHE_RATE[$h]=$RESULT_RATE
+  bench_one "door-$h" "door $h (cached)" "http://$AUTH_ADDR/auth" "$(basic "bench-$h" "$PASSWORD")"
+  DOOR[$h]=$RESULT_RATE; DOOR_P99[$h]=$RESULT_P99
+  bench_one "apache-$h" "Apache $h" "http://127.0.0.1:$APACHE_PORT/ok" "$(basic "bench-$h" "$PASSWORD")"
+  APACHE_RATE[$h]=$RESULT_RATE; APACHE_P99[$h]=$RESULT_P99
 done
 
 TOKEN_URL="http://$TOKEN_ADDR/token?service=registry&scope=repository:team/app:pull,push"
 if [[ " $HASH_TYPES " == *" bcrypt "* ]]; then
   curl -fsS -o /dev/null -H "Authorization: $(basic bench-bcrypt "$PASSWORD")" "$TOKEN_URL" ||
     { echo "bench: the token door refused the bench credential" >&2; exit 1; }
-  bench_one "token door, bcrypt (cached)" "$TOKEN_URL" "$(basic bench-bcrypt "$PASSWORD")"
+  bench_one token-door "token door, bcrypt (cached)" "$TOKEN_URL" "$(basic bench-bcrypt "$PASSWORD")"
   TOKENS=$RESULT_RATE
 fi
 
 echo
 echo "== ratios (medians, same run)"
+md "" "| checks/s (medians) | door | p99 ms | Apache | p99 ms | door / Apache | door / cheapest answer |" "|---|---|---|---|---|---|---|"
 for h in $HASH_TYPES; do
+  md "| $h | ${DOOR[$h]} | ${DOOR_P99[$h]} | ${APACHE_RATE[$h]} | ${APACHE_P99[$h]} | $(ratio "${DOOR[$h]}" "${APACHE_RATE[$h]}")x | $(ratio "${DOOR[$h]}" "$CHEAPEST") |"
   printf '%-8s door %9s/s   Apache %9s/s   door/Apache %8sx   door/cheapest answer %5s\n' \
     "$h" "${DOOR[$h]}" "${APACHE_RATE[$h]}" "$(ratio "${DOOR[$h]}" "${APACHE_RATE[$h]}")" "$(ratio "${DOOR[$h]}" "$CHEAPEST")"
 done
 [ -z "${TOKENS:-}" ] || printf '%-8s token door %9s tokens/s   door/cheapest answer %5s\n' bcrypt "$TOKENS" "$(ratio "$TOKENS" "$CHEAPEST")"
+[ -z "${TOKENS:-}" ] || md "" "Token door, bcrypt (cached): $TOKENS tokens/s, $(ratio "$TOKENS" "$CHEAPEST") of the cheapest answer's rate ($CHEAPEST/s)."
+plot_latencies
+echo "   results: $RESULTS"
 curl -s "http://$ADDR/metrics" | grep -E '^rubber_(verifications_total|door_checks_total|tokens_issued_total)' | sed 's/^/   /'

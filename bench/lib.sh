@@ -1,6 +1,10 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by the benchmark scripts: building, starting and stopping the
-# service, driving it with wrk, and reading wrk's RESULT lines. Sourced, not
-# run. Expects RUNS, DURATION, CONNECTIONS, THREADS and BENCH_DIR set.
+# service, driving it with wrk, reading wrk's RESULT lines, and writing each
+# script's results as Markdown ($BENCH_DIR/results.md) with a latency plot
+# per scenario ($BENCH_DIR/plots/*.png, drawn by gnuplot when it is
+# installed: apt-get install gnuplot-nox). Sourced, not run. Expects RUNS,
+# DURATION, CONNECTIONS, THREADS and BENCH_DIR set.
 
 if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
@@ -13,15 +17,19 @@ fi
 
 # BUILD=debug measures the test build instead (sizes, not speed).
 if [ "${BUILD:-release}" = debug ]; then
-  cargo build --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups
+  cargo build --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate \
+    --example fsync_probe
   OUT=target/debug
 else
-  cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups
+  cargo build --release --quiet --bin registry-rubber --example sqlite_commit_rate --example sqlite_lookups --example mysql_commit_rate \
+    --example fsync_probe
   OUT=target/release
 fi
 BIN=$OUT/registry-rubber
 RAW=$OUT/examples/sqlite_commit_rate
 LOOKUPS=$OUT/examples/sqlite_lookups
+MYSQL_RAW=$OUT/examples/mysql_commit_rate
+FSYNC_PROBE=$OUT/examples/fsync_probe
 
 SERVICE_PID=
 stop_service() {
@@ -59,11 +67,25 @@ start_service() {
   done
 }
 
-# run_wrk SCRIPT SECONDS URL [wrk options...]: prints the RESULT line.
+# run_wrk SCRIPT SECONDS URL [wrk options...]: prints the RESULT line. With
+# SCENARIO set (a file name: adds, door-sha1, ...), the run's latency
+# distribution is kept as $BENCH_DIR/plots/SCENARIO.N.dat, N counting the
+# runs of that scenario, for plot_latencies.
 run_wrk() {
   local script=$1 seconds=$2 url=$3
   shift 3
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 10s -s "bench/$script" "$@" "$url" | grep '^RESULT'
+  LATENCY_FILE=$(latency_file) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 10s -s "bench/$script" "$@" "$url" |
+    grep '^RESULT'
+}
+
+# latency_file: where the next run of SCENARIO keeps its distribution
+# (nothing without SCENARIO).
+latency_file() {
+  [ -n "${SCENARIO:-}" ] || return 0
+  mkdir -p "$BENCH_DIR/plots"
+  local n=1
+  while [ -e "$BENCH_DIR/plots/$SCENARIO.$n.dat" ]; do n=$((n + 1)); done
+  echo "$BENCH_DIR/plots/$SCENARIO.$n.dat"
 }
 
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
@@ -71,3 +93,72 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 m() { printf '%s\n' "$@" | median; }
 rate() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN {printf "%.0f", r/s}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f", a/b; else print "inf"}'; }
+worst() { printf '%s\n' "$@" | sort -g | tail -1; }
+
+# The Markdown results of one script: md_start TITLE empties
+# $BENCH_DIR/results.md and the plots, and heads the file with the machine;
+# md LINE... appends lines; md_run SCENARIO RUN RESULT appends one row of
+# the per-run table (md_runs_header starts one).
+md_start() {
+  RESULTS=$BENCH_DIR/results.md
+  rm -rf "$BENCH_DIR/plots"
+  mkdir -p "$BENCH_DIR/plots"
+  {
+    echo "# $1"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), build $OUT;" \
+      "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start (the machine may run other work);" \
+      "wrk $THREADS threads, $CONNECTIONS connections."
+    echo
+  } >"$RESULTS"
+}
+md() { printf '%s\n' "$@" >>"$RESULTS"; }
+md_runs_header() {
+  md "| scenario | run | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |" "|---|---|---|---|---|---|---|---|"
+}
+md_run() {
+  md "| $1 | $2 | $(rate "$3") | $(field p50_ms "$3") | $(field p99_ms "$3") | $(field p999_ms "$3") | $(field max_ms "$3") | $(field errors "$3") |"
+}
+
+# plot_latencies: one PNG per scenario kept by run_wrk, every run a line:
+# latency (ms, log scale) against the percentile (on the scale of
+# 1 / (1 - p), so that 90, 99, 99.9 and 99.99 are evenly spaced); the
+# longest request of each run is in its key. Listed in results.md.
+plot_latencies() {
+  local scenarios s files f title plot
+  scenarios=$(find "$BENCH_DIR/plots" -name '*.dat' -printf '%f\n' 2>/dev/null | sed 's/\.[0-9]*\.dat$//' | sort -u)
+  [ -n "$scenarios" ] || return 0
+  if ! command -v gnuplot >/dev/null; then
+    echo "bench: gnuplot is missing, no plots drawn (apt-get install gnuplot-nox); distributions in $BENCH_DIR/plots" >&2
+    md "" "Latency distributions (no plots: gnuplot is not installed) in \`plots/*.dat\`."
+    return 0
+  fi
+  md "" "## Latency distributions" ""
+  for s in $scenarios; do
+    files=$(find "$BENCH_DIR/plots" -name "$s.*.dat" | sort -V)
+    plot=
+    for f in $files; do
+      # A run that completed no request has nothing to draw.
+      awk '$1 == "max" && $2 > 0 {found = 1} END {exit !found}' "$f" || continue
+      title="run $(basename "$f" .dat | sed 's/.*\.//'), max $(awk '$1 == "max" {print $2}' "$f") ms"
+      plot="$plot${plot:+, }'$f' using (1/(1-\$1/100)):2 with linespoints pointsize 0.5 title '$title'"
+    done
+    [ -n "$plot" ] || continue
+    gnuplot <<GNUPLOT || { echo "bench: gnuplot failed for $s" >&2; continue; }
+set terminal png size 900,540 font ",11"
+set output '$BENCH_DIR/plots/$s.png'
+set title "$s: latency by percentile (wrk, $CONNECTIONS connections)"
+set logscale x
+set logscale y
+set xlabel 'percentile'
+set ylabel 'latency (ms)'
+set xtics ('0' 1, '50' 2, '90' 10, '99' 100, '99.9' 1000, '99.99' 10000, '99.999' 100000)
+set xrange [1:100000]
+set grid xtics ytics mytics
+set key top left
+set datafile commentschars '#m'
+plot $plot
+GNUPLOT
+    md "![$s](plots/$s.png)"
+  done
+}

@@ -13,6 +13,8 @@
 # WAL file SETTLE seconds after the load stopped, RSS idle and at peak, and
 # the lookups made and refused.
 #
+# Writes $BENCH_DIR/results.md and a latency plot with a line per run.
+#
 # Fails (exit 1) when the WAL file ever exceeded WAL_LIMIT, when it did not
 # shrink to WAL_AFTER MB or less within SETTLE seconds of the load stopping,
 # or when a lookup or an add failed. Latency is reported, never checked: the
@@ -36,6 +38,7 @@ BENCH_DIR=$(mkdir -p "${BENCH_DIR:-target/bench}/soak" && cd "${BENCH_DIR:-targe
 SAMPLER_PID=
 
 source bench/lib.sh
+# shellcheck disable=SC2317 # run by the trap
 cleanup() {
   [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
   stop_service
@@ -66,6 +69,10 @@ rss_idle=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVICE_PID/status")
 since() { awk -v t="$1" '$1 >= t { if ($2 > w) w = $2; if ($3 > r) r = $3 } END { printf "%d %d\n", w, r }' "$BENCH_DIR/samples"; }
 mb() { awk -v b="$1" -v m=$MB 'BEGIN { printf "%.1f", b / m }'; }
 
+md_start "Soak: adds flat out for ${DURATION}s, the WAL bound checked"
+md "SQLite, hash_type sha1, wal_limit $WAL_LIMIT MB, log level $RUBBER_LOG_LEVEL; $RUNS runs of up to ${INTERVAL}s back to back;" \
+  "another process looks users up in the same file meanwhile (1 s busy timeout)." ""
+md "| run | adds/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | largest WAL MB | largest RSS MB |" "|---|---|---|---|---|---|---|---|---|"
 echo "== soak: adds for ${DURATION}s as $RUNS runs, $CONNECTIONS connections, wal_limit $WAL_LIMIT MB, hash_type sha1"
 echo "   machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); database directory: $BENCH_DIR; build: $OUT"
 "$LOOKUPS" "$DB" "$DURATION" >"$BENCH_DIR/lookups" 2>"$BENCH_DIR/lookups.err" &
@@ -77,13 +84,14 @@ for run in $(seq "$RUNS"); do
   left=$((DURATION - (run - 1) * INTERVAL))
   seconds=$((left < INTERVAL ? left : INTERVAL))
   started=$(date +%s)
-  r=$(run_wrk add.lua "$seconds" "http://$ADDR")
+  r=$(SCENARIO=soak-adds run_wrk add.lua "$seconds" "http://$ADDR")
   read -r wal rss < <(since "$started")
   p99s+=("$(field p99_ms "$r")"); maxes+=("$(field max_ms "$r")")
   failed_adds=$((failed_adds + $(field errors "$r")))
   printf '   run %2d: %6s adds/s  p50 %7s ms  p99 %7s ms  max %8s ms  errors %s  WAL max %6s MB  RSS max %5s MB\n' \
     "$run" "$(rate "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" "$(field max_ms "$r")" "$(field errors "$r")" \
     "$(mb "$wal")" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+  md "| $run | $(rate "$r") | $(field p50_ms "$r") | $(field p99_ms "$r") | $(field p999_ms "$r") | $(field max_ms "$r") | $(field errors "$r") | $(mb "$wal") | $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') |"
 done
 wait "$lookups_pid" || true
 sleep "$SETTLE"
@@ -102,6 +110,16 @@ printf '%-46s %10s MB idle, %s MB at peak\n' "service RSS" "$(awk -v k="$rss_idl
 printf '%-46s %10s   refused %s, p99 %s ms, longest %s ms\n' "lookups by another process (1 s busy timeout)" \
   "$(field lookups "$lookup_result")" "$(field errors "$lookup_result")" "$(field p99_ms "$lookup_result")" "$(field max_ms "$lookup_result")"
 printf '%-46s %10s   (failed adds: %s)\n' "users in the table afterwards" "$stored" "$failed_adds"
+
+md "" "| whole soak | figure |" "|---|---|" \
+  "| largest WAL file during the load | $(mb "$wal_max") MB (bound $WAL_LIMIT MB) |" \
+  "| WAL file ${SETTLE} s after the load stopped | $(mb "$wal_after") MB (at most $WAL_AFTER MB) |" \
+  "| add p99, worst run | $(printf '%s\n' "${p99s[@]}" | sort -g | tail -1) ms |" \
+  "| longest add | $(printf '%s\n' "${maxes[@]}" | sort -g | tail -1) ms |" \
+  "| service RSS idle / at peak | $(awk -v k="$rss_idle" 'BEGIN { printf "%.1f", k / 1024 }') / $(awk -v k="$rss_max" 'BEGIN { printf "%.1f", k / 1024 }') MB |" \
+  "| lookups by another process | $(field lookups "$lookup_result"), refused $(field errors "$lookup_result"), p99 $(field p99_ms "$lookup_result") ms, longest $(field max_ms "$lookup_result") ms |" \
+  "| users in the table afterwards | $stored (failed adds: $failed_adds) |"
+plot_latencies
 
 status=0
 if [ "$wal_max" -gt $((WAL_LIMIT * MB)) ]; then
