@@ -137,6 +137,20 @@ mod tests {
         }
     }
 
+    /// Starts a job on `lane` that runs until `release` lets it go, and
+    /// gives it a moment to take its place (running, or waiting).
+    async fn spawn_held(
+        lane: &Arc<Lane>,
+        release: &Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
+    ) -> tokio::task::JoinHandle<Result<(), LaneError>> {
+        let handle = tokio::spawn({
+            let (lane, job) = (Arc::clone(lane), held(release));
+            async move { lane.run(job).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_lane_refuses_at_once_and_leaves_the_other_lane_alone() {
         let checks = Arc::new(Lane::new(1, 1));
@@ -144,16 +158,8 @@ mod tests {
         let (tx, rx) = mpsc::channel::<()>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         // One running, one waiting: the lane is full.
-        let running = tokio::spawn({
-            let (checks, job) = (Arc::clone(&checks), held(&rx));
-            async move { checks.run(job).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiting = tokio::spawn({
-            let (checks, job) = (Arc::clone(&checks), held(&rx));
-            async move { checks.run(job).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let running = spawn_held(&checks, &rx).await;
+        let waiting = spawn_held(&checks, &rx).await;
         assert_eq!(checks.run(|| ()).await, Err(LaneError::Full));
         // The other lane runs as if nothing were happening.
         let added = tokio::time::timeout(Duration::from_secs(5), adds.run(|| 7)).await;
@@ -177,16 +183,8 @@ mod tests {
             .unwrap();
         let (tx, rx) = mpsc::channel::<()>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
-        let running = tokio::spawn({
-            let (lane, job) = (Arc::clone(&lane), held(&rx));
-            async move { lane.run(job).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let waiting = tokio::spawn({
-            let (lane, job) = (Arc::clone(&lane), held(&rx));
-            async move { lane.run(job).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let running = spawn_held(&lane, &rx).await;
+        let waiting = spawn_held(&lane, &rx).await;
         let refused = tokio::time::timeout(Duration::from_secs(5), lane.run(|| ())).await;
         assert_eq!(refused, Ok(Err(LaneError::Full)), "refused at once");
         tx.send(()).unwrap();

@@ -1221,16 +1221,16 @@ mod tests {
         }
     }
 
+    /// Opens the store at `path` with the default WAL limit.
+    async fn open_at(path: PathBuf, create: Create) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(path, table(), create, WalLimit::default()).await
+    }
+
     async fn fresh() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            dir.path().join("db.sqlite"),
-            table(),
-            Create::IfMissing,
-            WalLimit::default(),
-        )
-        .await
-        .unwrap();
+        let store = open_at(dir.path().join("db.sqlite"), Create::IfMissing)
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -1238,20 +1238,10 @@ mod tests {
     async fn a_missing_file_is_refused_unless_creation_is_asked_for() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let err = SqliteStore::open(path.clone(), table(), Create::Never, WalLimit::default())
-            .await
-            .err()
-            .unwrap();
+        let err = open_at(path.clone(), Create::Never).await.err().unwrap();
         assert!(matches!(err, StoreError::Missing(_)), "{err}");
         assert!(!path.exists());
-        SqliteStore::open(
-            path.clone(),
-            table(),
-            Create::IfMissing,
-            WalLimit::default(),
-        )
-        .await
-        .unwrap();
+        open_at(path.clone(), Create::IfMissing).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, FILE_MODE);
     }
@@ -1272,16 +1262,7 @@ mod tests {
         );
         assert!(store.ping().await.is_err(), "unhealthy");
         // A new file at the path is another file: still refused.
-        drop(
-            SqliteStore::open(
-                path.clone(),
-                table(),
-                Create::IfMissing,
-                WalLimit::default(),
-            )
-            .await
-            .unwrap(),
-        );
+        drop(open_at(path.clone(), Create::IfMissing).await.unwrap());
         assert!(store.get(&u("kept")).await.is_err());
     }
 
@@ -1289,14 +1270,7 @@ mod tests {
     async fn wal_and_full_sync_are_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let store = SqliteStore::open(
-            path.clone(),
-            table(),
-            Create::IfMissing,
-            WalLimit::default(),
-        )
-        .await
-        .unwrap();
+        let store = open_at(path.clone(), Create::IfMissing).await.unwrap();
         store
             .write(WriteOp::Remove {
                 user: Username::parse("x").unwrap(),
@@ -1330,9 +1304,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(path.clone(), table(), Create::Never, WalLimit::default())
-            .await
-            .unwrap();
+        let store = open_at(path.clone(), Create::Never).await.unwrap();
         let row = store
             .get(&Username::parse("1423382819").unwrap())
             .await
