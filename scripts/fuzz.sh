@@ -5,7 +5,8 @@
 # A panic or a broken property fails the script, and libFuzzer leaves the
 # input that did it in fuzz/artifacts/TARGET/. Installs cargo-fuzz (the
 # version below) when it is missing. Arguments: targets to run (default:
-# all).
+# all). FUZZ_SEED (1) fixes libFuzzer's seed, so the test command's run is
+# the same each time; another seed explores further.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ for target in "${targets[@]}"; do
   mkdir -p "$work/$target"
   # TMPDIR: the files a target writes (the config target's) go with the rest.
   if ! TMPDIR="$work" cargo fuzz run "${flags[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     >"$work/$target.log" 2>&1; then
     cat "$work/$target.log" >&2
     echo "fuzz.sh: $target failed; the input is in fuzz/artifacts/$target/" >&2
