@@ -1089,6 +1089,15 @@ mod tests {
         );
         let u = DatabaseUrl::parse("mysql://r%40b%20c@db/rr").unwrap();
         assert_eq!(u.to_string(), "mysql://r%40b%20c@db:3306/rr");
+        // What prints parses back to the same URL.
+        for url in [
+            "mysql://r%40b%20c@db_1.example-2/rr",
+            "mariadb://root@[fe80::1]:3307/rr",
+            "mysql://u@10.0.0.5/r%41r",
+        ] {
+            let u = DatabaseUrl::parse(url).unwrap();
+            assert_eq!(DatabaseUrl::parse(&u.to_string()).unwrap(), u, "{url}");
+        }
         for (bad, why) in [
             ("mysql://host:3306/db", "no user"),
             ("mysql://u:Pw-Leak-1@host:3306", "no database"),
@@ -1097,6 +1106,15 @@ mod tests {
             ("mysql://u:Pw-Leak-1@:3306/db", "no host"),
             ("mysql://u:Pw-Leak-1@host/db?ssl=1", "no options"),
             ("mysql://u:Pw-Leak-1@host/d b", "database name"),
+            // Only a name, an IPv4 address or a bracketed IPv6 address: a
+            // host the URL's printed form could not carry back is refused.
+            ("mysql://u:Pw-Leak-1@[m.xb]:3306/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@[[::1]:3306/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@[::1]x/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@h\u{e9}te/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@a b:3306/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@a..b/db", "host or port"),
+            ("mysql://u:Pw-Leak-1@a:b:3306/db", "host or port"),
         ] {
             let err = DatabaseUrl::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");

@@ -193,19 +193,35 @@ fn decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+/// `host`, `host:port`, `[v6]` or `[v6]:port`. A host is a name of
+/// letters, digits, `-`, `_` and dots (container names often hold `_`), an
+/// IPv4 address, or an IPv6 address in brackets; anything else is refused
+/// rather than passed on, so the URL prints back exactly as it parses.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
         match after {
             "" => (host, None),
             p => (host, Some(p.strip_prefix(':')?)),
         }
     } else {
-        match s.rsplit_once(':') {
+        let (host, port) = match s.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
+        };
+        let name_ok = host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !host.is_empty() && !name_ok {
+            return None;
         }
+        (host, port)
     };
     let port = match port {
         None => None,
