@@ -5,6 +5,7 @@
 //! auth_request door.
 
 pub mod access;
+pub mod allocator;
 pub mod audit;
 pub mod callers;
 pub mod cli;

@@ -364,6 +364,9 @@ impl Application {
         background.push(tokio::spawn(
             reload_on_sighup(reloader, settings_source).in_current_span(),
         ));
+        background.push(tokio::spawn(
+            crate::allocator::trim_when_quiet().in_current_span(),
+        ));
         let open_files = raise_open_files_limit();
         let connections: usize = doors.iter().map(BoundDoor::max_connections).sum();
         if open_files.is_some_and(|l| (l as usize) < connections + 64) {
