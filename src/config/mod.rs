@@ -1094,6 +1094,7 @@ mod tests {
             "mysql://r%40b%20c@db_1.example-2/rr",
             "mariadb://root@[fe80::1]:3307/rr",
             "mysql://u@10.0.0.5/r%41r",
+            "mysql://u@DB.Example.com./rr",
         ] {
             let u = DatabaseUrl::parse(url).unwrap();
             assert_eq!(DatabaseUrl::parse(&u.to_string()).unwrap(), u, "{url}");

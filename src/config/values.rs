@@ -160,7 +160,7 @@ impl MysqlUrl {
             })?)),
         };
         let (host, port) =
-            split_host_port(hostport).ok_or_else(|| bad("has a bad host or port"))?;
+            split_host_port(hostport).ok_or_else(|| bad("has a bad host or port (a host is a name, an IPv4 address or an [IPv6] address without a zone; a port is 1 to 65535)"))?;
         if host.is_empty() {
             return Err(bad("names no host"));
         }
@@ -194,9 +194,10 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`. A host is a name of
-/// letters, digits, `-`, `_` and dots (container names often hold `_`), an
-/// IPv4 address, or an IPv6 address in brackets; anything else is refused
-/// rather than passed on, so the URL prints back exactly as it parses.
+/// letters, digits, `-`, `_` and dots (container names often hold `_`; one
+/// trailing dot allowed), an IPv4 address, or an IPv6 address in brackets
+/// (no zone); anything else is refused rather than passed on, so the URL
+/// prints back exactly as it parses.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
@@ -210,8 +211,9 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         };
-        let name_ok = host.len() <= 253
-            && host.split('.').all(|label| {
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let name_ok = name.len() <= 253
+            && name.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
                     && label
