@@ -88,6 +88,12 @@ latency_file() {
   echo "$BENCH_DIR/plots/$SCENARIO.$n.dat"
 }
 
+# CPU time of process PID so far, user and system, in clock ticks.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The machine's CPU ticks so far: "busy total" over every core.
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# Milliseconds of CPU per thousand of N operations, from two tick counts.
+ms_per_k() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {if (n > 0) printf "%.0f", (b - a) * 1000 / hz * 1000 / n; else print "-"}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 m() { printf '%s\n' "$@" | median; }
