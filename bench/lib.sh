@@ -25,7 +25,9 @@ else
     --example fsync_probe
   OUT=target/release
 fi
-BIN=$OUT/registry-rubber
+# BENCH_BIN measures another build of the service (an older commit, say) with
+# this build's tools and scripts, for a comparison in the same session.
+BIN=${BENCH_BIN:-$OUT/registry-rubber}
 RAW=$OUT/examples/sqlite_commit_rate
 LOOKUPS=$OUT/examples/sqlite_lookups
 MYSQL_RAW=$OUT/examples/mysql_commit_rate
