@@ -493,7 +493,18 @@ async fn commit_batch<B: Backend>(
     counts: &WriterCounts,
 ) -> Option<StoreError> {
     let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+    let started = std::time::Instant::now();
     let result = backend.commit(&ops).await;
+    tracing::debug!(
+        jobs = ops.len(),
+        bulk_deletes = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::Sweep { .. } | WriteOp::Cleanup { .. }))
+            .count(),
+        ok = result.is_ok(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "commit"
+    );
     drop(ops);
     match result {
         Ok(outcomes) => {
