@@ -112,7 +112,7 @@ for run in $(seq "$RUNS"); do
   svc1=$(proc_ticks "$SERVICE_PID"); mdb1=$(proc_ticks "$MDB_PID"); read -r busy1 total1 < <(machine_ticks)
   n=$(field requests "$r")
   cpu_svc+=("$(ms_per_k "$svc0" "$svc1" "$n")"); cpu_mdb+=("$(ms_per_k "$mdb0" "$mdb1" "$n")")
-  busy+=("$(awk -v a=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN {printf "%.0f", t > 0 ? 100 * a / t : 0}')")
+  busy+=("$(awk -v a=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * a / t : 0)}')")
   adds+=("$(rate "$r")"); p50+=("$(field p50_ms "$r")"); p99+=("$(field p99_ms "$r")")
   p999+=("$(field p999_ms "$r")"); max+=("$(field max_ms "$r")"); errors=$((errors + $(field errors "$r")))
   printf '   run %s: raw %s commits/s on 1 connection, %s from %s; adds %s/s (%sx raw 1) p50 %s ms p99 %s ms p99.9 %s ms max %s ms, %s errors\n' \
