@@ -1,16 +1,13 @@
 //! SQLite backend: WAL mode with synchronous=FULL, one writer thread that
-//! drains the write queue into group commits, a copier thread that copies
-//! the WAL into the database file beside it, the two keeping the WAL
-//! within its bound, and a small pool of reader connections used from the
-//! blocking thread pool.
+//! drains the write queue into group commits and keeps the WAL within its
+//! bound, and a small pool of reader connections used from the blocking
+//! thread pool.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -66,7 +63,6 @@ struct Inner {
     /// The query of `get`, the credential check's read.
     get_sql: String,
     readers: Mutex<Vec<Connection>>,
-    checkpoints: Arc<CheckpointCounts>,
 }
 
 impl SqliteStore {
@@ -79,8 +75,6 @@ impl SqliteStore {
         let (queue, rx, counts) = WriteQueue::new();
         let writer_path = path.clone();
         let writer_table = table.clone();
-        let checkpoints = Arc::new(CheckpointCounts::default());
-        let writer_counts = Arc::clone(&checkpoints);
         // Opening, migrating and the writer loop all run on one dedicated
         // thread that owns the only write connection, under a runtime of its
         // own: the writer's waits on SQLite and the disk block that thread
@@ -114,14 +108,13 @@ impl SqliteStore {
                         return;
                     }
                 };
-                let writer =
-                    match Writer::new(conn, &writer_table, writer_path, file, wal, writer_counts) {
-                        Ok(writer) => writer,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
+                let writer = match Writer::new(conn, &writer_table, writer_path, file, wal) {
+                    Ok(writer) => writer,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 let _ = ready_tx.send(Ok((file, applied)));
                 runtime.block_on(policy::run_writer(writer, rx, &counts));
             })
@@ -136,15 +129,8 @@ impl SqliteStore {
                 applied,
                 queue,
                 readers: Mutex::new(Vec::new()),
-                checkpoints,
             }),
         })
-    }
-
-    /// WAL frames copied into the database file by the copier beside the
-    /// writer and by the writer itself.
-    pub fn checkpoint_counts(&self) -> &CheckpointCounts {
-        &self.inner.checkpoints
     }
 
     /// The migrations this open applied, oldest first.
@@ -686,7 +672,6 @@ struct Writer {
     path: PathBuf,
     file: FileId,
     wal: WalUpkeep,
-    copier: Copier,
 }
 
 impl Writer {
@@ -696,7 +681,6 @@ impl Writer {
         path: PathBuf,
         file: FileId,
         limit: WalLimit,
-        counts: Arc<CheckpointCounts>,
     ) -> Result<Self, StoreError> {
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let frames = Box::new(AtomicU32::new(0));
@@ -713,12 +697,11 @@ impl Writer {
         }
         // Beside the file SQLite opened: the path's target when the path is
         // a symbolic link.
-        let opened = conn
+        let mut wal_path = conn
             .path()
             .filter(|p| !p.is_empty())
-            .map_or_else(|| path.clone(), PathBuf::from);
-        let copier = Copier::start(&opened, file, counts)?;
-        let mut wal_path = opened.into_os_string();
+            .map_or_else(|| path.clone(), PathBuf::from)
+            .into_os_string();
         wal_path.push("-wal");
         Ok(Self {
             conn,
@@ -733,18 +716,14 @@ impl Writer {
                 out_of_space: false,
                 held_back: None,
             },
-            copier,
         })
     }
 
     /// Runs a checkpoint on the writer's connection, between transactions:
     /// no frame is added to the WAL while it runs, so a PASSIVE one copies
     /// every frame no reader still needs, and the next transaction then
-    /// starts the WAL over from its beginning. Waits for the copier's
-    /// checkpoint, if one runs: two at once would fail one of them.
+    /// starts the WAL over from its beginning.
     fn checkpoint(&mut self, mode: Checkpoint) {
-        let gate = Arc::clone(&self.copier.shared);
-        let _one_at_a_time = gate.one_at_a_time();
         let started = Instant::now();
         let waits = mode != Checkpoint::Passive;
         let sql = match mode {
@@ -767,14 +746,6 @@ impl Writer {
         }
         match result {
             Ok((blocked, frames, copied)) => {
-                let left = u64::try_from(frames)
-                    .unwrap_or(0)
-                    .saturating_sub(self.copier.shared.last_seen.swap(0, Ordering::Relaxed));
-                self.copier
-                    .shared
-                    .counts
-                    .by_writer
-                    .fetch_add(left, Ordering::Relaxed);
                 if waits && blocked == 0 {
                     // Started over (and, for TRUNCATE, emptied): no frame
                     // in use until the next commit says otherwise.
@@ -794,189 +765,6 @@ impl Writer {
             }
             Err(e) => tracing::warn!(mode = ?mode, error = %e, "checkpoint failed"),
         }
-        if self.copier.state() == CopierState::Done {
-            self.copier.collected();
-        }
-    }
-}
-
-/// Who copied the WAL into the database file, in frames: how far the
-/// copier's checkpoints beside the writer got, and how many frames the WAL
-/// held beyond the copier's last one when the writer's own checkpoints ran
-/// (at most what they had left to copy). For tests.
-#[derive(Debug, Default)]
-pub struct CheckpointCounts {
-    pub by_copier: AtomicU64,
-    pub by_writer: AtomicU64,
-}
-
-/// A thread with a connection of its own that runs PASSIVE checkpoints
-/// when the writer wakes it: it copies the bulk of the WAL into the
-/// database file, scattered writes and fsync included, while the writer
-/// goes on committing. The writer's own checkpoint, which writes wait
-/// for, then copies only what was committed meanwhile.
-struct Copier {
-    shared: Arc<CopierShared>,
-    wake: Option<SyncSender<()>>,
-    thread: Option<JoinHandle<()>>,
-    /// `shared.runs` when the writer last woke the copier, until the writer
-    /// has finished after it.
-    woken_at: Option<u64>,
-}
-
-struct CopierShared {
-    /// Held by whichever checkpoint of this process runs: SQLite fails a
-    /// second one at once rather than wait.
-    gate: Mutex<()>,
-    /// The copier's checkpoints finished so far.
-    runs: AtomicU64,
-    /// The WAL's frames when the copier's last checkpoint ran, until the
-    /// writer's next checkpoint: what that one has left to copy is beyond.
-    last_seen: AtomicU64,
-    counts: Arc<CheckpointCounts>,
-}
-
-impl CopierShared {
-    fn one_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.gate
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Where the copier stands, as the writer sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CopierState {
-    /// Not woken: the writer may wake it.
-    Idle,
-    /// Woken, not finished.
-    Copying,
-    /// Finished since the writer woke it: the writer's turn.
-    Done,
-}
-
-impl Copier {
-    /// Opens the copier's connection to `path` (the file the writer opened,
-    /// which must still be `file`) and starts its thread.
-    fn start(path: &Path, file: FileId, counts: Arc<CheckpointCounts>) -> Result<Self, StoreError> {
-        let conn = open_reader(path)?;
-        file.check(path)?;
-        // A checkpoint's fsync of the database file is what lets the WAL
-        // start over without losing a commit: never left to a default.
-        conn.execute_batch("PRAGMA synchronous = FULL")?;
-        let shared = Arc::new(CopierShared {
-            gate: Mutex::new(()),
-            runs: AtomicU64::new(0),
-            last_seen: AtomicU64::new(0),
-            counts,
-        });
-        let (wake, woken) = sync_channel::<()>(1);
-        let thread = {
-            let shared = Arc::clone(&shared);
-            let span = tracing::Span::current();
-            std::thread::Builder::new()
-                .name("sqlite-copier".into())
-                .spawn(move || {
-                    let _entered = span.enter();
-                    while woken.recv().is_ok() {
-                        copy(&conn, &shared);
-                    }
-                })
-                .map_err(|e| StoreError::Database(format!("cannot start the copier thread: {e}")))?
-        };
-        Ok(Self {
-            shared,
-            wake: Some(wake),
-            thread: Some(thread),
-            woken_at: None,
-        })
-    }
-
-    fn state(&self) -> CopierState {
-        match self.woken_at {
-            None => CopierState::Idle,
-            Some(runs) if self.shared.runs.load(Ordering::Acquire) > runs => CopierState::Done,
-            Some(_) => CopierState::Copying,
-        }
-    }
-
-    fn wake(&mut self) {
-        // Read before the copier can start: one that finished at once must
-        // still count as finished after this wake.
-        let runs = self.shared.runs.load(Ordering::Acquire);
-        if let Some(wake) = &self.wake {
-            if wake.try_send(()).is_ok() {
-                self.woken_at = Some(runs);
-            }
-        }
-    }
-
-    /// The writer has checkpointed after the copier's run: the copier may
-    /// be woken again.
-    fn collected(&mut self) {
-        self.woken_at = None;
-        self.shared.last_seen.store(0, Ordering::Relaxed);
-    }
-
-    /// Lets a checkpoint in progress finish and ends the thread, which
-    /// closes its connection.
-    fn stop(&mut self) {
-        self.wake = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Copier {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One PASSIVE checkpoint on the copier's connection.
-fn copy(conn: &Connection, shared: &CopierShared) {
-    /// Counts the run as finished however it ends, a panic included, so
-    /// that the writer never waits for a run that is over.
-    struct Finished<'a>(&'a AtomicU64);
-    impl Drop for Finished<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Release);
-        }
-    }
-    let _finished = Finished(&shared.runs);
-    let started = Instant::now();
-    let one_at_a_time = shared.one_at_a_time();
-    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    });
-    if let Ok((frames, _)) = result {
-        shared
-            .last_seen
-            .store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed);
-    }
-    drop(one_at_a_time);
-    match result {
-        Ok((frames, copied)) => {
-            shared
-                .counts
-                .by_copier
-                .fetch_add(u64::try_from(copied).unwrap_or(0), Ordering::Relaxed);
-            tracing::debug!(
-                frames,
-                copied,
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "checkpoint beside the writer"
-            );
-        }
-        // Another process checkpointing: the writer's own checkpoint copes.
-        Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
-            tracing::debug!(error = %e, "checkpoint beside the writer skipped");
-        }
-        Err(e) => tracing::warn!(
-            error = %e,
-            "checkpoint beside the writer failed; the writer checkpoints alone"
-        ),
     }
 }
 
@@ -1215,34 +1003,17 @@ impl Backend for Writer {
     fn after_batch(&mut self) {
         let in_use = self.wal.in_use();
         let out_of_space = std::mem::take(&mut self.wal.out_of_space);
-        if !out_of_space && in_use < self.wal.checkpoint_threshold() {
-            // A copier's run that ended with every frame copied lets the
-            // next commit start the WAL over: nothing left for the writer.
-            if self.copier.state() == CopierState::Done {
-                self.copier.collected();
-            }
-            return;
-        }
-        if self.file.check(&self.path).is_err() {
+        if !out_of_space && in_use < self.wal.checkpoint_threshold()
+            || self.file.check(&self.path).is_err()
+        {
             return;
         }
         let wait = out_of_space || in_use >= self.wal.limit.restart_bytes();
-        if wait {
-            self.checkpoint(if self.wal.waiting_paused() {
-                Checkpoint::Passive
-            } else {
-                Checkpoint::Restart
-            });
-            return;
-        }
-        // The copier copies the bulk while writes go on; the writer then
-        // copies what was committed meanwhile, so that the next transaction
-        // starts the WAL over.
-        match self.copier.state() {
-            CopierState::Idle => self.copier.wake(),
-            CopierState::Copying => {}
-            CopierState::Done => self.checkpoint(Checkpoint::Passive),
-        }
+        self.checkpoint(if wait && !self.wal.waiting_paused() {
+            Checkpoint::Restart
+        } else {
+            Checkpoint::Passive
+        });
     }
 
     fn idle_after(&self) -> Option<Duration> {
@@ -1257,11 +1028,7 @@ impl Backend for Writer {
         }
     }
 
-    /// Stops the copier first, so that its connection is not the one left
-    /// open: the last connection to close folds the WAL into the database
-    /// and removes it.
-    async fn close(mut self) {
-        self.copier.stop();
+    async fn close(self) {
         if let Err((_, e)) = self.conn.close() {
             tracing::warn!(error = %e, "closing the database connection failed");
         }
@@ -1653,7 +1420,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, AtomicU64};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        let limit = WalLimit::megabytes(8);
+        let limit = WalLimit::megabytes(2);
         let store = SqliteStore::open(path.clone(), table(), Create::IfMissing, limit)
             .await
             .unwrap();
@@ -1736,17 +1503,6 @@ mod tests {
             store.count().await.unwrap(),
             9_600,
             "all of it in the database"
-        );
-        // The copier beside the writer copied the bulk; the writer's own
-        // checkpoints, which writes wait for, the rest.
-        let counts = store.checkpoint_counts();
-        let (by_copier, by_writer) = (
-            counts.by_copier.load(Ordering::Relaxed),
-            counts.by_writer.load(Ordering::Relaxed),
-        );
-        assert!(
-            by_copier > by_writer,
-            "frames copied beside the writer {by_copier}, left to the writer {by_writer}"
         );
     }
 
