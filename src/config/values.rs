@@ -212,15 +212,7 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
             None => (s, None),
         };
         let name = host.strip_suffix('.').unwrap_or(host);
-        let name_ok = name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !host.is_empty() && !name_ok {
+        if !host.is_empty() && !is_dns_name(name, true) {
             return None;
         }
         (host, port)
@@ -522,6 +514,19 @@ impl fmt::Display for FileMode {
     }
 }
 
+/// Whether `name` is a DNS name: dot-separated labels of 1 to 63 letters,
+/// digits and `-` (and `_` when `underscore`), 253 characters at most.
+fn is_dns_name(name: &str, underscore: bool) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (underscore && b == b'_'))
+        })
+}
+
 /// Host names separated by commas: DNS names or IP addresses, lower-cased,
 /// without ports.
 pub fn host_names(value: &str) -> Result<Vec<String>, String> {
@@ -531,13 +536,7 @@ pub fn host_names(value: &str) -> Result<Vec<String>, String> {
         .filter(|s| !s.is_empty())
         .map(|name| {
             let plain = name.trim_start_matches('[').trim_end_matches(']');
-            let ok = plain.parse::<std::net::IpAddr>().is_ok()
-                || (name.len() <= 253
-                    && name.split('.').all(|label| {
-                        !label.is_empty()
-                            && label.len() <= 63
-                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    }));
+            let ok = plain.parse::<std::net::IpAddr>().is_ok() || is_dns_name(name, false);
             if ok {
                 Ok(plain.to_ascii_lowercase())
             } else {
