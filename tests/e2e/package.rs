@@ -9,9 +9,8 @@
 //! configuration and the data. The package is purged when the test ends,
 //! however it ends.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,6 +19,7 @@ use std::time::Duration;
 use crate::oci::write_image;
 use crate::support::accounts::{apache_account, group_id, user_id, DATABASE_GROUP};
 use crate::support::clients::{run_curl, skopeo, Run};
+use crate::support::host_lock::{self, HostLock};
 use crate::support::process::{free_port, poll, spawn_listening};
 use crate::support::stack::apache_in_front_of;
 use crate::support::tmpfs::Tmpfs;
@@ -41,9 +41,6 @@ const MAN_DIR: &str = "/usr/share/man/man1";
 /// emptied at boot. A package found installed without it is someone's
 /// install, which the test will not purge.
 const MARKER: &str = "/run/registry-rubber-package-test";
-/// Held while a run installs, uses and purges the package: two runs on one
-/// host take turns.
-const LOCK: &str = "/run/lock/registry-rubber-package-test.lock";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long dpkg may wait for another process's dpkg run to end.
 const DPKG_LOCK_WAIT: Duration = Duration::from_secs(300);
@@ -126,16 +123,14 @@ fn package_status() -> Option<String> {
 
 /// The package installed for the test's length; purged when dropped.
 struct Installed {
-    _lock: File,
+    _lock: HostLock,
 }
 
 impl Installed {
     fn install(deb: &Path) -> Self {
-        let lock = File::create(LOCK).unwrap_or_else(|e| panic!("create {LOCK}: {e}"));
-        // SAFETY: flock on a descriptor this function owns; blocks until
-        // another run of this test has finished.
-        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "lock {LOCK}");
+        // Two runs of this test take turns, and the recipe tests' roots,
+        // laid over this host's /etc and /var, wait meanwhile.
+        let lock = host_lock::exclusive();
         if let Some(status) = package_status() {
             assert!(
                 Path::new(MARKER).exists(),

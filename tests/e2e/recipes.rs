@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::mariadb::MariaDb;
 use crate::oci;
 use crate::support::clients::{try_curl, HttpAnswer};
+use crate::support::host_lock::{self, HostLock};
 use crate::support::process::{poll, ChildGuard};
 use crate::support::tools::{find_in_path, tools};
 
@@ -176,6 +177,9 @@ struct Root {
     /// Commands sent so far.
     sent: usize,
     scratch: tempfile::TempDir,
+    /// Keeps the host's packages as they are while the overlays are laid
+    /// on its directories.
+    _host: HostLock,
 }
 
 impl Root {
@@ -184,6 +188,7 @@ impl Root {
     /// they run).
     fn start(cwd: &Path) -> Self {
         tools();
+        let host = host_lock::shared();
         let unshare = find_in_path("unshare").expect("unshare (Debian package util-linux)");
         for (program, package) in [
             ("nsenter", "util-linux"),
@@ -268,6 +273,7 @@ impl Root {
             init,
             sent: 0,
             scratch,
+            _host: host,
         }
     }
 

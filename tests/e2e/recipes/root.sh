@@ -21,6 +21,14 @@ scratch=$1
 for dir in /etc /var /run /usr/local /root; do
   name=${dir//\//_}
   mkdir -p "$scratch/upper/$name" "$scratch/work/$name"
+  # What an installed package of this project keeps on the host (the
+  # package test installs one) is not on a fresh host: whiteouts hide it.
+  for own in registry-rubber lib/registry-rubber; do
+    if [ -e "$dir/$own" ]; then
+      mkdir -p "$(dirname "$scratch/upper/$name/$own")"
+      mknod "$scratch/upper/$name/$own" c 0 0
+    fi
+  done
   mount -t overlay overlay \
     -o "lowerdir=$dir,upperdir=$scratch/upper/$name,workdir=$scratch/work/$name" "$dir"
 done

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod apache;
 pub mod clients;
+pub mod host_lock;
 pub mod ledger;
 pub mod nginx;
 pub mod pki;
