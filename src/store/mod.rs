@@ -1,7 +1,8 @@
 //! The credential store. Every write (add, remove, cleanup) goes through one
-//! queue drained by a single writer, which commits whatever has queued up in
-//! one transaction (group commit) and answers each request only after that
-//! transaction is durable. Reads go straight to the database.
+//! queue drained by the backend's writers (SQLite has one, MySQL two), each
+//! of which commits whatever has queued up in one transaction (group commit)
+//! and answers each request only after that transaction is durable. Reads go
+//! straight to the database.
 //!
 //! Two backends, chosen by the database URL's scheme: SQLite (one file on
 //! the service's host) and MySQL/MariaDB (one database shared by several
@@ -491,6 +492,14 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.error_count(),
             Store::Mysql(s) => s.error_count(),
+        }
+    }
+
+    /// Writers draining the queue, each with a connection of its own.
+    pub fn writers(&self) -> usize {
+        match self {
+            Store::Sqlite(_) => 1,
+            Store::Mysql(_) => mysql::WRITERS,
         }
     }
 

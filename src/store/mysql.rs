@@ -1,7 +1,7 @@
-//! MySQL/MariaDB backend: one writer task that owns one connection and
-//! drains the write queue into group commits (one InnoDB transaction per
-//! batch, each job answered only after COMMIT), and a small pool of reader
-//! connections.
+//! MySQL/MariaDB backend: writers, each owning one connection, that drain
+//! the write queue into group commits (one InnoDB transaction per batch,
+//! each job answered only after COMMIT) and overlap their transactions, and
+//! a small pool of reader connections.
 //!
 //! Several service instances may share one database: each has its own
 //! writer, and InnoDB's row locks keep their transactions apart. A batch that
@@ -50,6 +50,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// (see policy::power_of_two_chunks), so that each connection prepares few
 /// statements.
 const MAX_ROWS_PER_STATEMENT: usize = 32;
+/// Writer connections, each committing its own batches: while one waits for
+/// its COMMIT to be durable, the next takes the writes queued meanwhile, and
+/// the server flushes their commits together.
+pub const WRITERS: usize = 2;
 /// Longest a batch of writes may take, connecting and retries included.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest a caller waits for its write: one batch ahead of it, its own, and
@@ -171,14 +175,19 @@ impl MysqlStore {
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
         let (queue, rx, counts) = WriteQueue::new();
-        let writer = Writer {
-            options,
-            database: url.database.clone(),
-            conn: Some(conn),
-            sql: Statements::new(&table),
-        };
+        // The first writer keeps the migration's connection; the others
+        // connect on their first batch.
+        let mut conn = Some(conn);
+        let writers = (0..WRITERS)
+            .map(|_| Writer {
+                options: options.clone(),
+                database: url.database.clone(),
+                conn: conn.take(),
+                sql: Statements::new(&table),
+            })
+            .collect();
         tokio::spawn(
-            async move { policy::run_writer(writer, rx, &counts).await }.in_current_span(),
+            async move { policy::run_writers(writers, rx, &counts).await }.in_current_span(),
         );
         Ok(Self {
             inner: Arc::new(Inner {
@@ -823,8 +832,8 @@ struct TxError {
     at_commit: bool,
 }
 
-/// The writer: owns the only write connection of this instance, opened again
-/// whenever it is lost.
+/// A writer: owns one of this instance's [`WRITERS`] write connections,
+/// opened again whenever it is lost.
 struct Writer {
     options: MySqlConnectOptions,
     database: String,

@@ -2,13 +2,13 @@
 //! live, how each [`WriteOp`] is carried out in terms of a few row
 //! operations, and how a batch of writes is committed and isolated when one
 //! of them fails. A backend supplies only its SQL ([`RowOps`]) and its
-//! connection handling ([`Backend`]); the single writer loop that drains the
-//! queue ([`run_writer`]) is the same for both.
+//! connection handling ([`Backend`]); the writer loop that drains the queue
+//! ([`run_writers`]) is the same for both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::queue::{Job, Msg};
 use super::{StoreError, WriteOp, WriteOutcome};
@@ -378,7 +378,8 @@ pub(super) trait Backend {
     /// come in the same order. On failure nothing of the batch is committed.
     async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed>;
     /// Upkeep between batches, once every job of the last one is answered:
-    /// nothing is written meanwhile, and the writes queued since wait.
+    /// this writer writes nothing meanwhile, and with one writer the writes
+    /// queued since wait.
     fn after_batch(&mut self) {}
     /// How long the queue stays empty before [`Backend::idle`] runs; None:
     /// never.
@@ -403,69 +404,50 @@ pub(super) struct WriterCounts {
     pub taken: AtomicU64,
 }
 
-/// The single writer: takes the first queued write and everything queued
+/// The queue and what the writers learn from it, shared by the writers of
+/// one store: whoever holds it takes the next batch.
+struct Intake {
+    rx: mpsc::Receiver<Msg>,
+    /// The close request, once taken: no writer takes another batch.
+    closing: Option<oneshot::Sender<()>>,
+    /// Every sender is gone.
+    ended: bool,
+}
+
+/// What a writer found when it went to the queue.
+enum Taken {
+    /// Writes to commit (in the writer's batch).
+    Batch,
+    /// Nothing within the backend's idle pause.
+    Quiet,
+    /// The queue is closing or gone.
+    Stop,
+}
+
+/// The writers: each takes the first queued write and everything queued
 /// behind it up to [`MAX_BATCH`], commits them together, answers each once
-/// the commit is durable, lets the backend do its upkeep, and repeats. Returns when asked to close (after
-/// committing what was queued ahead of the request) or when every sender is
-/// gone; writes that race with the close are answered `WriterGone`.
-pub(super) async fn run_writer<B: Backend>(
-    mut backend: B,
-    mut rx: mpsc::Receiver<Msg>,
+/// the commit is durable, lets its backend do its upkeep, and repeats. While
+/// one commits, the next takes the writes queued meanwhile, so several
+/// backends (connections) overlap their transactions; with one, batches
+/// follow each other. Returns when asked to close, after every write queued
+/// ahead of the request has committed, or when every sender is gone; writes
+/// that race with the close are answered `WriterGone`.
+pub(super) async fn run_writers<B: Backend>(
+    backends: Vec<B>,
+    rx: mpsc::Receiver<Msg>,
     counts: &WriterCounts,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut closing = None;
-    while closing.is_none() {
-        let first = match backend.idle_after() {
-            None => rx.recv().await,
-            Some(pause) => match tokio::time::timeout(pause, rx.recv()).await {
-                Ok(msg) => msg,
-                Err(_) => {
-                    backend.idle();
-                    continue;
-                }
-            },
-        };
-        match first {
-            Some(Msg::Write(job)) => {
-                counts.taken.fetch_add(1, Ordering::Relaxed);
-                batch.push(job);
-            }
-            Some(Msg::Close(done)) => {
-                closing = Some(done);
-                break;
-            }
-            None => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Write(job)) => {
-                    counts.taken.fetch_add(1, Ordering::Relaxed);
-                    batch.push(job);
-                }
-                Ok(Msg::Close(done)) => {
-                    closing = Some(done);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let unreachable = commit_batch(&mut backend, &mut batch, counts).await;
-        backend.after_batch();
-        if let Some(err) = unreachable {
-            while let Ok(msg) = rx.try_recv() {
-                match msg {
-                    Msg::Write(job) => {
-                        let _ = job.reply.send(Err(err.clone()));
-                    }
-                    Msg::Close(done) => {
-                        closing = Some(done);
-                        break;
-                    }
-                }
-            }
-        }
-    }
+    let intake = tokio::sync::Mutex::new(Intake {
+        rx,
+        closing: None,
+        ended: false,
+    });
+    let backends =
+        futures_util::future::join_all(backends.into_iter().map(|b| write(b, &intake, counts)))
+            .await;
+    let Intake {
+        mut rx, closing, ..
+    } = intake.into_inner();
     rx.close();
     while let Ok(msg) = rx.try_recv() {
         match msg {
@@ -477,9 +459,102 @@ pub(super) async fn run_writer<B: Backend>(
             }
         }
     }
-    backend.close().await;
+    for backend in backends {
+        backend.close().await;
+    }
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+/// One writer's loop over its own backend; gives the backend back when the
+/// queue closes.
+async fn write<B: Backend>(
+    mut backend: B,
+    intake: &tokio::sync::Mutex<Intake>,
+    counts: &WriterCounts,
+) -> B {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let taken = {
+            let mut intake = intake.lock().await;
+            take(&mut intake, &backend, &mut batch, counts).await
+        };
+        match taken {
+            Taken::Stop => return backend,
+            Taken::Quiet => {
+                backend.idle();
+                continue;
+            }
+            Taken::Batch => {}
+        }
+        let unreachable = commit_batch(&mut backend, &mut batch, counts).await;
+        backend.after_batch();
+        if let Some(err) = unreachable {
+            // The writes queued meanwhile would only wait for the same
+            // answer.
+            let intake = &mut *intake.lock().await;
+            while let Ok(msg) = intake.rx.try_recv() {
+                match msg {
+                    Msg::Write(job) => {
+                        let _ = job.reply.send(Err(err.clone()));
+                    }
+                    Msg::Close(done) => {
+                        intake.closing = Some(done);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first queued write and takes it with those behind it into
+/// `batch`, up to [`MAX_BATCH`] or a close request.
+async fn take<B: Backend>(
+    intake: &mut Intake,
+    backend: &B,
+    batch: &mut Vec<Job>,
+    counts: &WriterCounts,
+) -> Taken {
+    if intake.closing.is_some() || intake.ended {
+        return Taken::Stop;
+    }
+    let first = match backend.idle_after() {
+        None => intake.rx.recv().await,
+        Some(pause) => match tokio::time::timeout(pause, intake.rx.recv()).await {
+            Ok(msg) => msg,
+            Err(_) => return Taken::Quiet,
+        },
+    };
+    let mut next = first;
+    loop {
+        match next {
+            Some(Msg::Write(job)) => {
+                counts.taken.fetch_add(1, Ordering::Relaxed);
+                batch.push(job);
+            }
+            Some(Msg::Close(done)) => {
+                intake.closing = Some(done);
+                break;
+            }
+            None => {
+                intake.ended = true;
+                break;
+            }
+        }
+        if batch.len() >= MAX_BATCH {
+            break;
+        }
+        match intake.rx.try_recv() {
+            Ok(msg) => next = Some(msg),
+            Err(_) => break,
+        }
+    }
+    if batch.is_empty() {
+        Taken::Stop
+    } else {
+        Taken::Batch
     }
 }
 
@@ -543,6 +618,85 @@ async fn commit_batch<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::queue::WriteQueue;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A backend whose commits take a while, counting how many overlap.
+    #[derive(Clone, Default)]
+    struct Slow {
+        committing: Arc<AtomicUsize>,
+        most_at_once: Arc<AtomicUsize>,
+        committed: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl Backend for Slow {
+        async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed> {
+            let now = self.committing.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.committing.fetch_sub(1, Ordering::SeqCst);
+            self.committed.fetch_add(ops.len(), Ordering::SeqCst);
+            Ok(ops.iter().map(|_| WriteOutcome::Pinged).collect())
+        }
+
+        async fn close(self) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Writes arriving every 5 ms against commits of 20 ms, then a close:
+    /// the writers take turns at the queue and overlap their commits, no
+    /// more of them than there are backends, and the close is answered only
+    /// once every write queued ahead of it has committed on either.
+    async fn writes_then_close(writers: usize) -> Slow {
+        let slow = Slow::default();
+        let (queue, rx, counts) = WriteQueue::new();
+        let backends = vec![slow.clone(); writers];
+        let running = tokio::spawn(async move { run_writers(backends, rx, &counts).await });
+        let queue = Arc::new(queue);
+        let mut answers = Vec::new();
+        for _ in 0..40 {
+            let queue = Arc::clone(&queue);
+            answers.push(tokio::spawn(async move {
+                queue.write(WriteOp::Ping, None).await
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        queue.close().await;
+        assert_eq!(
+            slow.committed.load(Ordering::SeqCst),
+            40,
+            "committed before the close's answer"
+        );
+        assert_eq!(
+            slow.closed.load(Ordering::SeqCst),
+            writers,
+            "every backend closed"
+        );
+        for answer in answers {
+            assert!(matches!(answer.await.unwrap(), Ok(WriteOutcome::Pinged)));
+        }
+        assert!(matches!(
+            queue.write(WriteOp::Ping, None).await,
+            Err(StoreError::WriterGone)
+        ));
+        running.await.unwrap();
+        slow
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_writers_overlap_their_commits_and_close_after_both() {
+        let slow = writes_then_close(2).await;
+        assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_writer_commits_one_batch_at_a_time() {
+        let slow = writes_then_close(1).await;
+        assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn chunks_are_powers_of_two_largest_first() {

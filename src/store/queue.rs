@@ -1,5 +1,5 @@
 //! The write queue both backends share: callers queue a [`WriteOp`] and wait
-//! for its answer, which the backend's single writer sends only after the
+//! for its answer, which one of the backend's writers sends only after the
 //! transaction holding it has committed. It also keeps the counts both
 //! backends report: failed operations, and the writer's commits and split
 //! batches.

@@ -116,7 +116,7 @@ impl SqliteStore {
                     }
                 };
                 let _ = ready_tx.send(Ok((file, applied)));
-                runtime.block_on(policy::run_writer(writer, rx, &counts));
+                runtime.block_on(policy::run_writers(vec![writer], rx, &counts));
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let (file, applied) = ready_rx.await.map_err(|_| StoreError::WriterGone)??;

@@ -242,8 +242,8 @@ async fn concurrent_writes_share_commits() {
 #[tokio::test]
 async fn a_batch_commits_every_job_in_order() {
     let (db, store) = fresh().await;
-    // The three queue behind a held writer, so that they share one batch.
-    let (lock, first) = blocked_writer(&db, &store).await;
+    // The three queue behind the held writers, so that they share one batch.
+    let (lock, held) = blocked_writers(&db, &store).await;
     let commits = store.commit_count();
     let release = async {
         until_queued(&store, 3, |n| n == 3).await;
@@ -258,18 +258,25 @@ async fn a_batch_commits_every_job_in_order() {
         }),
         release,
     );
-    first.await.unwrap().unwrap();
+    let held_writes = held.len();
+    held.added().await;
     assert_eq!(
         store.commit_count(),
-        commits + 2,
-        "the held write, then the three in one batch"
+        commits + held_writes + 1,
+        "the held writes, then the three in one batch"
     );
     assert_eq!(a.unwrap(), WriteOutcome::Added { replaced: false });
     assert_eq!(b.unwrap(), WriteOutcome::Added { replaced: true });
     // created_at was refreshed to 20 by the replacement, so the cleanup
-    // queued after it keeps the user; it removes the held write (created at 1).
-    assert_eq!(c.unwrap(), WriteOutcome::CleanedUp { removed: 1 });
-    assert!(store.get(&u("first")).await.unwrap().is_none());
+    // queued after it keeps the user; it removes the held writes (created
+    // at 1).
+    assert_eq!(
+        c.unwrap(),
+        WriteOutcome::CleanedUp {
+            removed: held_writes
+        }
+    );
+    assert!(store.get(&u("first0")).await.unwrap().is_none());
     let row = store.get(&u("a")).await.unwrap().unwrap();
     assert_eq!((row.password_hash.as_str(), row.created_at), ("h2", 20));
 }
@@ -288,38 +295,56 @@ async fn until_queued(store: &Store, n: usize, done: impl Fn(usize) -> bool) {
     }
 }
 
-/// The writer holding the write `first`, blocked behind a write lock of the
-/// test's own: what is queued meanwhile waits, and the writer takes it all
-/// as one batch once the lock is released.
-async fn blocked_writer(
-    db: &TestDb,
-    store: &Store,
-) -> (
-    crate::helpers::WriteLock,
-    tokio::task::JoinHandle<Result<WriteOutcome, registry_rubber::store::StoreError>>,
-) {
+/// Every writer holding one write (`first0`, `first1`, ..., created at 1),
+/// blocked behind a write lock of the test's own: what is queued meanwhile
+/// waits, and the first writer free takes it all as one batch once the lock
+/// is released.
+async fn blocked_writers(db: &TestDb, store: &Store) -> (crate::helpers::WriteLock, Held) {
     let lock = db.hold_write_lock().await;
-    let taken = store.taken_count();
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.write(add("first", "h", 1)).await }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while store.taken_count() == taken {
-        assert!(Instant::now() < deadline, "the writer never took the write");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut held = Vec::new();
+    for i in 0..store.writers() {
+        let taken = store.taken_count();
+        held.push(tokio::spawn({
+            let store = store.clone();
+            async move { store.write(add(&format!("first{i}"), "h", 1)).await }
+        }));
+        // Taken alone: the writers before it are blocked.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.taken_count() == taken {
+            assert!(Instant::now() < deadline, "no writer took the write");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.taken_count(), taken + 1);
     }
-    assert_eq!(store.taken_count(), taken + 1);
-    (lock, first)
+    (lock, Held(held))
+}
+
+/// The writes [`blocked_writers`] holds.
+struct Held(Vec<tokio::task::JoinHandle<Result<WriteOutcome, registry_rubber::store::StoreError>>>);
+
+impl Held {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    /// Waits for each; every one must have been added.
+    async fn added(self) {
+        for write in self.0 {
+            assert_eq!(
+                write.await.unwrap().unwrap(),
+                WriteOutcome::Added { replaced: false }
+            );
+        }
+    }
 }
 
 #[tokio::test]
 async fn one_failing_write_does_not_fail_the_batch_it_shares() {
     let (db, store) = fresh().await;
     db.install_poison_trigger().await;
-    // The writer blocks on the first write while the lock is held, and the
-    // next five queue up behind it: they are committed as one batch.
-    let (lock, first) = blocked_writer(&db, &store).await;
+    // The writers block on their first writes while the lock is held, and
+    // the next five queue up behind them: they are committed as one batch.
+    let (lock, held) = blocked_writers(&db, &store).await;
     let names = ["a", "b", "poison", "c", "d"];
     let writes: Vec<_> = names
         .into_iter()
@@ -331,10 +356,8 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
     until_queued(&store, names.len(), |n| n == names.len()).await;
     let (splits, commits) = (store.split_count(), store.commit_count());
     lock.release().await;
-    assert_eq!(
-        first.await.unwrap().unwrap(),
-        WriteOutcome::Added { replaced: false }
-    );
+    let held_writes = held.len();
+    held.added().await;
     for w in writes {
         let (name, result) = w.await.unwrap();
         assert_eq!(result.is_err(), name == "poison", "{name}: {result:?}");
@@ -346,10 +369,10 @@ async fn one_failing_write_does_not_fail_the_batch_it_shares() {
     );
     assert_eq!(
         store.commit_count(),
-        commits + 1 + 4,
-        "the first alone, then each of the four good writes of the split batch"
+        commits + held_writes + 4,
+        "the held writes, then each of the four good writes of the split batch"
     );
-    assert_eq!(store.count().await.unwrap(), 5);
+    assert_eq!(store.count().await.unwrap(), held_writes + 4);
     assert!(store.get(&u("poison")).await.unwrap().is_none());
     // The writer is not left inside a transaction.
     store.write(add("after", "h", 1)).await.unwrap();
@@ -407,7 +430,7 @@ async fn adds_sharing_a_batch(replace: bool) {
     }
     db.execute("DELETE FROM users WHERE username = 'reused'")
         .await;
-    let (lock, first) = blocked_writer(&db, &store).await;
+    let (lock, held) = blocked_writers(&db, &store).await;
     let mut names: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
     names.extend(["taken", "reused", "twice", "twice", "n40"].map(String::from));
     let writes: Vec<_> = names
@@ -425,7 +448,8 @@ async fn adds_sharing_a_batch(replace: bool) {
     until_queued(&store, names.len(), |n| n == names.len()).await;
     let (splits, commits) = (store.split_count(), store.commit_count());
     lock.release().await;
-    first.await.unwrap().unwrap();
+    let held_writes = held.len();
+    held.added().await;
     let (added, kept) = (
         WriteOutcome::Added { replaced: false },
         WriteOutcome::Conflict,
@@ -449,8 +473,8 @@ async fn adds_sharing_a_batch(replace: bool) {
     }
     assert_eq!(
         (store.commit_count(), store.split_count()),
-        (commits + 2, splits),
-        "the first, then the forty-five in one transaction"
+        (commits + held_writes + 1, splits),
+        "the held writes, then the forty-five in one transaction"
     );
     // The second add of one name: a replacement, or refused.
     twice.sort_by_key(|(outcome, _)| *outcome != added);
@@ -491,16 +515,16 @@ async fn adds_sharing_a_batch(replace: bool) {
             .is_none(),
         replace
     );
-    assert_eq!(store.count().await.unwrap(), 1 + 1 + 41 + 1 + 1);
+    assert_eq!(store.count().await.unwrap(), 1 + 1 + 41 + 1 + held_writes);
 }
 
 #[tokio::test]
 async fn close_commits_what_was_queued_and_refuses_what_follows() {
     use registry_rubber::store::StoreError;
     let (db, store) = fresh().await;
-    // Fifty writes queued while the writer is held, then the close, then ten
-    // more: the fifty are committed, the ten refused.
-    let (lock, first) = blocked_writer(&db, &store).await;
+    // Fifty writes queued while the writers are held, then the close, then
+    // ten more: the fifty are committed, the ten refused.
+    let (lock, held) = blocked_writers(&db, &store).await;
     let spawn_writes = |prefix: &'static str| -> Vec<_> {
         (0..if prefix == "q" { 50 } else { 10 })
             .map(|i| {
@@ -520,10 +544,8 @@ async fn close_commits_what_was_queued_and_refuses_what_follows() {
     until_queued(&store, 61, |n| n == 61).await;
     lock.release().await;
     close.await.unwrap();
-    assert_eq!(
-        first.await.unwrap().unwrap(),
-        WriteOutcome::Added { replaced: false }
-    );
+    let held_writes = held.len();
+    held.added().await;
     for w in queued {
         assert_eq!(
             w.await.unwrap().unwrap(),
@@ -540,7 +562,7 @@ async fn close_commits_what_was_queued_and_refuses_what_follows() {
     }
     assert_eq!(
         db.row_count().await,
-        51,
+        50 + held_writes as i64,
         "every acknowledged write, and only those"
     );
     assert!(matches!(
