@@ -160,8 +160,25 @@ async fn connect(
     }
 }
 
+/// A writer's connection: [`connect`]'s session with autocommit off, so
+/// that a batch's first statement opens its transaction and its COMMIT (or
+/// ROLLBACK) ends it, with no round trip for a BEGIN.
+async fn connect_writer(
+    options: &MySqlConnectOptions,
+    database: &str,
+) -> Result<MySqlConnection, StoreError> {
+    let mut conn = connect(options, database).await?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, conn.execute("SET SESSION autocommit = 0")).await {
+        Ok(Ok(_)) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
+        Err(_) => Err(StoreError::Unreachable(format!(
+            "no answer within {CONNECT_TIMEOUT:?}"
+        ))),
+    }
+}
+
 impl MysqlStore {
-    /// Connects, brings the schema up to date, and starts the writer. The
+    /// Connects, brings the schema up to date, and starts the writers. The
     /// database itself must exist; its tables are created here.
     pub async fn open(url: &MysqlUrl, table: TableName, tls: Tls) -> Result<Self, StoreError> {
         let options = connect_options(url, &tls);
@@ -174,18 +191,19 @@ impl MysqlStore {
             .idle_timeout(Some(Duration::from_secs(60)))
             .test_before_acquire(true)
             .connect_lazy_with(options.clone());
-        let (queue, rx, counts) = WriteQueue::new();
-        // The first writer keeps the migration's connection; the others
-        // connect on their first batch.
-        let mut conn = Some(conn);
-        let writers = (0..WRITERS)
-            .map(|_| Writer {
+        let _ = conn.close().await;
+        // Every writer connects now: a server that will not take that many
+        // connections says so at start.
+        let mut writers = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            writers.push(Writer {
+                conn: Some(connect_writer(&options, &url.database).await?),
                 options: options.clone(),
                 database: url.database.clone(),
-                conn: conn.take(),
                 sql: Statements::new(&table),
-            })
-            .collect();
+            });
+        }
+        let (queue, rx, counts) = WriteQueue::new();
         tokio::spawn(
             async move { policy::run_writers(writers, rx, &counts).await }.in_current_span(),
         );
@@ -830,6 +848,9 @@ fn classify(e: &sqlx::Error) -> Failure {
 struct TxError {
     error: sqlx::Error,
     at_commit: bool,
+    /// The ROLLBACK after the failure failed too: the session may still be
+    /// inside the transaction, and must not be used again.
+    broken: bool,
 }
 
 /// A writer: owns one of this instance's [`WRITERS`] write connections,
@@ -855,6 +876,13 @@ impl Backend for Writer {
             })
     }
 
+    async fn recover(&mut self) -> bool {
+        if self.conn.is_none() {
+            self.conn = connect_writer(&self.options, &self.database).await.ok();
+        }
+        self.conn.is_some()
+    }
+
     async fn close(mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
@@ -876,8 +904,11 @@ impl Writer {
             let conn = match self.conn.take() {
                 Some(conn) => conn,
                 None => {
-                    match tokio::time::timeout_at(deadline, connect(&self.options, &self.database))
-                        .await
+                    match tokio::time::timeout_at(
+                        deadline,
+                        connect_writer(&self.options, &self.database),
+                    )
+                    .await
                     {
                         Ok(Ok(conn)) => conn,
                         Ok(Err(e)) => return Err((Failure::Connection, e)),
@@ -895,7 +926,11 @@ impl Writer {
             let conn = self.conn.insert(conn);
             let result =
                 tokio::time::timeout_at(deadline, apply_in_transaction(conn, &self.sql, ops)).await;
-            let TxError { error, at_commit } = match result {
+            let TxError {
+                error,
+                at_commit,
+                broken,
+            } = match result {
                 Ok(Ok(outcomes)) => return Ok(outcomes),
                 Ok(Err(e)) => e,
                 Err(_) => {
@@ -912,7 +947,7 @@ impl Writer {
                 }
             };
             let failure = classify(&error);
-            if failure == Failure::Connection {
+            if failure == Failure::Connection || broken {
                 self.conn = None;
             }
             let again = match failure {
@@ -948,23 +983,30 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::thread_rng().gen_range(base / 2..=base))
 }
 
+/// Runs `ops` in one transaction on a writer's session (autocommit off:
+/// the first statement opens the transaction, with no round trip for a
+/// BEGIN) and commits it, or rolls it back when a statement fails.
 async fn apply_in_transaction(
     conn: &mut MySqlConnection,
     sql: &Statements,
     ops: &[&WriteOp],
 ) -> Result<Vec<WriteOutcome>, TxError> {
-    let before = |error| TxError {
-        error,
-        at_commit: false,
+    let applied = policy::apply_all(&mut Rows { conn, sql }, ops).await;
+    let (error, at_commit) = match applied {
+        Ok(outcomes) => match conn.execute("COMMIT").await {
+            Ok(_) => return Ok(outcomes),
+            Err(error) => (error, true),
+        },
+        Err(error) => (error, false),
     };
-    let mut tx = conn.begin().await.map_err(before)?;
-    let mut rows = Rows { conn: &mut tx, sql };
-    let outcomes = policy::apply_all(&mut rows, ops).await.map_err(before)?;
-    tx.commit().await.map_err(|error| TxError {
+    // Left open, the failed batch's transaction would take the next batch's
+    // statements into it.
+    let broken = conn.execute("ROLLBACK").await.is_err();
+    Err(TxError {
         error,
-        at_commit: true,
-    })?;
-    Ok(outcomes)
+        at_commit,
+        broken,
+    })
 }
 
 /// The row operations on the writer's open transaction.

@@ -257,10 +257,11 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
             outcome
         }
         WriteOp::Remove { user } => {
+            // The user's row, then its refresh tokens: the order an add
+            // locks them in, so that two writers never wait on each other.
+            let found = rows.delete(user).await?;
             rows.delete_refresh(user).await?;
-            WriteOutcome::Removed {
-                found: rows.delete(user).await?,
-            }
+            WriteOutcome::Removed { found }
         }
         WriteOp::Renew {
             user,
@@ -388,6 +389,11 @@ pub(super) trait Backend {
     }
     /// Upkeep once writes have paused for [`Backend::idle_after`].
     fn idle(&mut self) {}
+    /// After a batch found the database unreachable: tries to reach it
+    /// again without a batch, and says whether it did.
+    async fn recover(&mut self) -> bool {
+        true
+    }
     /// Closes the write connection.
     async fn close(self);
 }
@@ -412,6 +418,10 @@ struct Intake {
     closing: Option<oneshot::Sender<()>>,
     /// Every sender is gone.
     ended: bool,
+    /// Writers, and how many of them found the database unreachable on
+    /// their last batch.
+    writers: usize,
+    down: usize,
 }
 
 /// What a writer found when it went to the queue.
@@ -441,6 +451,8 @@ pub(super) async fn run_writers<B: Backend>(
         rx,
         closing: None,
         ended: false,
+        writers: backends.len(),
+        down: 0,
     });
     let backends =
         futures_util::future::join_all(backends.into_iter().map(|b| write(b, &intake, counts)))
@@ -467,6 +479,10 @@ pub(super) async fn run_writers<B: Backend>(
     }
 }
 
+/// How long a writer that cannot reach the database waits between attempts
+/// while another writer still reaches it.
+const RECOVER_PAUSE: Duration = Duration::from_secs(1);
+
 /// One writer's loop over its own backend; gives the backend back when the
 /// queue closes.
 async fn write<B: Backend>(
@@ -475,7 +491,29 @@ async fn write<B: Backend>(
     counts: &WriterCounts,
 ) -> B {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // This writer's last batch found the database unreachable.
+    let mut down = false;
     loop {
+        if down {
+            // While another writer reaches the database, this one takes no
+            // writes (they would only fail) until it reaches it again.
+            let others_up = {
+                let intake = intake.lock().await;
+                if intake.closing.is_some() || intake.ended {
+                    return backend;
+                }
+                intake.down < intake.writers
+            };
+            if others_up {
+                if backend.recover().await {
+                    down = false;
+                    intake.lock().await.down -= 1;
+                } else {
+                    tokio::time::sleep(RECOVER_PAUSE).await;
+                }
+                continue;
+            }
+        }
         let taken = {
             let mut intake = intake.lock().await;
             take(&mut intake, &backend, &mut batch, counts).await
@@ -490,18 +528,32 @@ async fn write<B: Backend>(
         }
         let unreachable = commit_batch(&mut backend, &mut batch, counts).await;
         backend.after_batch();
-        if let Some(err) = unreachable {
-            // The writes queued meanwhile would only wait for the same
-            // answer.
-            let intake = &mut *intake.lock().await;
-            while let Ok(msg) = intake.rx.try_recv() {
-                match msg {
-                    Msg::Write(job) => {
-                        let _ = job.reply.send(Err(err.clone()));
-                    }
-                    Msg::Close(done) => {
-                        intake.closing = Some(done);
-                        break;
+        let mut intake = intake.lock().await;
+        match unreachable {
+            None if down => {
+                down = false;
+                intake.down -= 1;
+            }
+            None => {}
+            Some(err) => {
+                if !down {
+                    down = true;
+                    intake.down += 1;
+                }
+                // With no writer reaching the database, the writes queued
+                // meanwhile would only wait for the same answer; those
+                // behind a close are the close's to refuse.
+                if intake.down == intake.writers && intake.closing.is_none() {
+                    while let Ok(msg) = intake.rx.try_recv() {
+                        match msg {
+                            Msg::Write(job) => {
+                                let _ = job.reply.send(Err(err.clone()));
+                            }
+                            Msg::Close(done) => {
+                                intake.closing = Some(done);
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -622,23 +674,58 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
-    /// A backend whose commits take a while, counting how many overlap.
-    #[derive(Clone, Default)]
-    struct Slow {
+    /// A backend whose commits take `delay`, counting how many overlap; an
+    /// `unreachable` one fails every batch so, and never recovers.
+    #[derive(Clone)]
+    struct Fake {
+        delay: Duration,
+        unreachable: bool,
         committing: Arc<AtomicUsize>,
         most_at_once: Arc<AtomicUsize>,
         committed: Arc<AtomicUsize>,
         closed: Arc<AtomicUsize>,
     }
 
-    impl Backend for Slow {
+    impl Fake {
+        fn new(delay_ms: u64) -> Self {
+            Self {
+                delay: Duration::from_millis(delay_ms),
+                unreachable: false,
+                committing: Arc::default(),
+                most_at_once: Arc::default(),
+                committed: Arc::default(),
+                closed: Arc::default(),
+            }
+        }
+
+        /// One more backend counting into the same totals.
+        fn another(&self, delay_ms: u64, unreachable: bool) -> Self {
+            Self {
+                delay: Duration::from_millis(delay_ms),
+                unreachable,
+                ..self.clone()
+            }
+        }
+    }
+
+    impl Backend for Fake {
         async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed> {
             let now = self.committing.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_at_once.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(self.delay).await;
             self.committing.fetch_sub(1, Ordering::SeqCst);
+            if self.unreachable {
+                return Err(Failed {
+                    reach: Reach::Unreachable,
+                    error: StoreError::Unreachable("down".into()),
+                });
+            }
             self.committed.fetch_add(ops.len(), Ordering::SeqCst);
             Ok(ops.iter().map(|_| WriteOutcome::Pinged).collect())
+        }
+
+        async fn recover(&mut self) -> bool {
+            !self.unreachable
         }
 
         async fn close(self) {
@@ -646,35 +733,38 @@ mod tests {
         }
     }
 
-    /// Writes arriving every 5 ms against commits of 20 ms, then a close:
-    /// the writers take turns at the queue and overlap their commits, no
-    /// more of them than there are backends, and the close is answered only
-    /// once every write queued ahead of it has committed on either.
-    async fn writes_then_close(writers: usize) -> Slow {
-        let slow = Slow::default();
+    fn start(backends: Vec<Fake>) -> (Arc<WriteQueue>, tokio::task::JoinHandle<()>) {
         let (queue, rx, counts) = WriteQueue::new();
-        let backends = vec![slow.clone(); writers];
         let running = tokio::spawn(async move { run_writers(backends, rx, &counts).await });
-        let queue = Arc::new(queue);
+        (Arc::new(queue), running)
+    }
+
+    fn ping(queue: &Arc<WriteQueue>) -> tokio::task::JoinHandle<Result<WriteOutcome, StoreError>> {
+        let queue = Arc::clone(queue);
+        tokio::spawn(async move { queue.write(WriteOp::Ping, None).await })
+    }
+
+    /// Writes arriving every 5 ms against commits of 20 ms, then a close:
+    /// the two writers take turns at the queue and overlap their commits,
+    /// and the close is answered only once every write queued ahead of it
+    /// has committed on either.
+    #[tokio::test(start_paused = true)]
+    async fn two_writers_overlap_their_commits_and_close_after_both() {
+        let fake = Fake::new(20);
+        let (queue, running) = start(vec![fake.clone(), fake.another(20, false)]);
         let mut answers = Vec::new();
         for _ in 0..40 {
-            let queue = Arc::clone(&queue);
-            answers.push(tokio::spawn(async move {
-                queue.write(WriteOp::Ping, None).await
-            }));
+            answers.push(ping(&queue));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         queue.close().await;
         assert_eq!(
-            slow.committed.load(Ordering::SeqCst),
+            fake.committed.load(Ordering::SeqCst),
             40,
             "committed before the close's answer"
         );
-        assert_eq!(
-            slow.closed.load(Ordering::SeqCst),
-            writers,
-            "every backend closed"
-        );
+        assert_eq!(fake.closed.load(Ordering::SeqCst), 2, "both closed");
+        assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 2);
         for answer in answers {
             assert!(matches!(answer.await.unwrap(), Ok(WriteOutcome::Pinged)));
         }
@@ -683,19 +773,66 @@ mod tests {
             Err(StoreError::WriterGone)
         ));
         running.await.unwrap();
-        slow
     }
 
+    /// One write after another's answer, with one of two writers unable to
+    /// reach the database: the one batch it takes fails, then it leaves the
+    /// writes to the other.
     #[tokio::test(start_paused = true)]
-    async fn two_writers_overlap_their_commits_and_close_after_both() {
-        let slow = writes_then_close(2).await;
-        assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 2);
+    async fn a_writer_that_cannot_reach_the_database_leaves_the_writes_to_one_that_can() {
+        let fake = Fake::new(2);
+        let (queue, running) = start(vec![fake.clone(), fake.another(2, true)]);
+        let mut failed = 0;
+        for _ in 0..20 {
+            match ping(&queue).await.unwrap() {
+                Ok(WriteOutcome::Pinged) => {}
+                Err(StoreError::Unreachable(_)) => failed += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(failed <= 1, "{failed} of 20 writes failed");
+        assert_eq!(fake.committed.load(Ordering::SeqCst), 20 - failed);
+        queue.close().await;
+        running.await.unwrap();
     }
 
+    /// A writer failing while the other commits a batch that holds a close:
+    /// the writes and the close queued behind it are left to the close, which
+    /// is answered only after that batch commits.
     #[tokio::test(start_paused = true)]
-    async fn one_writer_commits_one_batch_at_a_time() {
-        let slow = writes_then_close(1).await;
-        assert_eq!(slow.most_at_once.load(Ordering::SeqCst), 1);
+    async fn a_failing_writer_neither_fails_the_others_writes_nor_answers_their_close() {
+        let fake = Fake::new(100);
+        let (queue, running) = start(vec![fake.another(10, true), fake.clone()]);
+        let first = ping(&queue);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Queued together: the healthy writer takes both in one batch.
+        let second = ping(&queue);
+        let close = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.close().await }
+        });
+        // Behind the close, before the failure: refused by the close, and a
+        // second close answered with the first.
+        tokio::time::sleep(Duration::from_millis(4)).await;
+        let late = ping(&queue);
+        let again = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.close().await }
+        });
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(StoreError::Unreachable(_))
+        ));
+        close.await.unwrap();
+        again.await.unwrap();
+        assert_eq!(
+            fake.committed.load(Ordering::SeqCst),
+            1,
+            "before the close's answer"
+        );
+        assert!(matches!(second.await.unwrap(), Ok(WriteOutcome::Pinged)));
+        assert!(matches!(late.await.unwrap(), Err(StoreError::WriterGone)));
+        running.await.unwrap();
     }
 
     #[test]

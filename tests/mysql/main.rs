@@ -18,6 +18,7 @@ mod migrations;
 mod outage;
 mod secrets;
 mod tls;
+mod writers;
 
 use std::sync::Arc;
 

@@ -1,0 +1,82 @@
+//! The writers on a real MariaDB: a batch that loses a lock wait is run
+//! again in a transaction of its own, never inside what is left of the
+//! failed attempt's.
+
+use std::time::{Duration, Instant};
+
+use registry_rubber::domain::Username;
+use registry_rubber::store::{Create, Store, WriteOp, WriteOutcome};
+
+use crate::helpers::test_settings;
+use crate::mariadb::MariaDb;
+use crate::{database_on, pool};
+
+#[tokio::test]
+async fn a_batch_that_lost_a_lock_wait_runs_again_from_a_clean_transaction() {
+    let server = MariaDb::start();
+    let db = database_on(&server).await;
+    let store = Store::open(&test_settings(&db), Create::Never)
+        .await
+        .expect("open the store");
+    // A refresh token of a user "b" that is gone, its row locked by the
+    // test: adding "b" inserts the user, then waits on that row to delete
+    // it, until the writer's lock wait (2 s) fails the statement. A lock
+    // wait timeout undoes that statement only: the insert stays in the
+    // failed attempt's transaction unless the writer rolls it back.
+    let digest = "0".repeat(64);
+    sqlx::query(
+        "INSERT INTO users_refresh (digest, username, service, issued_at, credential)
+         VALUES (?, 'b', 'registry', 1, ?)",
+    )
+    .bind(&digest)
+    .bind("c".repeat(64))
+    .execute(pool(&db))
+    .await
+    .unwrap();
+    let mut lock = pool(&db).begin().await.unwrap();
+    sqlx::query("SELECT digest FROM users_refresh WHERE username = 'b' FOR UPDATE")
+        .fetch_all(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let add = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write(WriteOp::Add {
+                    user: Username::parse("b").unwrap(),
+                    hash: "h".into(),
+                    now: 1,
+                    expires_at: None,
+                    scopes: None,
+                    replace: false,
+                })
+                .await
+        }
+    });
+    // Past the first attempt's lock wait; the second waits in turn.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!add.is_finished(), "the add waits for the locked row");
+    lock.rollback().await.unwrap();
+    let outcome = add
+        .await
+        .unwrap()
+        .expect("the add commits once the row is free");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        outcome,
+        WriteOutcome::Added { replaced: false },
+        "run again from scratch, the add finds the name free"
+    );
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert!(store.refresh(&digest).await.unwrap().is_none());
+    // Nothing of an attempt is left open on the writers: a write after it
+    // commits alone.
+    store
+        .write(WriteOp::Remove {
+            user: Username::parse("b").unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+}
