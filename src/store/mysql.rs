@@ -162,13 +162,19 @@ async fn connect(
 
 /// A writer's connection: [`connect`]'s session with autocommit off, so
 /// that a batch's first statement opens its transaction and its COMMIT (or
-/// ROLLBACK) ends it, with no round trip for a BEGIN.
+/// ROLLBACK) ends it, with no round trip for a BEGIN, and a short wait for
+/// a table's metadata lock.
 async fn connect_writer(
     options: &MySqlConnectOptions,
     database: &str,
 ) -> Result<MySqlConnection, StoreError> {
     let mut conn = connect(options, database).await?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, conn.execute("SET SESSION autocommit = 0")).await {
+    // A table's metadata lock (an ALTER, LOCK TABLES, a backup's FLUSH
+    // TABLES) is waited for as briefly as a row lock: a lost lock wait, not
+    // a batch that never returns.
+    let session =
+        format!("SET SESSION autocommit = 0, SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}");
+    match tokio::time::timeout(CONNECT_TIMEOUT, conn.execute(&*session)).await {
         Ok(Ok(_)) => Ok(conn),
         Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
         Err(_) => Err(StoreError::Unreachable(format!(
@@ -992,10 +998,13 @@ async fn apply_in_transaction(
     ops: &[&WriteOp],
 ) -> Result<Vec<WriteOutcome>, TxError> {
     let applied = policy::apply_all(&mut Rows { conn, sql }, ops).await;
+    // A batch of pings sends no statement before its COMMIT: that COMMIT
+    // failing leaves nothing in doubt, and the batch may run again.
+    let wrote = ops.iter().any(|op| !matches!(op, WriteOp::Ping));
     let (error, at_commit) = match applied {
         Ok(outcomes) => match conn.execute("COMMIT").await {
             Ok(_) => return Ok(outcomes),
-            Err(error) => (error, true),
+            Err(error) => (error, wrote),
         },
         Err(error) => (error, false),
     };

@@ -258,7 +258,7 @@ pub(super) async fn apply<R: RowOps>(rows: &mut R, op: &WriteOp) -> Result<Write
         }
         WriteOp::Remove { user } => {
             // The user's row, then its refresh tokens: the order an add
-            // locks them in, so that two writers never wait on each other.
+            // locks them in.
             let found = rows.delete(user).await?;
             rows.delete_refresh(user).await?;
             WriteOutcome::Removed { found }
@@ -646,11 +646,22 @@ async fn commit_batch<B: Backend>(
             ..
         }) if batch.len() > 1 => {
             counts.splits.fetch_add(1, Ordering::Relaxed);
-            for job in batch.drain(..) {
+            let mut jobs = batch.drain(..);
+            while let Some(job) = jobs.next() {
                 let result = match backend.commit(&[&job.op]).await {
                     Ok(mut outcomes) => {
                         counts.commits.fetch_add(1, Ordering::Relaxed);
                         Ok(outcomes.remove(0))
+                    }
+                    // The rest of the batch would wait for the same answer.
+                    Err(Failed {
+                        reach: Reach::Unreachable,
+                        error,
+                    }) => {
+                        for job in std::iter::once(job).chain(jobs) {
+                            let _ = job.reply.send(Err(error.clone()));
+                        }
+                        return Some(error);
                     }
                     Err(failed) => Err(failed.error),
                 };
@@ -675,11 +686,15 @@ mod tests {
     use std::sync::Arc;
 
     /// A backend whose commits take `delay`, counting how many overlap; an
-    /// `unreachable` one fails every batch so, and never recovers.
+    /// `unreachable` one fails every batch so, and never recovers; a
+    /// `splitting` one fails a batch of several on one statement, and finds
+    /// the database unreachable for a single write.
     #[derive(Clone)]
     struct Fake {
         delay: Duration,
         unreachable: bool,
+        splitting: bool,
+        calls: Arc<AtomicUsize>,
         committing: Arc<AtomicUsize>,
         most_at_once: Arc<AtomicUsize>,
         committed: Arc<AtomicUsize>,
@@ -691,6 +706,8 @@ mod tests {
             Self {
                 delay: Duration::from_millis(delay_ms),
                 unreachable: false,
+                splitting: false,
+                calls: Arc::default(),
                 committing: Arc::default(),
                 most_at_once: Arc::default(),
                 committed: Arc::default(),
@@ -710,6 +727,18 @@ mod tests {
 
     impl Backend for Fake {
         async fn commit(&mut self, ops: &[&WriteOp]) -> Result<Vec<WriteOutcome>, Failed> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.splitting {
+                let reach = if ops.len() > 1 {
+                    Reach::Statement
+                } else {
+                    Reach::Unreachable
+                };
+                return Err(Failed {
+                    reach,
+                    error: StoreError::Unreachable("down".into()),
+                });
+            }
             let now = self.committing.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_at_once.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
@@ -811,8 +840,8 @@ mod tests {
             let queue = Arc::clone(&queue);
             async move { queue.close().await }
         });
-        // Behind the close, before the failure: refused by the close, and a
-        // second close answered with the first.
+        // Behind the close, before the failure: refused by the close; a
+        // second close is answered too.
         tokio::time::sleep(Duration::from_millis(4)).await;
         let late = ping(&queue);
         let again = tokio::spawn({
@@ -832,6 +861,62 @@ mod tests {
         );
         assert!(matches!(second.await.unwrap(), Ok(WriteOutcome::Pinged)));
         assert!(matches!(late.await.unwrap(), Err(StoreError::WriterGone)));
+        running.await.unwrap();
+    }
+
+    /// Both writers unable to reach the database: once the second finds
+    /// out, the writes queued behind them fail at once rather than each
+    /// waiting for a batch of its own, and a close still ends the writers.
+    #[tokio::test(start_paused = true)]
+    async fn with_every_writer_down_the_queued_writes_fail_at_once() {
+        let fake = Fake::new(10);
+        let (queue, running) = start(vec![fake.another(10, true), fake.another(10, true)]);
+        let started = tokio::time::Instant::now();
+        let first = ping(&queue);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let second = ping(&queue);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let queued = [ping(&queue), ping(&queue)];
+        for write in [first, second].into_iter().chain(queued) {
+            assert!(matches!(
+                write.await.unwrap(),
+                Err(StoreError::Unreachable(_))
+            ));
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        queue.close().await;
+        running.await.unwrap();
+        assert_eq!(fake.closed.load(Ordering::SeqCst), 2);
+    }
+
+    /// A batch split after one statement failed, whose first write alone
+    /// finds the database unreachable: the rest of it fails with that write,
+    /// without a transaction each.
+    #[tokio::test(start_paused = true)]
+    async fn a_split_batch_stops_at_the_first_write_that_finds_the_database_unreachable() {
+        let fake = Fake {
+            splitting: true,
+            ..Fake::new(0)
+        };
+        let (queue, running) = start(vec![fake.clone()]);
+        // Queued before the writer runs: one batch of three.
+        let writes = [ping(&queue), ping(&queue), ping(&queue)];
+        for write in writes {
+            assert!(matches!(
+                write.await.unwrap(),
+                Err(StoreError::Unreachable(_))
+            ));
+        }
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "the batch, then its first write alone"
+        );
+        queue.close().await;
         running.await.unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! The writers on a real MariaDB: a batch that loses a lock wait is run
 //! again in a transaction of its own, never inside what is left of the
-//! failed attempt's.
+//! failed attempt's, and connections the server dropped are opened again
+//! without failing a health check.
 
 use std::time::{Duration, Instant};
 
@@ -79,4 +80,37 @@ async fn a_batch_that_lost_a_lock_wait_runs_again_from_a_clean_transaction() {
         .await
         .unwrap();
     assert_eq!(store.count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_health_check_opens_again_the_connections_the_server_dropped() {
+    let server = MariaDb::start();
+    let db = database_on(&server).await;
+    let store = Store::open(&test_settings(&db), Create::Never)
+        .await
+        .expect("open the store");
+    store.ping().await.expect("healthy");
+    // What wait_timeout or a server restart does to idle connections.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM information_schema.processlist
+         WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+    )
+    .fetch_all(pool(&db))
+    .await
+    .unwrap();
+    assert!(ids.len() >= 2, "the writers' connections are open: {ids:?}");
+    for id in ids {
+        sqlx::query(&format!("KILL {id}"))
+            .execute(pool(&db))
+            .await
+            .unwrap();
+    }
+    // Each writer finds its connection gone with a batch of its own: one
+    // health check each, and then some.
+    for _ in 0..4 {
+        store
+            .ping()
+            .await
+            .expect("a dropped connection is opened again, not reported");
+    }
 }
