@@ -3,22 +3,29 @@
 //! failed attempt's, and connections the server dropped are opened again
 //! without failing a health check.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use registry_rubber::domain::Username;
 use registry_rubber::store::{Create, Store, WriteOp, WriteOutcome};
 
-use crate::helpers::test_settings;
+use crate::helpers::{test_settings, TestDb};
 use crate::mariadb::MariaDb;
 use crate::{database_on, pool};
 
-#[tokio::test]
-async fn a_batch_that_lost_a_lock_wait_runs_again_from_a_clean_transaction() {
+/// A server of the test's own, a fresh database on it, and the store.
+async fn started() -> (MariaDb, Arc<TestDb>, Store) {
     let server = MariaDb::start();
     let db = database_on(&server).await;
     let store = Store::open(&test_settings(&db), Create::Never)
         .await
         .expect("open the store");
+    (server, db, store)
+}
+
+#[tokio::test]
+async fn a_batch_that_lost_a_lock_wait_runs_again_from_a_clean_transaction() {
+    let (_server, db, store) = started().await;
     // A refresh token of a user "b" that is gone, its row locked by the
     // test: adding "b" inserts the user, then waits on that row to delete
     // it, until the writer's lock wait (2 s) fails the statement. A lock
@@ -84,11 +91,7 @@ async fn a_batch_that_lost_a_lock_wait_runs_again_from_a_clean_transaction() {
 
 #[tokio::test]
 async fn the_health_check_opens_again_the_connections_the_server_dropped() {
-    let server = MariaDb::start();
-    let db = database_on(&server).await;
-    let store = Store::open(&test_settings(&db), Create::Never)
-        .await
-        .expect("open the store");
+    let (_server, db, store) = started().await;
     store.ping().await.expect("healthy");
     // What wait_timeout or a server restart does to idle connections.
     let ids: Vec<i64> = sqlx::query_scalar(
