@@ -127,6 +127,29 @@ async fn connect(
     options: &MySqlConnectOptions,
     database: &str,
 ) -> Result<MySqlConnection, StoreError> {
+    open_session(options, database, "").await
+}
+
+/// A writer's connection: [`connect`]'s session with autocommit off, so
+/// that a batch's first statement opens its transaction and its COMMIT (or
+/// ROLLBACK) ends it, with no round trip for a BEGIN; and a table's metadata
+/// lock (an ALTER, LOCK TABLES, a backup's FLUSH TABLES) waited for as
+/// briefly as a row lock: a lost lock wait, not a batch that never returns.
+async fn connect_writer(
+    options: &MySqlConnectOptions,
+    database: &str,
+) -> Result<MySqlConnection, StoreError> {
+    let writer =
+        format!(", SESSION autocommit = 0, SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}");
+    open_session(options, database, &writer).await
+}
+
+/// [`connect`], with `more` session settings (`, SESSION name = value`...).
+async fn open_session(
+    options: &MySqlConnectOptions,
+    database: &str,
+    more: &str,
+) -> Result<MySqlConnection, StoreError> {
     let mut conn =
         match tokio::time::timeout(CONNECT_TIMEOUT, MySqlConnection::connect_with(options)).await {
             Ok(Ok(conn)) => conn,
@@ -146,36 +169,13 @@ async fn connect(
             .await?;
         conn.execute(&*format!(
             "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS},
-                 SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES')"
+                 SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES'){more}"
         ))
         .await?;
         Ok::<_, sqlx::Error>(())
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
         Ok(Ok(())) => Ok(conn),
-        Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
-        Err(_) => Err(StoreError::Unreachable(format!(
-            "no answer within {CONNECT_TIMEOUT:?}"
-        ))),
-    }
-}
-
-/// A writer's connection: [`connect`]'s session with autocommit off, so
-/// that a batch's first statement opens its transaction and its COMMIT (or
-/// ROLLBACK) ends it, with no round trip for a BEGIN, and a short wait for
-/// a table's metadata lock.
-async fn connect_writer(
-    options: &MySqlConnectOptions,
-    database: &str,
-) -> Result<MySqlConnection, StoreError> {
-    let mut conn = connect(options, database).await?;
-    // A table's metadata lock (an ALTER, LOCK TABLES, a backup's FLUSH
-    // TABLES) is waited for as briefly as a row lock: a lost lock wait, not
-    // a batch that never returns.
-    let session =
-        format!("SET SESSION autocommit = 0, SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}");
-    match tokio::time::timeout(CONNECT_TIMEOUT, conn.execute(&*session)).await {
-        Ok(Ok(_)) => Ok(conn),
         Ok(Err(e)) => Err(StoreError::Unreachable(e.to_string())),
         Err(_) => Err(StoreError::Unreachable(format!(
             "no answer within {CONNECT_TIMEOUT:?}"
