@@ -1024,6 +1024,28 @@ struct Rows<'a> {
     sql: &'a Statements,
 }
 
+impl Rows<'_> {
+    /// Inserts a chunk of two or more rows with one INSERT: true when all
+    /// were inserted, false when a name was taken (the server then rolled
+    /// back that statement, and only it).
+    async fn insert_chunk(&mut self, chunk: &[NewRow<'_>]) -> Result<bool, sqlx::Error> {
+        let mut insert = sqlx::query(&self.sql.insert_rows[chunk.len().ilog2() as usize - 1]);
+        for row in chunk {
+            insert = insert
+                .bind(row.user.as_str())
+                .bind(row.hash)
+                .bind(row.created_at)
+                .bind(row.expires_at)
+                .bind(row.scopes);
+        }
+        match insert.execute(&mut *self.conn).await {
+            Ok(_) => Ok(true),
+            Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl RowOps for Rows<'_> {
     type Error = sqlx::Error;
 
@@ -1044,32 +1066,15 @@ impl RowOps for Rows<'_> {
         }
     }
 
-    /// One INSERT per chunk of rows: a round trip for many adds. A name
-    /// already taken fails the whole statement (and only it, the server
-    /// rolls back no more); that chunk is then inserted row by row, so that
-    /// each add gets its own answer.
+    /// One INSERT per chunk of rows: a round trip for many adds. A chunk
+    /// with a name already taken is then inserted row by row, so that each
+    /// add gets its own answer.
     async fn insert_new_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
         let mut inserted = Vec::with_capacity(rows.len());
         for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
-            if chunk.len() > 1 {
-                let mut insert =
-                    sqlx::query(&self.sql.insert_rows[chunk.len().ilog2() as usize - 1]);
-                for row in chunk {
-                    insert = insert
-                        .bind(row.user.as_str())
-                        .bind(row.hash)
-                        .bind(row.created_at)
-                        .bind(row.expires_at)
-                        .bind(row.scopes);
-                }
-                match insert.execute(&mut *self.conn).await {
-                    Ok(_) => {
-                        inserted.resize(inserted.len() + chunk.len(), true);
-                        continue;
-                    }
-                    Err(e) if error_number(&e) == Some(ER_DUP_ENTRY) => {}
-                    Err(e) => return Err(e),
-                }
+            if chunk.len() > 1 && self.insert_chunk(chunk).await? {
+                inserted.resize(inserted.len() + chunk.len(), true);
+                continue;
             }
             for row in chunk {
                 inserted.push(self.insert_new(*row).await?);
@@ -1078,15 +1083,22 @@ impl RowOps for Rows<'_> {
         Ok(inserted)
     }
 
-    /// The users of a chunk that exist are locked and found with one
-    /// SELECT and replaced one by one (a replacement is rare: names are
-    /// new); the others are inserted as [`RowOps::insert_new_all`] does,
-    /// and one that another instance inserted meanwhile is then replaced.
+    /// A chunk is inserted with one INSERT, as [`RowOps::insert_new_all`]
+    /// does: names are new, as a rule, and then nothing is replaced. When
+    /// one is taken, the users of the chunk that exist are locked and found
+    /// with one SELECT and replaced one by one (a deadlock with another
+    /// instance replacing them is possible, as for [`RowOps::upsert`]); the
+    /// others are inserted, and one that another instance inserted meanwhile
+    /// is then replaced.
     async fn upsert_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
         let mut replaced = Vec::with_capacity(rows.len());
         for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
             if chunk.len() == 1 {
                 replaced.push(self.upsert(chunk[0]).await?);
+                continue;
+            }
+            if self.insert_chunk(chunk).await? {
+                replaced.resize(replaced.len() + chunk.len(), false);
                 continue;
             }
             let mut lock = sqlx::query(&self.sql.lock_rows[chunk.len().ilog2() as usize - 1]);
@@ -1137,10 +1149,16 @@ impl RowOps for Rows<'_> {
         Ok(())
     }
 
-    /// UPDATE first: it locks an existing row exclusively at once, so
-    /// instances replacing the same user wait for each other instead of
-    /// deadlocking.
+    /// An INSERT first: names are new as a rule, and then one statement
+    /// adds the user. A name taken leaves a shared lock on its row (the
+    /// duplicate check's) before the UPDATE locks it exclusively, so
+    /// instances replacing the same user at the same moment may deadlock;
+    /// the server's victim runs again. An UPDATE first would lock the row
+    /// exclusively at once, at the cost of a statement for every new name.
     async fn upsert(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
+        if self.insert_new(row).await? {
+            return Ok(false);
+        }
         let matched = sqlx::query(&self.sql.update)
             .bind(row.hash)
             .bind(row.created_at)

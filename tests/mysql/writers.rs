@@ -1,7 +1,8 @@
 //! The writers on a real MariaDB: a batch that loses a lock wait is run
 //! again in a transaction of its own, never inside what is left of the
-//! failed attempt's, and connections the server dropped are opened again
-//! without failing a health check.
+//! failed attempt's, connections the server dropped are opened again
+//! without failing a health check, and instances replacing the same names
+//! at once all get their answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,4 +117,60 @@ async fn the_health_check_opens_again_the_connections_the_server_dropped() {
             .await
             .expect("a dropped connection is opened again, not reported");
     }
+}
+
+#[tokio::test]
+async fn instances_replacing_the_same_names_at_once_all_get_an_answer() {
+    // Two instances, each with its writers, replace the same names at
+    // once, many times: their transactions lock the same rows in every
+    // order, and the ones the server picks as a deadlock's victim run
+    // again. Every replacement is acknowledged; each row holds one of them.
+    let (_server, db, first) = started().await;
+    let second = Store::open(&test_settings(&db), Create::Never)
+        .await
+        .expect("open the second instance");
+    let names: Vec<Username> = (0..8)
+        .map(|n| Username::parse(&format!("shared-{n}")).unwrap())
+        .collect();
+    let add = |user: &Username, hash: String| WriteOp::Add {
+        user: user.clone(),
+        hash,
+        now: 1,
+        expires_at: None,
+        scopes: None,
+        replace: true,
+    };
+    for user in &names {
+        first.write(add(user, "first".into())).await.unwrap();
+    }
+    let mut writes = Vec::new();
+    for round in 0..40 {
+        for (instance, store) in [&first, &second].into_iter().enumerate() {
+            for user in &names {
+                let (store, op) = (store.clone(), add(user, format!("{instance}-{round}")));
+                writes.push(tokio::spawn(async move { store.write(op).await }));
+            }
+        }
+    }
+    let total = writes.len();
+    for write in writes {
+        assert_eq!(
+            write
+                .await
+                .unwrap()
+                .expect("every replacement is acknowledged"),
+            WriteOutcome::Added { replaced: true }
+        );
+    }
+    assert_eq!(total, 2 * 40 * names.len());
+    for user in &names {
+        let row = first.get(user).await.unwrap().expect("the row is there");
+        assert!(
+            row.password_hash.contains('-'),
+            "{}: one of the replacements, not {}",
+            user.as_str(),
+            row.password_hash
+        );
+    }
+    assert_eq!(first.count().await.unwrap(), names.len() as u64);
 }
