@@ -120,9 +120,9 @@ fn connect_options(url: &MysqlUrl, tls: &Tls) -> MySqlConnectOptions {
 }
 
 /// Opens one connection, bounded by [`CONNECT_TIMEOUT`], and prepares its
-/// session for writing: READ COMMITTED (no gap locks between instances), a
-/// short lock wait, and strict mode (a value too long for its column is an
-/// error, never silently cut).
+/// session for writing: READ COMMITTED (gap locks only where an insert's
+/// duplicate check takes them), a short lock wait, and strict mode (a value
+/// too long for its column is an error, never silently cut).
 async fn connect(
     options: &MySqlConnectOptions,
     database: &str,
@@ -1086,10 +1086,15 @@ impl RowOps for Rows<'_> {
     /// A chunk is inserted with one INSERT, as [`RowOps::insert_new_all`]
     /// does: names are new, as a rule, and then nothing is replaced. When
     /// one is taken, the users of the chunk that exist are locked and found
-    /// with one SELECT and replaced one by one (a deadlock with another
-    /// instance replacing them is possible, as for [`RowOps::upsert`]); the
-    /// others are inserted, and one that another instance inserted meanwhile
-    /// is then replaced.
+    /// with one SELECT and updated one by one; the others are inserted, and
+    /// one that another instance inserted meanwhile is then replaced.
+    ///
+    /// The failed INSERT leaves a shared lock on the taken row (the
+    /// duplicate check's), which the SELECT makes exclusive: a writer that
+    /// asked for that row meanwhile (a remove, a renewal, a replacement of
+    /// the same name, from this instance or another) deadlocks with it, and
+    /// InnoDB's victim runs its batch again. A lone add never waits that way:
+    /// it updates first ([`RowOps::upsert`]).
     async fn upsert_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
         let mut replaced = Vec::with_capacity(rows.len());
         for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
@@ -1149,16 +1154,11 @@ impl RowOps for Rows<'_> {
         Ok(())
     }
 
-    /// An INSERT first: names are new as a rule, and then one statement
-    /// adds the user. A name taken leaves a shared lock on its row (the
-    /// duplicate check's) before the UPDATE locks it exclusively, so
-    /// instances replacing the same user at the same moment may deadlock;
-    /// the server's victim runs again. An UPDATE first would lock the row
-    /// exclusively at once, at the cost of a statement for every new name.
+    /// UPDATE first: it locks an existing row exclusively at once, so
+    /// writers of the same user wait for each other instead of deadlocking,
+    /// and it tells a replacement from an insert even when the row already
+    /// held these values.
     async fn upsert(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
-        if self.insert_new(row).await? {
-            return Ok(false);
-        }
         let matched = sqlx::query(&self.sql.update)
             .bind(row.hash)
             .bind(row.created_at)

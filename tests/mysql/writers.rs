@@ -1,8 +1,8 @@
 //! The writers on a real MariaDB: a batch that loses a lock wait is run
 //! again in a transaction of its own, never inside what is left of the
 //! failed attempt's, connections the server dropped are opened again
-//! without failing a health check, and instances replacing the same names
-//! at once all get their answers.
+//! without failing a health check, and instances replacing and renewing the
+//! same names at once all get their answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,11 +120,13 @@ async fn the_health_check_opens_again_the_connections_the_server_dropped() {
 }
 
 #[tokio::test]
-async fn instances_replacing_the_same_names_at_once_all_get_an_answer() {
-    // Two instances, each with its writers, replace the same names at
-    // once, many times: their transactions lock the same rows in every
-    // order, and the ones the server picks as a deadlock's victim run
-    // again. Every replacement is acknowledged; each row holds one of them.
+async fn instances_replacing_and_renewing_the_same_names_at_once_all_get_an_answer() {
+    // Two instances, each with its writers, replace and renew the same
+    // names at once, many times. Every batch's INSERT finds the names
+    // taken and leaves shared locks, which its SELECT ... FOR UPDATE then
+    // makes exclusive, while renewals and the other replacements ask for
+    // the same rows: the transactions InnoDB picks as a deadlock's victim
+    // run again. Every write is acknowledged; each row holds a replacement.
     let (_server, db, first) = started().await;
     let second = Store::open(&test_settings(&db), Create::Never)
         .await
@@ -140,6 +142,12 @@ async fn instances_replacing_the_same_names_at_once_all_get_an_answer() {
         scopes: None,
         replace: true,
     };
+    let renew = |user: &Username| WriteOp::Renew {
+        user: user.clone(),
+        now: 2,
+        ttl: 60,
+        max_lifetime: 0,
+    };
     for user in &names {
         first.write(add(user, "first".into())).await.unwrap();
     }
@@ -147,19 +155,29 @@ async fn instances_replacing_the_same_names_at_once_all_get_an_answer() {
     for round in 0..40 {
         for (instance, store) in [&first, &second].into_iter().enumerate() {
             for user in &names {
-                let (store, op) = (store.clone(), add(user, format!("{instance}-{round}")));
+                let op = if round % 4 == 3 && instance == 1 {
+                    renew(user)
+                } else {
+                    add(user, format!("{instance}-{round}"))
+                };
+                let store = store.clone();
                 writes.push(tokio::spawn(async move { store.write(op).await }));
             }
         }
     }
     let total = writes.len();
     for write in writes {
-        assert_eq!(
-            write
-                .await
-                .unwrap()
-                .expect("every replacement is acknowledged"),
-            WriteOutcome::Added { replaced: true }
+        let outcome = write.await.unwrap().expect("every write is acknowledged");
+        assert!(
+            matches!(
+                outcome,
+                WriteOutcome::Added { replaced: true }
+                    | WriteOutcome::Renewed {
+                        expires_at: None,
+                        limited: false
+                    }
+            ),
+            "{outcome:?}"
         );
     }
     assert_eq!(total, 2 * 40 * names.len());
