@@ -120,9 +120,10 @@ fn connect_options(url: &MysqlUrl, tls: &Tls) -> MySqlConnectOptions {
 }
 
 /// Opens one connection, bounded by [`CONNECT_TIMEOUT`], and prepares its
-/// session for writing: READ COMMITTED (gap locks only where an insert's
-/// duplicate check takes them), a short lock wait, and strict mode (a value
-/// too long for its column is an error, never silently cut).
+/// session for writing: READ COMMITTED (no gap locks for searches; InnoDB
+/// takes them only in rare cases of inserts waiting on one another), a
+/// short lock wait, and strict mode (a value too long for its column is an
+/// error, never silently cut).
 async fn connect(
     options: &MySqlConnectOptions,
     database: &str,
@@ -930,8 +931,11 @@ impl Writer {
                 }
             };
             let conn = self.conn.insert(conn);
-            let result =
-                tokio::time::timeout_at(deadline, apply_in_transaction(conn, &self.sql, ops)).await;
+            let result = tokio::time::timeout_at(
+                deadline,
+                apply_in_transaction(conn, &self.sql, ops, attempt == 1),
+            )
+            .await;
             let TxError {
                 error,
                 at_commit,
@@ -992,12 +996,20 @@ fn backoff(attempt: u32) -> Duration {
 /// Runs `ops` in one transaction on a writer's session (autocommit off:
 /// the first statement opens the transaction, with no round trip for a
 /// BEGIN) and commits it, or rolls it back when a statement fails.
+/// `insert_first` on a batch's first attempt only ([`Rows::insert_first`]).
 async fn apply_in_transaction(
     conn: &mut MySqlConnection,
     sql: &Statements,
     ops: &[&WriteOp],
+    insert_first: bool,
 ) -> Result<Vec<WriteOutcome>, TxError> {
-    let applied = policy::apply_all(&mut Rows { conn, sql }, ops).await;
+    let rows = &mut Rows {
+        conn,
+        sql,
+        insert_first,
+    };
+    let applied = policy::apply_all(rows, ops).await;
+    let conn = &mut *rows.conn;
     // A batch of pings sends no statement before its COMMIT: that COMMIT
     // failing leaves nothing in doubt, and the batch may run again.
     let wrote = ops.iter().any(|op| !matches!(op, WriteOp::Ping));
@@ -1022,6 +1034,10 @@ async fn apply_in_transaction(
 struct Rows<'a> {
     conn: &'a mut MySqlConnection,
     sql: &'a Statements,
+    /// Whether a chunk of replacing adds is inserted before its names are
+    /// looked for ([`RowOps::upsert_all`]): on a batch's first attempt,
+    /// until a chunk finds a name taken.
+    insert_first: bool,
 }
 
 impl Rows<'_> {
@@ -1086,15 +1102,16 @@ impl RowOps for Rows<'_> {
     /// A chunk is inserted with one INSERT, as [`RowOps::insert_new_all`]
     /// does: names are new, as a rule, and then nothing is replaced. When
     /// one is taken, the users of the chunk that exist are locked and found
-    /// with one SELECT and updated one by one; the others are inserted, and
+    /// with one SELECT and replaced one by one; the others are inserted, and
     /// one that another instance inserted meanwhile is then replaced.
     ///
     /// The failed INSERT leaves a shared lock on the taken row (the
     /// duplicate check's), which the SELECT makes exclusive: a writer that
     /// asked for that row meanwhile (a remove, a renewal, a replacement of
-    /// the same name, from this instance or another) deadlocks with it, and
-    /// InnoDB's victim runs its batch again. A lone add never waits that way:
-    /// it updates first ([`RowOps::upsert`]).
+    /// the same name, from this instance or another) deadlocks with it. So
+    /// the rest of the batch, and every attempt after the first, locks the
+    /// names first, as the batch would then lose a deadlock the same way
+    /// again and again while the writers replace the same names.
     async fn upsert_all(&mut self, rows: &[NewRow<'_>]) -> Result<Vec<bool>, Self::Error> {
         let mut replaced = Vec::with_capacity(rows.len());
         for chunk in policy::power_of_two_chunks(rows, MAX_ROWS_PER_STATEMENT) {
@@ -1102,9 +1119,12 @@ impl RowOps for Rows<'_> {
                 replaced.push(self.upsert(chunk[0]).await?);
                 continue;
             }
-            if self.insert_chunk(chunk).await? {
-                replaced.resize(replaced.len() + chunk.len(), false);
-                continue;
+            if self.insert_first {
+                if self.insert_chunk(chunk).await? {
+                    replaced.resize(replaced.len() + chunk.len(), false);
+                    continue;
+                }
+                self.insert_first = false;
             }
             let mut lock = sqlx::query(&self.sql.lock_rows[chunk.len().ilog2() as usize - 1]);
             for row in chunk {
@@ -1154,10 +1174,11 @@ impl RowOps for Rows<'_> {
         Ok(())
     }
 
-    /// UPDATE first: it locks an existing row exclusively at once, so
-    /// writers of the same user wait for each other instead of deadlocking,
-    /// and it tells a replacement from an insert even when the row already
-    /// held these values.
+    /// UPDATE first: it locks an existing row exclusively at once (a
+    /// writer of the same user waits for it, or it for the writer; only a
+    /// chunk that inserted first may deadlock with it), and it tells a
+    /// replacement from an insert even when the row already held these
+    /// values.
     async fn upsert(&mut self, row: NewRow<'_>) -> Result<bool, Self::Error> {
         let matched = sqlx::query(&self.sql.update)
             .bind(row.hash)

@@ -122,11 +122,12 @@ async fn the_health_check_opens_again_the_connections_the_server_dropped() {
 #[tokio::test]
 async fn instances_replacing_and_renewing_the_same_names_at_once_all_get_an_answer() {
     // Two instances, each with its writers, replace and renew the same
-    // names at once, many times. Every batch's INSERT finds the names
+    // names at once, many times. A batch's first INSERT finds the names
     // taken and leaves shared locks, which its SELECT ... FOR UPDATE then
     // makes exclusive, while renewals and the other replacements ask for
     // the same rows: the transactions InnoDB picks as a deadlock's victim
-    // run again. Every write is acknowledged; each row holds a replacement.
+    // run again, locking first. Every write is acknowledged; each row holds
+    // a replacement.
     let (_server, db, first) = started().await;
     let second = Store::open(&test_settings(&db), Create::Never)
         .await
