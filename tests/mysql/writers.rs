@@ -166,7 +166,6 @@ async fn instances_replacing_and_renewing_the_same_names_at_once_all_get_an_answ
             }
         }
     }
-    let total = writes.len();
     for write in writes {
         let outcome = write.await.unwrap().expect("every write is acknowledged");
         assert!(
@@ -181,7 +180,6 @@ async fn instances_replacing_and_renewing_the_same_names_at_once_all_get_an_answ
             "{outcome:?}"
         );
     }
-    assert_eq!(total, 2 * 40 * names.len());
     for user in &names {
         let row = first.get(user).await.unwrap().expect("the row is there");
         assert!(
