@@ -224,14 +224,14 @@ impl MysqlStore {
         })
     }
 
-    /// Queues `op` and waits for its commit, at most WRITE_WAIT: a caller
-    /// gets its 503 in bounded time even when the writer is stuck behind a
-    /// server that stopped answering.
     /// The migrations this open applied, oldest first.
     pub fn applied_migrations(&self) -> &[Migration] {
         &self.inner.applied
     }
 
+    /// Queues `op` and waits for its commit, at most WRITE_WAIT: a caller
+    /// gets its 503 in bounded time even when the writer is stuck behind a
+    /// server that stopped answering.
     pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         self.inner.queue.write(op, Some(WRITE_WAIT)).await
     }
