@@ -36,20 +36,9 @@ const NAME_ATTEMPTS: usize = 5;
 /// Hashing jobs that may wait for a core, per core: past that, a request
 /// that needs a hashing is answered 503 at once.
 const HASH_QUEUE_PER_CORE: usize = 32;
-/// Shortest pause between two delete batches (sweep, cleanup), so that the
-/// writer commits the adds queued meanwhile in transactions of their own.
+/// Pause between two delete batches (sweep, cleanup), so that the writer
+/// commits the adds queued meanwhile in transactions of their own.
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
-/// Longest pause between two delete batches: a batch that took longer (a
-/// disk stalling) still leaves the next one this soon.
-const MAX_BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// The pause after a delete batch that took `took` from queueing to
-/// commit: as long again, within [BATCH_PAUSE, MAX_BATCH_PAUSE]. A busy
-/// writer makes a batch wait longer, so the deletes take at most about half
-/// of its time while adds queue, and run nearly back to back when none do.
-fn batch_pause(took: std::time::Duration) -> std::time::Duration {
-    took.clamp(BATCH_PAUSE, MAX_BATCH_PAUSE)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -858,7 +847,7 @@ impl Shared {
     }
 
     /// Runs the bounded delete `op` until a batch removes fewer than
-    /// DELETE_BATCH rows, pausing between batches ([`batch_pause`]). Returns the rows removed
+    /// DELETE_BATCH rows, pausing between batches. Returns the rows removed
     /// (committed, even when a later batch fails) and how it ended.
     async fn delete_in_batches(
         &self,
@@ -866,14 +855,13 @@ impl Shared {
     ) -> (u64, Result<(), CredentialError>) {
         let mut total = 0;
         loop {
-            let queued = std::time::Instant::now();
             match self.write(op()).await {
                 Ok(WriteOutcome::Swept { removed } | WriteOutcome::CleanedUp { removed }) => {
                     total += removed;
                     if removed < u64::from(DELETE_BATCH) {
                         return (total, Ok(()));
                     }
-                    tokio::time::sleep(batch_pause(queued.elapsed())).await;
+                    tokio::time::sleep(BATCH_PAUSE).await;
                 }
                 other => return (total, Err(unexpected("delete", other))),
             }
@@ -919,22 +907,5 @@ fn unexpected(action: &str, outcome: Result<WriteOutcome, StoreError>) -> Creden
     match outcome {
         Err(e) => CredentialError::Store(e),
         Ok(other) => CredentialError::Internal(format!("{action} answered {other:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_delete_batch_is_followed_by_a_pause_as_long_within_bounds() {
-        assert_eq!(batch_pause(Duration::ZERO), BATCH_PAUSE);
-        assert_eq!(
-            batch_pause(Duration::from_millis(7)),
-            Duration::from_millis(7),
-            "a batch that waited behind adds leaves them as much time again"
-        );
-        assert_eq!(batch_pause(Duration::from_secs(3)), MAX_BATCH_PAUSE);
     }
 }
