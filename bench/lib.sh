@@ -25,6 +25,9 @@ else
     --example fsync_probe
   OUT=target/release
 fi
+# A build leaves hundreds of megabytes of dirty pages, which the kernel
+# would write back during the first run and stall its fsyncs: out now.
+sync
 # BENCH_BIN measures another build of the service (an older commit, say) with
 # this build's tools and scripts, for a comparison in the same session.
 BIN=${BENCH_BIN:-$OUT/registry-rubber}
