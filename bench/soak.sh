@@ -41,7 +41,9 @@ WAL_LIMIT=${WAL_LIMIT:-64}
 WAL_AFTER=${WAL_AFTER:-16}
 SETTLE=${SETTLE:-5}
 P99_LIMIT=${P99_LIMIT:-10}
-if [ "$P99_LIMIT" != off ] && ! [[ "$P99_LIMIT" =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+# Whether $1 is a number of milliseconds: 10, 7.5.
+is_ms() { [[ "$1" =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+if [ "$P99_LIMIT" != off ] && ! is_ms "$P99_LIMIT"; then
   echo "soak: P99_LIMIT must be milliseconds (10, 7.5) or off, not '$P99_LIMIT'" >&2; exit 2
 fi
 RUNS=$(((DURATION + INTERVAL - 1) / INTERVAL))
@@ -152,7 +154,7 @@ if [ "$P99_LIMIT" != off ]; then
   over=()
   for i in "${!p99s[@]}"; do
     p=${p99s[$i]}
-    if ! [[ "$p" =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+    if ! is_ms "$p"; then
       over+=("run $((i + 1)) (no p99)")
     elif awk -v p="$p" -v l="$P99_LIMIT" 'BEGIN { exit !(p > l) }'; then
       over+=("run $((i + 1)) ($p ms)")
